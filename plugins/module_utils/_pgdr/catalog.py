@@ -1,0 +1,113 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The repository layout, backup manifests, and the list of backups.
+
+Layout (docs/repository-format.md is the reference)::
+
+    <cluster>/backup/<id>/data/<path>[.partNNNN]<suffix>   pieces of large files
+    <cluster>/backup/<id>/bundle/<NNNNNN><suffix>           small files, bundled
+    <cluster>/backup/<id>/wal/<segment><suffix>             WAL from start to stop
+    <cluster>/backup/<id>/files.json.gz                     the file list
+    <cluster>/backup/<id>/manifest.json                     written last
+
+There is no index object: the backups are the prefixes under
+``<cluster>/backup/``, and a backup exists for restore only once its
+``manifest.json`` does. Every object is written once and never replaced.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import gzip
+import hashlib
+import json
+import time
+
+from .errors import IntegrityError, NotFound
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+FILE_LIST = "files.json.gz"
+
+
+def backup_prefix(cluster, backup_id):
+    return "%s/backup/%s/" % (cluster, backup_id)
+
+
+def new_backup_id(kind, now=None):
+    """Sortable by time, readable in a bucket listing: 20261124T060012Z-full."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + kind
+
+
+def encode_manifest(manifest):
+    return json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+
+
+def encode_file_list(files):
+    raw = json.dumps(files, separators=(",", ":")).encode("utf-8")
+    return gzip.compress(raw, 6, mtime=0)
+
+
+class Catalog(object):
+    """Read-side view of one cluster's backups in a repository."""
+
+    def __init__(self, storage, cluster):
+        self.storage = storage
+        self.cluster = cluster
+
+    def backup_ids(self):
+        return self.storage.list_dirs("%s/backup/" % self.cluster)
+
+    def manifest(self, backup_id):
+        """The manifest of a backup; NotFound when the backup is incomplete or absent."""
+        key = backup_prefix(self.cluster, backup_id) + MANIFEST
+        try:
+            data = self.storage.get(key)
+        except NotFound:
+            raise NotFound("backup %s of cluster %s is not complete (no %s) or does "
+                           "not exist in %s" % (backup_id, self.cluster, MANIFEST,
+                                                self.storage.describe()),
+                           code="backup_not_found", backup_id=backup_id)
+        try:
+            manifest = json.loads(data.decode("utf-8"))
+        except ValueError as exc:
+            raise IntegrityError("manifest of backup %s is not valid JSON: %s"
+                                 % (backup_id, exc), code="manifest_invalid")
+        if manifest.get("format") != FORMAT:
+            raise IntegrityError("backup %s has manifest format %r; this pgdr reads %d"
+                                 % (backup_id, manifest.get("format"), FORMAT),
+                                 code="manifest_format")
+        return manifest
+
+    def file_list(self, manifest):
+        key = backup_prefix(self.cluster, manifest["id"]) + FILE_LIST
+        data = self.storage.get(key)
+        if hashlib.sha256(data).hexdigest() != manifest["file_list_sha256"]:
+            raise IntegrityError("file list of backup %s does not match its checksum "
+                                 "in the manifest: the object %s is damaged"
+                                 % (manifest["id"], key), code="checksum_mismatch",
+                                 key=key)
+        return json.loads(gzip.decompress(data).decode("utf-8"))
+
+    def scan(self):
+        """(complete manifests, incomplete ids), oldest first."""
+        complete, incomplete = [], []
+        for backup_id in self.backup_ids():
+            try:
+                complete.append(self.manifest(backup_id))
+            except NotFound:
+                incomplete.append(backup_id)
+        complete.sort(key=lambda m: (m["stop_time"], m["id"]))
+        return complete, incomplete
+
+    def resolve(self, wanted):
+        """The manifest of ``wanted``: a backup id, or 'latest'."""
+        if wanted in (None, "", "latest"):
+            complete, _ = self.scan()
+            if not complete:
+                raise NotFound("no complete backup of cluster %s in %s"
+                               % (self.cluster, self.storage.describe()),
+                               code="no_backup", stage="plan")
+            return complete[-1]
+        return self.manifest(wanted)

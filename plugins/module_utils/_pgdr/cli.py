@@ -1,0 +1,153 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``pgdr`` command line: the same engine as the modules, for nodes and cron.
+
+``run(argv, stdout, stderr)`` returns the exit code instead of exiting, so it
+is testable and so the engine never calls sys.exit. Exit codes: errors.py and
+docs/cli.md. Secrets are never accepted as flags (they would show in ps):
+they come from the credentials file or the environment.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import json
+import os
+
+from . import ENGINE_VERSION
+from .errors import EXIT_CODES, PgdrError
+from .options import DEFAULT_CONFIG_FILE, OPTIONS, resolve
+from .progress import Progress
+
+COMMANDS = {
+    "backup": ("Take a full backup of the cluster.", ("repo", "pg", "backup")),
+    "restore": ("Restore a backup into a new data directory.", ("repo", "restore")),
+    "info": ("List the backups of the cluster.", ("repo",)),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so run() keeps control."""
+
+    def error(self, message):
+        raise _UsageError(message)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def build_parser():
+    epilog = "exit codes:\n" + "\n".join("  %d  %s" % (code, name)
+                                         for code, name, _ in EXIT_CODES)
+    parser = _Parser(prog="pgdr", description="PostgreSQL disaster recovery to "
+                     "S3-compatible storage.", epilog=epilog,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="command")
+    for name, (help_text, groups) in sorted(COMMANDS.items()):
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--config", default=None,
+                             help="config file (default %s when it exists)"
+                             % DEFAULT_CONFIG_FILE)
+        command.add_argument("--credentials", default=None,
+                             help="credentials file holding the secret settings (mode 0600)")
+        command.add_argument("--json", action="store_true",
+                             help="print the result as one JSON object")
+        command.add_argument("--dry-run", action="store_true",
+                             help="check and plan, change nothing")
+        for option in OPTIONS:
+            if option.secret or not set(option.groups) & set(groups):
+                continue
+            kwargs = {"dest": option.name, "default": None, "help": option.help}
+            if option.kind == "bool":
+                kwargs.update(nargs="?", const="true", metavar="BOOL")
+            elif option.kind == "dict":
+                kwargs.update(action="append", metavar="KEY=VALUE")
+            elif option.choices:
+                kwargs.update(choices=option.choices)
+            command.add_argument(option.flag, **kwargs)
+    return parser
+
+
+def _explicit(args):
+    values = {}
+    for option in OPTIONS:
+        value = getattr(args, option.name, None)
+        if value is None:
+            continue
+        values[option.name] = ",".join(value) if option.kind == "dict" else value
+    return values
+
+
+def _render(command, result):
+    """A short text for people; --json gives everything."""
+    if command == "info":
+        lines = ["cluster %s in %s" % (result["cluster"], result["repository"])]
+        for b in result["backups"]:
+            lines.append("  %-24s %-4s %s  lsn %s-%s  %8.1f MiB -> %8.1f MiB  %6.1f s" % (
+                b["id"], b["type"], b["stop_time"], b["start_lsn"], b["stop_lsn"],
+                b["size"] / 1048576.0, b["stored_size"] / 1048576.0, b["duration"]))
+        if not result["backups"]:
+            lines.append("  no complete backup")
+        for backup_id in result["incomplete"]:
+            lines.append("  %-24s incomplete (no manifest; never restored)" % backup_id)
+        return "\n".join(lines)
+    backup = result.get("backup") or {}
+    if command == "backup":
+        if "size" not in backup:
+            return "would take a full backup of %s" % result.get("pg_data")
+        return "backup %s: %.1f MiB read, %.1f MiB stored, %.1f s" % (
+            backup["id"], backup["size"] / 1048576.0, backup["stored_size"] / 1048576.0,
+            backup["duration"])
+    return "backup %s restored into %s" % (backup.get("id"), result.get("target"))
+
+
+def run(argv, stdout, stderr=None, environ=None):
+    """Run one pgdr command; returns its exit code."""
+    stderr = stderr or stdout
+    environ = os.environ if environ is None else environ
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        stderr.write("pgdr: %s (see pgdr --help)\n" % exc)
+        return 2
+    if args.version:
+        stdout.write("pgdr %s\n" % ENGINE_VERSION)
+        return 0
+    if not args.command:
+        build_parser().print_help(stdout)
+        return 2
+    as_json = args.json
+    try:
+        config = args.config or (DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE)
+                                 else None)
+        settings = resolve(_explicit(args), config_file=config,
+                           credentials_file=args.credentials, environ=environ,
+                           config_required=bool(args.config))
+        progress = Progress(stderr, interval=10.0)
+        module = _command_module(args.command)
+        result = module.run(settings, progress, dry_run=args.dry_run)
+    except PgdrError as exc:
+        if as_json:
+            stdout.write(json.dumps({"failed": True, "error": exc.as_dict()}) + "\n")
+        stderr.write("pgdr %s: error [%s]: %s\n" % (args.command, exc.code, exc.msg))
+        return exc.exit_code
+    if as_json:
+        stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    else:
+        stdout.write(_render(args.command, result) + "\n")
+    return 0
+
+
+def _command_module(name):
+    """Import only the verb that runs (keeps start-up lean)."""
+    if name == "backup":
+        from .commands import backup as module
+    elif name == "restore":
+        from .commands import restore as module
+    else:
+        from .commands import info as module
+    return module

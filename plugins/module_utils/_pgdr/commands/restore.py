@@ -1,0 +1,252 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore a backup into a new data directory.
+
+Safety first: the target is checked before anything is written (never the
+data directory of a running server; a non-empty one only with force), every
+stored object is verified against its SHA-256 before it is decompressed, and
+every file against its own SHA-256 after. On any failure the target is
+emptied again, so a half-restored directory is never mistaken for a cluster.
+The backup's WAL goes into pg_wal and backup_label beside it: ``pg_ctl
+start`` then replays to the backup's consistency point, like pg_basebackup's.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import shutil
+
+from .. import catalog
+from ..compress import Codec
+from ..errors import IntegrityError, TargetRefused
+from ..parallel import run_all
+from ..postgres.datadir import is_running
+from ..storage import open_storage
+from .backup import summarize
+
+AUTO_CONF = "postgresql.auto.conf"
+
+
+class RestoreRun(object):
+    def __init__(self, settings, progress):
+        settings.require("cluster", "target")
+        self.settings = settings
+        self.progress = progress
+        self.storage = open_storage(settings)
+        self.catalog = catalog.Catalog(self.storage, settings.cluster)
+        self.target = settings.target
+        self.owner = None
+
+    # -- checks ------------------------------------------------------------------------
+    def check_target(self):
+        target = self.target
+        if os.path.realpath(target) == "/":
+            raise TargetRefused("target=/ is not a data directory", stage="check")
+        if is_running(target):
+            raise TargetRefused("target %s is the data directory of a running server "
+                                "(postmaster.pid names a live process); pgdr never "
+                                "writes into it" % target, code="target_running",
+                                stage="check")
+        if os.path.exists(target) and not os.path.isdir(target):
+            raise TargetRefused("target %s exists and is not a directory" % target,
+                                stage="check")
+        if os.path.isdir(target) and os.listdir(target) and not self.settings.force:
+            raise TargetRefused("target %s is not empty (%d entries); choose an empty "
+                                "directory or set force to replace its contents"
+                                % (target, len(os.listdir(target))), code="target_not_empty",
+                                stage="check")
+
+    def map_tablespaces(self, manifest):
+        """{oid: (old location, new location)}; refuses a location that holds data."""
+        wanted = self.settings.tablespace_map or {}
+        known = set()
+        mapping = {}
+        version_dir = "PG_%d_" % (manifest["pg_version"] // 10000)
+        for space in manifest["tablespaces"]:
+            keys = (space["location"], space["name"], str(space["oid"]))
+            known.update(keys)
+            new = next((wanted[k] for k in keys if k in wanted), space["location"])
+            new = os.path.abspath(new)
+            if os.path.isdir(new) and any(n.startswith(version_dir) for n in os.listdir(new)):
+                raise TargetRefused(
+                    "tablespace %s (oid %s) would be restored into %s, which already holds "
+                    "a %s* directory (a live cluster's?); map it elsewhere with "
+                    "tablespace_map %s=NEW_DIR" % (space["name"], space["oid"], new,
+                                                   version_dir, space["name"]),
+                    code="tablespace_in_use", stage="check")
+            mapping[str(space["oid"])] = (space["location"], new)
+        unknown = sorted(set(wanted) - known)
+        if unknown:
+            names = ", ".join(s["name"] for s in manifest["tablespaces"]) or "none"
+            raise TargetRefused("tablespace_map names %s, which the backup does not have "
+                                "(its tablespaces: %s)" % (", ".join(unknown), names),
+                                code="tablespace_unknown", stage="check")
+        return mapping
+
+    # -- run ----------------------------------------------------------------------------
+    def run(self, dry_run=False):
+        self.storage.check()
+        manifest = self.catalog.resolve(self.settings.backup_id)
+        listing = self.catalog.file_list(manifest)
+        self.check_target()
+        mapping = self.map_tablespaces(manifest)
+        plan = {"backup": summarize(manifest), "target": self.target,
+                "tablespaces": dict((oid, new) for oid, (_, new) in mapping.items()),
+                "fetch_bytes": manifest["stored_size"]}
+        if dry_run:
+            return dict(plan, changed=True)
+        self.progress.event("restoring backup %s into %s" % (manifest["id"], self.target))
+        created = self.prepare(listing["files"], mapping)
+        try:
+            self.fetch(manifest, listing)
+            self.finish(manifest, mapping)
+        except BaseException:
+            self.progress.event("restore failed: removing what was written to %s"
+                                % self.target)
+            self.undo(created)
+            raise
+        self.progress.event("backup %s restored into %s" % (manifest["id"], self.target))
+        return dict(plan, changed=True)
+
+    def prepare(self, files, mapping):
+        """Empty target, directories, tablespace links; returns what to undo."""
+        target = self.target
+        if os.path.isdir(target):
+            self._clear(target)
+        else:
+            os.makedirs(target, 0o700)
+        os.chmod(target, 0o700)
+        self.owner = self._owner_of(target)
+        created = [target]
+        for item in files:
+            path = os.path.join(target, item["path"])
+            if item["kind"] == "dir":
+                if not os.path.isdir(path):
+                    os.mkdir(path, item["mode"] or 0o700)
+            elif item["kind"] == "tablespace":
+                location = mapping[item["path"].split("/")[1]][1]
+                if not os.path.isdir(location):
+                    os.makedirs(location, 0o700)
+                    self._chown(location)
+                os.symlink(location, path)
+                created.append(location)
+            elif item.get("pieces"):
+                with open(path, "wb") as handle:
+                    handle.truncate(item["size"])
+                os.chmod(path, item["mode"])
+            self._chown(path)
+        return created
+
+    def fetch(self, manifest, listing):
+        codec = Codec(manifest["compression"])
+        by_bundle = {}
+        for item in listing["files"]:
+            if "bundle" in item:
+                by_bundle.setdefault(item["bundle"], []).append(item)
+        tasks = [("bundle", b, by_bundle.get(b["key"], [])) for b in listing["bundles"]]
+        tasks += [("piece", p, item) for item in listing["files"] for p in item.get("pieces", ())]
+        tasks += [("wal", w, None) for w in listing["wal"]]
+        tasks.sort(key=lambda t: -t[1]["size"])
+        self.progress.begin("restore", sum(t[1]["size"] for t in tasks))
+        run_all(lambda task: self._fetch_one(codec, *task), tasks, self.settings.workers)
+        self.progress.end()
+
+    def _fetch_one(self, codec, kind, stored, extra):
+        raw = self._download(codec, stored)
+        if kind == "bundle":
+            for item in extra:
+                data = raw[item["offset"]:item["offset"] + item["size"]]
+                _verify(data, item["sha256"], item["path"])
+                self._write_file(item["path"], data, item["mode"])
+        elif kind == "piece":
+            path = os.path.join(self.target, extra["path"])
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, raw, stored["offset"])
+            finally:
+                os.close(fd)
+        else:
+            self._write_file("pg_wal/" + stored["name"], raw, 0o600)
+        self.progress.advance(stored["size"])
+
+    def _download(self, codec, stored):
+        packed = self.storage.get(stored["key"])
+        if hashlib.sha256(packed).hexdigest() != stored["stored_sha256"]:
+            raise IntegrityError("stored object %s is damaged: its SHA-256 does not match "
+                                 "the manifest (%d bytes read, %d expected)"
+                                 % (stored["key"], len(packed), stored["stored_size"]),
+                                 code="checksum_mismatch", stage="restore", key=stored["key"])
+        raw = codec.decompress(packed, stored["size"])
+        _verify(raw, stored["sha256"], stored["key"])
+        return raw
+
+    def _write_file(self, rel, data, mode):
+        path = os.path.join(self.target, rel)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        os.chmod(path, mode)
+        self._chown(path)
+
+    def finish(self, manifest, mapping):
+        """backup_label, tablespace_map and settings: what pg_ctl start needs."""
+        self._write_file("backup_label", manifest["backup_label"].encode("utf-8"), 0o600)
+        if mapping:
+            lines = "".join("%s %s\n" % (oid, new) for oid, (_, new) in sorted(mapping.items()))
+            self._write_file("tablespace_map", lines.encode("utf-8"), 0o600)
+        extra = []
+        if not self.settings.keep_archiving:
+            extra.append("# restored copy: never archive into the source's repository")
+            extra.append("archive_mode = 'off'")
+        for name, value in sorted((self.settings.settings or {}).items()):
+            extra.append("%s = '%s'" % (name, str(value).replace("'", "''")))
+        if extra:
+            path = os.path.join(self.target, AUTO_CONF)
+            with open(path, "a") as handle:
+                handle.write("# added by pgdr restore of backup %s\n" % manifest["id"])
+                handle.write("\n".join(extra) + "\n")
+            self._chown(path)
+        os.sync()  # one flush of everything written, before anyone starts it
+
+    def undo(self, created):
+        target = created[0]
+        self._clear(target)
+        version_dir = "PG_"
+        for location in created[1:]:
+            for name in os.listdir(location) if os.path.isdir(location) else ():
+                if name.startswith(version_dir):
+                    shutil.rmtree(os.path.join(location, name), ignore_errors=True)
+
+    @staticmethod
+    def _clear(directory):
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+
+    @staticmethod
+    def _owner_of(target):
+        """When run as root, restored files belong to the owner of the target's
+        parent directory (the PostgreSQL user), so the cluster can start."""
+        if os.geteuid() != 0:
+            return None
+        info = os.stat(os.path.dirname(os.path.abspath(target)))
+        return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
+
+    def _chown(self, path):
+        if self.owner:
+            os.lchown(path, *self.owner)
+
+
+def _verify(data, sha256, name):
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise IntegrityError("restored data of %s does not match its SHA-256" % name,
+                             code="checksum_mismatch", stage="restore")
+
+
+def run(settings, progress, dry_run=False):
+    return RestoreRun(settings, progress).run(dry_run)

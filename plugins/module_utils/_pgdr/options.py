@@ -1,0 +1,284 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Every setting declared once.
+
+The module argument specs, the CLI flags, the config file keys and the
+``PGDR_*`` environment variables are all generated from ``OPTIONS``, so a
+setting has one name, one type, one default and one help text everywhere.
+
+Precedence, lowest first: default < config file < credentials file <
+environment < explicit value (CLI flag or module parameter).
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from .errors import ConfigError
+
+try:  # Python 3
+    import configparser
+except ImportError:  # pragma: no cover - Python 2 is not supported at run time
+    configparser = None
+
+DEFAULT_CONFIG_FILE = "/etc/pgdr/pgdr.conf"
+CONFIG_SECTION = "pgdr"
+
+
+class Option(object):
+    """One setting. ``groups`` says which commands read it."""
+
+    def __init__(self, name, kind, help, default=None, choices=None, secret=False,
+                 groups=("repo",)):
+        self.name = name
+        self.kind = kind  # str, int, bool, path, dict, list
+        self.help = help
+        self.default = default
+        self.choices = choices
+        self.secret = secret
+        self.groups = groups
+
+    @property
+    def env(self):
+        return "PGDR_" + self.name.upper()
+
+    @property
+    def flag(self):
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS = (
+    # -- what is backed up, and where to -------------------------------------------
+    Option("cluster", "str", "Name of the cluster in the repository (its prefix). "
+           "Letters, digits, '.', '_' and '-'.", groups=("repo",)),
+    Option("repo_type", "str", "Repository backend.", default="s3",
+           choices=("s3", "posix")),
+    Option("repo_path", "path", "Root directory of a posix repository (a local disk "
+           "or an NFS mount). Required when repo_type is posix."),
+    Option("repo_prefix", "str", "Key prefix inside the bucket under which every "
+           "cluster of this repository lives.", default=""),
+    Option("s3_bucket", "str", "Bucket of an S3 repository."),
+    Option("s3_endpoint", "str", "Endpoint URL of an S3-compatible service, for "
+           "example https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:8333."),
+    Option("s3_region", "str", "Region of the bucket.", default="us-east-1"),
+    Option("s3_addressing", "str", "Bucket addressing: path (bucket in the URL "
+           "path, for most S3-compatible servers), virtual (bucket in the host "
+           "name) or auto.", default="auto", choices=("auto", "path", "virtual")),
+    Option("s3_access_key", "str", "Access key id. When unset, boto3 looks in "
+           "the environment, the profile and the instance role.", secret=True),
+    Option("s3_secret_key", "str", "Secret access key.", secret=True),
+    Option("s3_session_token", "str", "Session token of temporary credentials.",
+           secret=True),
+    Option("s3_profile", "str", "Name of an AWS shared-credentials profile."),
+    Option("s3_verify_tls", "bool", "Verify the server's TLS certificate.",
+           default=True),
+    Option("s3_ca_bundle", "path", "CA bundle to verify the server's certificate with."),
+    Option("s3_request_checksum", "str", "When boto3 computes request checksums: "
+           "when_supported (boto3's default) or when_required (for S3-compatible "
+           "servers that reject the default CRC32 checksums).",
+           default="when_supported", choices=("when_supported", "when_required")),
+    Option("s3_max_attempts", "int", "Attempts per S3 request (retries with "
+           "exponential backoff).", default=8),
+    Option("s3_part_size", "int", "Part size in MiB of multipart transfers.",
+           default=16),
+    # -- PostgreSQL -------------------------------------------------------------------
+    Option("pg_host", "str", "Host or socket directory of the PostgreSQL server.",
+           default="/var/run/postgresql", groups=("pg",)),
+    Option("pg_port", "int", "Port of the PostgreSQL server.", default=5432,
+           groups=("pg",)),
+    Option("pg_user", "str", "Role that runs the backup (superuser, or a role "
+           "granted pg_backup_start/pg_backup_stop and pg_read_all_settings).",
+           default="postgres", groups=("pg",)),
+    Option("pg_database", "str", "Database to connect to.", default="postgres",
+           groups=("pg",)),
+    Option("pg_password", "str", "Password of pg_user (prefer a .pgpass file).",
+           secret=True, groups=("pg",)),
+    Option("pg_data", "path", "Data directory of the cluster. Defaults to what "
+           "the server reports; when set, it must match.", groups=("pg",)),
+    # -- how data is stored -----------------------------------------------------------
+    Option("compression", "str", "Compression of stored data.", default="zstd",
+           choices=("zstd", "gzip", "none"), groups=("backup",)),
+    Option("compression_level", "int", "Compression level (zstd 1-19, gzip 1-9). "
+           "Unset means the codec's fast default.", groups=("backup",)),
+    Option("workers", "int", "Parallel workers that read, compress and transfer.",
+           default=4, groups=("backup", "restore")),
+    Option("chunk_size", "int", "Large files are stored in pieces of this many "
+           "MiB, so that one large table is read, compressed and transferred in "
+           "parallel.", default=32, groups=("backup",)),
+    Option("bundle_limit", "int", "Files smaller than this many KiB are bundled "
+           "together, so that thousands of small files cost few requests.",
+           default=1024, groups=("backup",)),
+    Option("fast_checkpoint", "bool", "Ask PostgreSQL for an immediate checkpoint "
+           "at backup start instead of waiting for a spread one.", default=True,
+           groups=("backup",)),
+    # -- restore ------------------------------------------------------------------------
+    Option("backup_id", "str", "Backup to restore: an id from info, or latest.",
+           default="latest", groups=("restore",)),
+    Option("target", "path", "Directory to restore into. It must be absent or "
+           "empty unless force is set.", groups=("restore",)),
+    Option("force", "bool", "Restore into a non-empty target, deleting what it "
+           "holds (never the data directory of a running server).",
+           default=False, groups=("restore",)),
+    Option("tablespace_map", "dict", "New locations of tablespaces, by old "
+           "location, name or OID.", default=None, groups=("restore",)),
+    Option("settings", "dict", "PostgreSQL settings written to the restored "
+           "cluster's postgresql.auto.conf (for example port).", default=None,
+           groups=("restore",)),
+    Option("keep_archiving", "bool", "Keep the source's WAL archiving settings in "
+           "the restored cluster. Off by default, so that a restored copy never "
+           "archives into the production repository.", default=False,
+           groups=("restore",)),
+)
+
+BY_NAME = dict((o.name, o) for o in OPTIONS)
+SECRET_NAMES = frozenset(o.name for o in OPTIONS if o.secret)
+TRUE_WORDS = ("1", "true", "yes", "on", "y")
+FALSE_WORDS = ("0", "false", "no", "off", "n")
+
+
+class Settings(object):
+    """Resolved settings: attribute access, and a redacted view for logs."""
+
+    def __init__(self, values):
+        self.__dict__["_values"] = dict(values)
+
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("settings are read-only")
+
+    def replace(self, **changes):
+        values = dict(self._values)
+        values.update(changes)
+        return Settings(values)
+
+    def redacted(self):
+        return dict((k, "********" if k in SECRET_NAMES and v else v)
+                    for k, v in self._values.items())
+
+    def require(self, *names):
+        missing = [n for n in names if self._values.get(n) in (None, "")]
+        if missing:
+            raise ConfigError(
+                "missing required setting(s): %s (set them as %s or in the config file)"
+                % (", ".join(missing), ", ".join(BY_NAME[n].flag for n in missing)),
+                code="config_missing", stage="config")
+
+
+def coerce(option, value):
+    """Turn a text or native value into the option's type, or say what is wrong."""
+    if value is None:
+        return None
+    kind = option.kind
+    try:
+        if kind == "bool":
+            value = _to_bool(value)
+        elif kind == "int":
+            value = int(value)
+        elif kind in ("str", "path"):
+            value = str(value)
+            if kind == "path" and value:
+                value = os.path.abspath(os.path.expanduser(value))
+        elif kind == "dict":
+            value = _to_dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError("%s=%r is not a valid %s" % (option.name, value, kind),
+                          code="config_invalid", stage="config", option=option.name)
+    if option.choices and value not in option.choices:
+        raise ConfigError("%s=%r is not one of: %s"
+                          % (option.name, value, ", ".join(option.choices)),
+                          code="config_invalid", stage="config", option=option.name)
+    if kind == "int" and value is not None and value < 0:
+        raise ConfigError("%s=%r must not be negative" % (option.name, value),
+                          code="config_invalid", stage="config", option=option.name)
+    return value
+
+
+def _to_bool(value):
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(value)
+
+
+def _to_dict(value):
+    """A dict, or text 'a=b,c=d' (CLI and config file form)."""
+    if isinstance(value, dict):
+        return dict((str(k), str(v)) for k, v in value.items())
+    out = {}
+    for item in str(value).split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise ValueError(value)
+        out[key.strip()] = val.strip()
+    return out
+
+
+def read_config_file(path, required):
+    """Values of the [pgdr] section of an INI file, or {} when it is absent."""
+    if not path:
+        return {}
+    if not os.path.exists(path):
+        if required:
+            raise ConfigError("config file %s does not exist" % path,
+                              code="config_missing", stage="config")
+        return {}
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path) as handle:
+            parser.read_file(handle)
+    except (OSError, configparser.Error) as exc:
+        raise ConfigError("cannot read config file %s: %s" % (path, exc),
+                          code="config_invalid", stage="config")
+    if not parser.has_section(CONFIG_SECTION):
+        return {}
+    values = dict(parser.items(CONFIG_SECTION))
+    unknown = sorted(set(values) - set(BY_NAME))
+    if unknown:
+        raise ConfigError("unknown key(s) %s in %s; known keys: %s"
+                          % (", ".join(unknown), path, ", ".join(sorted(BY_NAME))),
+                          code="config_invalid", stage="config")
+    return values
+
+
+def resolve(explicit=None, config_file=None, credentials_file=None, environ=None,
+            config_required=False):
+    """Merge every source of settings into one validated ``Settings``."""
+    environ = os.environ if environ is None else environ
+    layers = [
+        read_config_file(config_file, config_required),
+        read_config_file(credentials_file, credentials_file is not None),
+        dict((o.name, environ[o.env]) for o in OPTIONS if o.env in environ),
+        dict((k, v) for k, v in (explicit or {}).items() if v is not None),
+    ]
+    values = dict((o.name, o.default) for o in OPTIONS)
+    for layer in layers:
+        for name, value in layer.items():
+            if name not in BY_NAME:
+                raise ConfigError("unknown setting %r" % name, code="config_invalid",
+                                  stage="config")
+            values[name] = coerce(BY_NAME[name], value)
+    _check_cluster_name(values.get("cluster"))
+    return Settings(values)
+
+
+def _check_cluster_name(name):
+    if name is None:
+        return
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if not name or set(name) - allowed or name.startswith("."):
+        raise ConfigError("cluster=%r is not a valid cluster name: use letters, digits, "
+                          "'.', '_' and '-'" % name, code="config_invalid", stage="config",
+                          option="cluster")

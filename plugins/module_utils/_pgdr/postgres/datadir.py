@@ -1,0 +1,173 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Walk a data directory and its tablespaces the way pg_basebackup does.
+
+What is skipped, and why, follows PostgreSQL's basebackup.c: runtime state
+that the server rebuilds at start (shared memory, notifications, stats temp,
+replication slots, subtransactions), WAL (kept separately, from start to stop
+of the backup), temporary files and the non-init forks of unlogged relations.
+``global/pg_control`` is returned last: it is copied after everything else.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import stat
+
+from ..errors import PostgresError
+
+# Directories kept empty in the backup (their contents are runtime state).
+EMPTY_DIRS = frozenset(("pg_wal", "pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial",
+                        "pg_snapshots", "pg_stat_tmp", "pg_subtrans"))
+# Files never copied, wherever they are.
+SKIPPED_FILES = frozenset(("postmaster.pid", "postmaster.opts", "pg_internal.init",
+                           "postgresql.auto.conf.tmp", "current_logfiles.tmp",
+                           "backup_label", "backup_label.old", "tablespace_map",
+                           "tablespace_map.old", "backup_manifest", "recovery.signal",
+                           "standby.signal"))
+TEMP_PREFIX = "pgsql_tmp"
+CONTROL_FILE = "global/pg_control"
+_RELATION = re.compile(r"^(\d+)(?:_(fsm|vm|init))?(?:\.(\d+))?$")
+_TEMP_RELATION = re.compile(r"^t\d+_\d+")
+
+
+class Entry(object):
+    """A file or directory of the backup, by its path relative to PGDATA."""
+
+    __slots__ = ("path", "kind", "size", "mode", "mtime", "source", "link")
+
+    def __init__(self, path, kind, size=0, mode=0o700, mtime=0, source=None, link=None):
+        self.path = path        # relative, '/'-separated; tablespaces under pg_tblspc/<oid>/
+        self.kind = kind        # "file", "dir" or "tablespace"
+        self.size = size
+        self.mode = mode
+        self.mtime = mtime
+        self.source = source    # absolute path to read from
+        self.link = link        # for tablespaces: the original location
+
+
+def walk(pgdata, version_num, tablespaces):
+    """Entries of the data directory: directories first, pg_control last."""
+    if not os.path.isfile(os.path.join(pgdata, "PG_VERSION")):
+        raise PostgresError("%s is not a PostgreSQL data directory (no PG_VERSION); "
+                            "set pg_data to the cluster's directory" % pgdata,
+                            code="pgdata_invalid", stage="backup")
+    entries = []
+    control = None
+    for entry in _walk_tree(pgdata, "", is_database_dir=False):
+        if entry.path == CONTROL_FILE:
+            control = entry
+        else:
+            entries.append(entry)
+    by_oid = dict((t["oid"], t) for t in tablespaces)
+    tblspc = os.path.join(pgdata, "pg_tblspc")
+    for name in sorted(os.listdir(tblspc)) if os.path.isdir(tblspc) else ():
+        entries.extend(_tablespace_entries(tblspc, name, version_num, by_oid))
+    if control is None:
+        raise PostgresError("%s has no global/pg_control" % pgdata, code="pgdata_invalid",
+                            stage="backup")
+    entries.append(control)
+    return entries
+
+
+def _tablespace_entries(tblspc, name, version_num, by_oid):
+    link = os.path.join(tblspc, name)
+    rel = "pg_tblspc/" + name
+    if not os.path.islink(link):  # in-place tablespace (a plain directory)
+        return list(_walk_tree(link, rel, False, include_root=True))
+    location = os.readlink(link)
+    known = by_oid.get(int(name)) if name.isdigit() else None
+    entries = [Entry(rel, "tablespace", mode=0o700, link=known["location"] if known else location)]
+    prefix = "PG_%d_" % (version_num // 10000)
+    for sub in sorted(os.listdir(location)):
+        if sub.startswith(prefix) and os.path.isdir(os.path.join(location, sub)):
+            entries.extend(_walk_tree(os.path.join(location, sub), rel + "/" + sub, False,
+                                      include_root=True))
+    return entries
+
+
+def _walk_tree(root, rel_root, is_database_dir, include_root=False):
+    """Entries below ``root`` (depth first, names sorted, directories before files)."""
+    if include_root:
+        yield _dir_entry(root, rel_root)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError as exc:
+        raise PostgresError("cannot list %s: %s" % (root, exc), code="pgdata_unreadable",
+                            stage="backup")
+    unlogged = _unlogged_relations(names) if is_database_dir else frozenset()
+    for name in names:
+        path = os.path.join(root, name)
+        rel = rel_root + "/" + name if rel_root else name
+        if _skip(name, rel, unlogged, is_database_dir):
+            continue
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue  # removed while we walked (a dropped table): nothing to copy
+        if stat.S_ISDIR(info.st_mode):
+            yield _dir_entry(path, rel, info)
+            if rel in EMPTY_DIRS:
+                if rel == "pg_wal":
+                    yield Entry("pg_wal/archive_status", "dir", mode=0o700)
+                continue
+            if rel == "pg_tblspc":
+                continue  # tablespaces are walked from their links
+            database_dir = rel_root in ("base",) or _is_tablespace_db_dir(rel)
+            for entry in _walk_tree(path, rel, database_dir):
+                yield entry
+        elif stat.S_ISREG(info.st_mode):
+            yield Entry(rel, "file", info.st_size, stat.S_IMODE(info.st_mode),
+                        int(info.st_mtime), path)
+        # symlinks other than pg_tblspc/pg_wal, sockets and fifos are not data
+
+
+def _dir_entry(path, rel, info=None):
+    info = info or os.stat(path)
+    return Entry(rel, "dir", mode=stat.S_IMODE(info.st_mode), mtime=int(info.st_mtime),
+                 source=path)
+
+
+def _is_tablespace_db_dir(rel):
+    parts = rel.split("/")
+    return len(parts) == 4 and parts[0] == "pg_tblspc"
+
+
+def _unlogged_relations(names):
+    """Relfilenodes that have an init fork: only that fork is backed up."""
+    found = set()
+    for name in names:
+        match = _RELATION.match(name)
+        if match and match.group(2) == "init":
+            found.add(match.group(1))
+    return frozenset(found)
+
+
+def _skip(name, rel, unlogged, is_database_dir):
+    if name in SKIPPED_FILES or name.startswith(TEMP_PREFIX):
+        return True
+    if is_database_dir:
+        if _TEMP_RELATION.match(name):
+            return True
+        match = _RELATION.match(name)
+        if match and match.group(1) in unlogged and match.group(2) != "init":
+            return True
+    return False
+
+
+def is_running(pgdata):
+    """True when postmaster.pid names a live process (a running server)."""
+    pid_file = os.path.join(pgdata, "postmaster.pid")
+    try:
+        with open(pid_file) as handle:
+            pid = int(handle.readline().strip())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == 1  # EPERM: alive, owned by someone else
+    return True

@@ -1,0 +1,130 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A PostgreSQL session that runs one non-exclusive online backup.
+
+The backup must start and stop on the same session, held open for the whole
+copy: closing it aborts the backup. A temporary physical replication slot on
+the same session keeps the server from recycling the WAL that the backup
+needs until the copy of that WAL is done; it vanishes with the session.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ..errors import ConfigError, PostgresError
+from .wal import parse_lsn
+
+MIN_VERSION = 140000
+COPIED_SETTINGS = ("max_connections", "max_prepared_transactions",
+                   "max_locks_per_transaction", "max_worker_processes",
+                   "max_wal_senders", "wal_level", "data_checksums", "block_size",
+                   "wal_segment_size", "server_version")
+
+
+def _psycopg2():
+    try:
+        import psycopg2
+    except ImportError:
+        raise ConfigError("the Python package psycopg2 is missing (pip install "
+                          "psycopg2-binary)", code="dependency_missing", stage="config")
+    return psycopg2
+
+
+def connect(settings, stage="connect"):
+    psycopg2 = _psycopg2()
+    params = dict(host=settings.pg_host, port=settings.pg_port, user=settings.pg_user,
+                  dbname=settings.pg_database, connect_timeout=10,
+                  application_name="pgdr")
+    if settings.pg_password:
+        params["password"] = settings.pg_password
+    try:
+        conn = psycopg2.connect(**params)
+    except psycopg2.Error as exc:
+        raise PostgresError("cannot connect to PostgreSQL at %s:%s as %s (database %s): %s"
+                            % (settings.pg_host, settings.pg_port, settings.pg_user,
+                               settings.pg_database, str(exc).strip()),
+                            code="postgres_unavailable", stage=stage)
+    conn.autocommit = True
+    return conn
+
+
+class BackupSession(object):
+    def __init__(self, settings):
+        self.settings = settings
+        self.conn = connect(settings)
+        self.slot = None
+        self.version = int(self.scalar("SHOW server_version_num"))
+        if self.version < MIN_VERSION:
+            raise PostgresError("PostgreSQL %s is not supported: pgdr needs 14 or newer"
+                                % self.version, code="version_unsupported", stage="connect")
+
+    def scalar(self, sql, args=None):
+        return self.rows(sql, args)[0][0]
+
+    def rows(self, sql, args=None):
+        psycopg2 = _psycopg2()
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchall()
+        except psycopg2.Error as exc:
+            raise PostgresError("PostgreSQL refused %s: %s" % (sql.split("(")[0],
+                                                              str(exc).strip()),
+                                code="postgres_refused", stage="backup")
+
+    def describe_server(self):
+        """Facts recorded in the manifest and checked before a backup."""
+        settings = dict(self.rows(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+            (list(COPIED_SETTINGS),)))
+        return {
+            "version_num": self.version,
+            "data_directory": self.scalar("SHOW data_directory"),
+            "in_recovery": bool(self.scalar("SELECT pg_is_in_recovery()")),
+            "system_identifier": str(self.scalar(
+                "SELECT system_identifier FROM pg_control_system()")),
+            "wal_segment_size": int(settings["wal_segment_size"]),
+            "settings": settings,
+            "tablespaces": [
+                {"oid": int(oid), "name": name, "location": location}
+                for oid, name, location in self.rows(
+                    "SELECT oid, spcname, pg_tablespace_location(oid) FROM pg_tablespace "
+                    "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid")],
+        }
+
+    def reserve_wal(self, name):
+        """A temporary slot; False when the server has no free slot (we then rely
+        on the WAL still being there, and fail clearly if it is not)."""
+        try:
+            self.rows("SELECT pg_create_physical_replication_slot(%s, true, true)", (name,))
+        except PostgresError:
+            return False
+        self.slot = name
+        return True
+
+    def start(self, label, fast):
+        if self.version >= 150000:
+            sql = "SELECT pg_backup_start(%s, %s)"
+        else:
+            sql = "SELECT pg_start_backup(%s, %s, false)"
+        return parse_lsn(self.scalar(sql, (label, fast)))
+
+    def timeline(self):
+        return int(self.scalar("SELECT timeline_id FROM pg_control_checkpoint()"))
+
+    def stop(self):
+        """(stop LSN, backup_label text, tablespace_map text). WAL is copied by us,
+        so the server is not asked to wait for its archiver."""
+        if self.version >= 150000:
+            sql = "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+        else:
+            sql = "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
+        lsn, label, spcmap = self.rows(sql)[0]
+        return parse_lsn(lsn), label, spcmap or ""
+
+    def close(self):
+        try:
+            self.conn.close()
+        except Exception:  # closing a broken session is best effort
+            pass
