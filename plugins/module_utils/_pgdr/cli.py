@@ -135,6 +135,15 @@ def run(argv, stdout, stderr=None, environ=None):
             stdout.write(json.dumps({"failed": True, "error": exc.as_dict()}) + "\n")
         stderr.write("pgdr %s: error [%s]: %s\n" % (args.command, exc.code, exc.msg))
         return exc.exit_code
+    except Exception as exc:  # a bug: one clear line, the traceback only on request
+        if environ.get("PGDR_DEBUG"):
+            raise
+        error = {"msg": "internal error: %s: %s (set PGDR_DEBUG=1 for a traceback)"
+                        % (type(exc).__name__, exc), "code": "internal", "stage": None}
+        if as_json:
+            stdout.write(json.dumps({"failed": True, "error": error}) + "\n")
+        stderr.write("pgdr %s: error [internal]: %s\n" % (args.command, error["msg"]))
+        return 1
     if as_json:
         stdout.write(json.dumps(result, sort_keys=True) + "\n")
     else:

@@ -16,8 +16,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import json
 import os
 import shutil
+import time
 
 from .. import catalog
 from ..compress import Codec
@@ -28,6 +30,9 @@ from ..storage import open_storage
 from .backup import summarize
 
 AUTO_CONF = "postgresql.auto.conf"
+# Written last into a restored directory: which backup it holds. A second run
+# of the same restore finds it and changes nothing (idempotence).
+MARKER = "pgdr_restore.json"
 
 
 class RestoreRun(object):
@@ -39,6 +44,7 @@ class RestoreRun(object):
         self.catalog = catalog.Catalog(self.storage, settings.cluster)
         self.target = settings.target
         self.owner = None
+        self.created = []  # target first, then tablespace locations: what undo empties
 
     # -- checks ------------------------------------------------------------------------
     def check_target(self):
@@ -87,9 +93,22 @@ class RestoreRun(object):
         return mapping
 
     # -- run ----------------------------------------------------------------------------
+    def already_restored(self, manifest):
+        """True when the target holds this very backup from an earlier run."""
+        try:
+            with open(os.path.join(self.target, MARKER)) as handle:
+                marker = json.load(handle)
+        except (IOError, OSError, ValueError):
+            return False
+        return (marker.get("cluster"), marker.get("backup_id")) == (
+            manifest["cluster"], manifest["id"]) and not self.settings.force
+
     def run(self, dry_run=False):
         self.storage.check()
         manifest = self.catalog.resolve(self.settings.backup_id)
+        if self.already_restored(manifest):
+            return {"changed": False, "backup": summarize(manifest), "target": self.target,
+                    "msg": "target %s already holds backup %s" % (self.target, manifest["id"])}
         listing = self.catalog.file_list(manifest)
         self.check_target()
         mapping = self.map_tablespaces(manifest)
@@ -99,28 +118,32 @@ class RestoreRun(object):
         if dry_run:
             return dict(plan, changed=True)
         self.progress.event("restoring backup %s into %s" % (manifest["id"], self.target))
-        created = self.prepare(listing["files"], mapping)
         try:
+            self.prepare(listing["files"], mapping)
             self.fetch(manifest, listing)
             self.finish(manifest, mapping)
-        except BaseException:
+        except BaseException as exc:
             self.progress.event("restore failed: removing what was written to %s"
                                 % self.target)
-            self.undo(created)
+            self.undo()
+            if isinstance(exc, OSError):
+                raise TargetRefused("cannot write the restore into %s: %s (does this user "
+                                    "own it?)" % (self.target, exc),
+                                    code="target_unwritable", stage="restore")
             raise
         self.progress.event("backup %s restored into %s" % (manifest["id"], self.target))
         return dict(plan, changed=True)
 
     def prepare(self, files, mapping):
-        """Empty target, directories, tablespace links; returns what to undo."""
+        """Empty target, directories, tablespace links (recorded for undo)."""
         target = self.target
         if os.path.isdir(target):
             self._clear(target)
         else:
             os.makedirs(target, 0o700)
+        self.created.append(target)
         os.chmod(target, 0o700)
         self.owner = self._owner_of(target)
-        created = [target]
         for item in files:
             path = os.path.join(target, item["path"])
             if item["kind"] == "dir":
@@ -131,14 +154,13 @@ class RestoreRun(object):
                 if not os.path.isdir(location):
                     os.makedirs(location, 0o700)
                     self._chown(location)
+                self.created.append(location)
                 os.symlink(location, path)
-                created.append(location)
             elif item.get("pieces"):
                 with open(path, "wb") as handle:
                     handle.truncate(item["size"])
                 os.chmod(path, item["mode"])
             self._chown(path)
-        return created
 
     def fetch(self, manifest, listing):
         codec = Codec(manifest["compression"])
@@ -208,13 +230,18 @@ class RestoreRun(object):
                 handle.write("# added by pgdr restore of backup %s\n" % manifest["id"])
                 handle.write("\n".join(extra) + "\n")
             self._chown(path)
+        marker = {"cluster": manifest["cluster"], "backup_id": manifest["id"],
+                  "system_identifier": manifest["system_identifier"],
+                  "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._write_file(MARKER, json.dumps(marker).encode("utf-8"), 0o600)
         os.sync()  # one flush of everything written, before anyone starts it
 
-    def undo(self, created):
-        target = created[0]
-        self._clear(target)
+    def undo(self):
+        if not self.created:
+            return
+        self._clear(self.created[0])
         version_dir = "PG_"
-        for location in created[1:]:
+        for location in self.created[1:]:
             for name in os.listdir(location) if os.path.isdir(location) else ():
                 if name.startswith(version_dir):
                     shutil.rmtree(os.path.join(location, name), ignore_errors=True)

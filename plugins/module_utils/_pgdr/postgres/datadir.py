@@ -27,7 +27,7 @@ SKIPPED_FILES = frozenset(("postmaster.pid", "postmaster.opts", "pg_internal.ini
                            "postgresql.auto.conf.tmp", "current_logfiles.tmp",
                            "backup_label", "backup_label.old", "tablespace_map",
                            "tablespace_map.old", "backup_manifest", "recovery.signal",
-                           "standby.signal"))
+                           "standby.signal", "pgdr_restore.json"))
 TEMP_PREFIX = "pgsql_tmp"
 CONTROL_FILE = "global/pg_control"
 _RELATION = re.compile(r"^(\d+)(?:_(fsm|vm|init))?(?:\.(\d+))?$")

@@ -1,0 +1,121 @@
+"""Run the real `pgdr` CLI as user postgres, as cron and archive_command will, and
+compare clusters table by table."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg2
+
+from lab.lab import REPO, PgCluster, free_port
+
+PGDR = REPO / "bin" / "pgdr"
+
+
+class Repo:
+    """Config + credentials files for one repository, readable only by postgres."""
+
+    def __init__(self, workdir: Path, cluster_name: str = "main", **settings):
+        self.dir = workdir / "pgdr-conf"
+        self.dir.mkdir(exist_ok=True)
+        os.chown(self.dir, _uid("postgres"), -1)
+        self.config = self.dir / "pgdr.conf"
+        self.credentials = self.dir / "credentials"
+        self.settings = {"cluster": cluster_name, "workers": 2}
+        self.secrets = {}
+        for key, value in settings.items():
+            (self.secrets if key.endswith(("_access_key", "_secret_key")) else self.settings)[key] = value
+        self.write()
+
+    @classmethod
+    def s3(cls, workdir, seaweed, bucket, pg=None, **extra):
+        settings = dict(repo_type="s3", s3_bucket=bucket, s3_endpoint=seaweed.endpoint,
+                        s3_region="us-east-1", s3_addressing="path",
+                        s3_access_key=seaweed.access_key, s3_secret_key=seaweed.secret_key)
+        settings = _with_pg(settings, pg)
+        settings.update(extra)
+        return cls(workdir, **settings)
+
+    def write(self):
+        for path, values in ((self.config, self.settings), (self.credentials, self.secrets)):
+            path.write_text("[pgdr]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
+            os.chown(path, _uid("postgres"), -1)
+            os.chmod(path, 0o600)
+
+    def run(self, command, *args, timeout=600):
+        """(exit code, parsed --json output, stderr text)."""
+        cmd = ["runuser", "-u", "postgres", "--", str(PGDR), command, "--config",
+               str(self.config), "--credentials", str(self.credentials), "--json", *map(str, args)]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=timeout)
+        lines = [l for l in res.stdout.splitlines() if l.strip()]
+        out = json.loads(lines[-1]) if lines else None
+        return res.returncode, out, res.stderr
+
+    def popen(self, command, *args):
+        cmd = ["runuser", "-u", "postgres", "--", str(PGDR), command, "--config",
+               str(self.config), "--credentials", str(self.credentials), *map(str, args)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
+                                start_new_session=True)
+
+
+def _with_pg(settings, pg):
+    if pg is not None:
+        settings.update(pg_host="127.0.0.1", pg_port=pg.port, pg_user="postgres",
+                        pg_data=pg.datadir)
+    return settings
+
+
+def _uid(user):
+    import pwd
+    return pwd.getpwnam(user).pw_uid
+
+
+def postgres_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, _uid("postgres"), -1)
+    os.chmod(path, 0o700)
+    return path
+
+
+def restore_args(version: int, target: Path):
+    """A PgCluster for a restore target, and the settings that let it start beside the
+    source (its own port and socket directory)."""
+    postgres_dir(target.parent)
+    os.chmod(target.parent, 0o755)
+    restored = PgCluster(version, target, port=free_port())
+    postgres_dir(restored.socket_dir)
+    os.chmod(restored.socket_dir, 0o755)
+    return restored, ["--settings", f"port={restored.port}",
+                      "--settings", f"unix_socket_directories={restored.socket_dir}"]
+
+
+def databases(pg: PgCluster):
+    return pg.psql("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").split()
+
+
+def checksums(pg: PgCluster):
+    """{database: {table: (rows, md5 of all rows)}} plus large objects, for every logged
+    user table (unlogged tables are empty after any restore, by design)."""
+    result = {}
+    for db in databases(pg):
+        conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname=db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+                            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE c.relkind IN ('r', 'm') AND c.relpersistence <> 'u' AND n.nspname NOT IN "
+                            "('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1")
+                tables = [row[0] for row in cur.fetchall()]
+                sums = {}
+                for table in tables:
+                    cur.execute(f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' "
+                                f"ORDER BY t::text), '')) FROM {table} t")
+                    sums[table] = cur.fetchone()
+                cur.execute("SELECT count(*), md5(coalesce(string_agg(loid::text || ':' || "
+                            "pageno || ':' || md5(data), ',' ORDER BY loid, pageno), '')) "
+                            "FROM pg_largeobject")
+                sums["<large objects>"] = cur.fetchone()
+            result[db] = sums
+        finally:
+            conn.close()
+    return result
