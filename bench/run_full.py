@@ -1,0 +1,679 @@
+#!/usr/bin/env python3
+"""Full backup and restore: pgdr vs pgBackRest vs Barman cloud, in one run.
+
+    bash bench/setup.sh                                  # once, as root (idempotent)
+    /work/main/.venv/bin/python bench/run_full.py [--rounds 3] [--scale 50]
+
+Same data (pgbench -i -s SCALE on PostgreSQL 15), same SeaweedFS instance (one bucket per
+tool, all over HTTPS), same compression level (zstd 3 for pgdr and pgBackRest; Barman cloud
+has no zstd for base backups: lz4), same parallelism (2). The tools alternate within every
+round (pgdr, pgBackRest, Barman, then pgdr on a posix repository), after one untimed warm-up
+round; medians over the rounds are reported. Caches are dropped before every timed command
+when /proc/sys/vm/drop_caches is writable (all cold), else everything runs warm.
+
+Prints a table and writes bench/results/full-<date>-<time>.json. See docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import configparser
+import datetime as dt
+import json
+import os
+import platform
+import pwd
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+from lab.lab import PgCluster, Seaweed, free_port  # noqa: E402
+
+PG_VERSION = 15
+PGDR = REPO / "bin" / "pgdr"
+BARMAN_VENV = BENCH / ".venv-barman"
+PGBACKREST = "pgbackrest"
+STANZA = "bench"
+REGION = "us-east-1"
+MB = 1_000_000  # MB = 10^6 bytes throughout
+S3_TOOLS = ("pgdr", "pgbackrest", "barman")
+BUCKETS = {"pgdr": "bench-pgdr", "pgbackrest": "bench-pgbackrest", "barman": "bench-barman"}
+LABELS = {"pgdr": "pgdr (S3)", "pgbackrest": "pgBackRest 2.45", "barman": "Barman cloud",
+          "pgdr-posix": "pgdr (posix)"}
+
+
+# --------------------------------------------------------------------------- helpers
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def as_pg(cmd: list) -> list:
+    return ["runuser", "-u", "postgres", "--", *map(str, cmd)]
+
+
+def run(cmd: list, env: dict | None = None, check: bool = True, timeout: float = 3600,
+        postgres: bool = True) -> subprocess.CompletedProcess:
+    full = as_pg(cmd) if postgres else [str(c) for c in cmd]
+    res = subprocess.run(full, env=env, capture_output=True, text=True, cwd="/",
+                         timeout=timeout)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(full)} failed ({res.returncode}):\n"
+                           f"{res.stderr.strip()[-3000:] or res.stdout.strip()[-3000:]}")
+    return res
+
+
+def timed(cmd: list, env: dict | None = None, sync_after: bool = False) -> dict:
+    """Run cmd as postgres; wall seconds, CPU seconds of the tool (all its reaped children),
+    optionally followed by a `sync` inside the timing (restores: data on disk for every tool)."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    res = run(cmd, env=env)
+    t_cmd = time.monotonic() - t0
+    if sync_after:
+        os.sync()
+    t = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return {"seconds": t, "command_seconds": t_cmd, "cpu_seconds": cpu,
+            "stdout": res.stdout, "stderr": res.stderr}
+
+
+def chown_pg(path: Path, mode: int = 0o700) -> None:
+    pw = pwd.getpwnam("postgres")
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+    os.chmod(path, mode)
+
+
+def write_private(path: Path, text: str, owner_pg: bool = True) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    if owner_pg:
+        chown_pg(path, 0o600)
+
+
+def make_pg_dir(path: Path, mode: int = 0o700) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    chown_pg(path, mode)
+    return path
+
+
+def can_drop_caches() -> bool:
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
+
+
+def drop_caches(enabled: bool) -> None:
+    os.sync()
+    if enabled:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3")
+
+
+def wait_archiver_idle(datadir: Path, timeout: float = 120) -> None:
+    """Wait until PostgreSQL has archived every finished WAL segment, so that archiving
+    triggered by one tool's backup does not run during the next tool's timed command."""
+    status = datadir / "pg_wal" / "archive_status"
+    deadline = time.monotonic() + timeout
+    while any(p.suffix == ".ready" for p in status.iterdir()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"WAL archiving stuck: .ready files in {status}")
+        time.sleep(0.2)
+
+
+def du_bytes(path: Path) -> int:
+    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True,
+                              check=True).stdout.split()[0])
+
+
+def parse_json_out(text: str):
+    """The last JSON object printed on stdout, or None (parse defensively)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+def version_of(cmd: list) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        return (r.stdout.strip() or r.stderr.strip()).splitlines()[0]
+    except Exception as exc:  # noqa: BLE001 - informational only
+        return f"unknown ({exc})"
+
+
+class Metrics:
+    """S3 request counts per bucket from SeaweedFS' Prometheus endpoint, when the lab exposes
+    one (Seaweed.ports['metrics']); otherwise counts are reported as null."""
+
+    def __init__(self, sw: Seaweed):
+        port = getattr(sw, "ports", {}).get("metrics")
+        self.url = f"http://127.0.0.1:{port}/metrics" if port else None
+
+    def requests(self, bucket: str) -> int | None:
+        if not self.url:
+            return None
+        try:
+            text = urllib.request.urlopen(self.url, timeout=10).read().decode()
+        except OSError:
+            return None
+        total = 0
+        for line in text.splitlines():
+            if line.startswith("SeaweedFS_s3_request_seconds_count{") and \
+                    f'bucket="{bucket}"' in line:
+                total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+
+# --------------------------------------------------------------------------- tools
+class Tool:
+    name = ""
+    needs_recovery_conf = False  # restored data carries no recovery settings of its own
+
+    def __init__(self, ctx: "Ctx"):
+        self.ctx = ctx
+
+    def setup(self) -> None: ...
+    def backup(self, name: str) -> dict: ...
+    def restore(self, backup_id: str, target: Path) -> dict: ...
+
+    def stored(self) -> tuple[int, int]:
+        return self.ctx.sw.usage(BUCKETS[self.name])
+
+    def requests(self) -> int | None:
+        return self.ctx.metrics.requests(BUCKETS[self.name])
+
+
+class PgBackRest(Tool):
+    name = "pgbackrest"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.dir = make_pg_dir(ctx.work / "pgbackrest")
+        self.conf = self.dir / "pgbackrest.conf"
+        https_port = int(ctx.sw.https_endpoint.rsplit(":", 1)[1])
+        # compress-level 3 is pgBackRest's default for zst; set explicitly to match pgdr
+        write_private(self.conf, f"""[global]
+repo1-type=s3
+repo1-s3-endpoint=127.0.0.1
+repo1-storage-port={https_port}
+repo1-s3-uri-style=path
+repo1-storage-verify-tls=n
+repo1-s3-bucket={BUCKETS['pgbackrest']}
+repo1-s3-region={REGION}
+repo1-s3-key={ctx.sw.access_key}
+repo1-s3-key-secret={ctx.sw.secret_key}
+repo1-path=/pgbackrest
+repo1-retention-full=9999
+compress-type=zst
+compress-level={ctx.args.level}
+process-max={ctx.args.workers}
+start-fast=y
+archive-check=y
+log-level-console=warn
+log-level-file=info
+log-path={self.dir / 'log'}
+lock-path={self.dir / 'lock'}
+spool-path={self.dir / 'spool'}
+
+[{STANZA}]
+pg1-path={ctx.pg.datadir}
+pg1-port={ctx.pg.port}
+pg1-socket-path={ctx.pg.socket_dir}
+pg1-user=postgres
+""")
+        for d in ("log", "lock", "spool"):
+            make_pg_dir(self.dir / d)
+
+    def base(self) -> list:
+        return [PGBACKREST, f"--config={self.conf}", f"--stanza={STANZA}"]
+
+    def setup(self) -> None:
+        run(self.base() + ["stanza-create"])
+        run(self.base() + ["check"])
+
+    def backup(self, name: str) -> dict:
+        r = timed(self.base() + ["--type=full", "backup"])
+        info = json.loads(run(self.base() + ["--output=json", "info"]).stdout)
+        r["id"] = info[0]["backup"][-1]["label"]
+        return r
+
+    def restore(self, backup_id: str, target: Path) -> dict:
+        # --type=immediate: recovery stops as soon as the backup is consistent (WAL from this
+        # stanza's archive via archive-get); only the download+write is timed
+        return timed(self.base() + [f"--pg1-path={target}", f"--set={backup_id}",
+                                    "--type=immediate", "--target-action=promote", "restore"],
+                     sync_after=True)
+
+
+class Barman(Tool):
+    name = "barman"
+    needs_recovery_conf = True
+
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_"))}
+        env.update({"AWS_ACCESS_KEY_ID": self.ctx.sw.access_key,
+                    "AWS_SECRET_ACCESS_KEY": self.ctx.sw.secret_key,
+                    "AWS_DEFAULT_REGION": REGION,
+                    "AWS_CA_BUNDLE": str(self.ctx.ca_bundle)})
+        return env
+
+    def common(self) -> list:
+        return ["--cloud-provider", "aws-s3", "--endpoint-url", self.ctx.sw.https_endpoint,
+                "--addressing-style", "path"]
+
+    @property
+    def url(self) -> str:
+        return f"s3://{BUCKETS['barman']}/barman"
+
+    def bin(self, name: str) -> str:
+        return str(BARMAN_VENV / "bin" / name)
+
+    def setup(self) -> None:
+        run([self.bin("barman-cloud-backup"), "-t", *self.common(), self.url, STANZA],
+            env=self.env())
+
+    def backup(self, name: str) -> dict:
+        r = timed([self.bin("barman-cloud-backup"), *self.common(), "--lz4",
+                   "-J", self.ctx.args.workers, "--immediate-checkpoint",
+                   "-h", self.ctx.pg.socket_dir, "-p", self.ctx.pg.port, "-U", "postgres",
+                   "-n", name, self.url, STANZA], env=self.env())
+        listing = json.loads(run([self.bin("barman-cloud-backup-list"), *self.common(),
+                                  "--format", "json", self.url, STANZA],
+                                 env=self.env()).stdout)
+        ids = [b["backup_id"] for b in listing.get("backups_list", [])
+               if b.get("backup_name") == name]
+        if not ids:
+            raise RuntimeError(f"barman backup {name} not listed: {listing}")
+        r["id"] = ids[-1]
+        return r
+
+    def restore(self, backup_id: str, target: Path) -> dict:
+        return timed([self.bin("barman-cloud-restore"), *self.common(), self.url, STANZA,
+                      backup_id, target], env=self.env(), sync_after=True)
+
+
+class Pgdr(Tool):
+    name = "pgdr"
+
+    def __init__(self, ctx, posix: bool = False):
+        super().__init__(ctx)
+        self.posix = posix
+        if posix:
+            self.name = "pgdr-posix"
+        self.dir = make_pg_dir(ctx.work / self.name)
+        self.conf = self.dir / "pgdr.ini"
+        self.creds = self.dir / "credentials.ini"
+        a = ctx.args
+        repo = (f"repo_type = posix\nrepo_path = {make_pg_dir(self.dir / 'repo')}\n" if posix
+                else f"repo_type = s3\ns3_bucket = {BUCKETS['pgdr']}\n"
+                     f"s3_endpoint = {ctx.pgdr_endpoint}\ns3_region = {REGION}\n")
+        if not posix and ctx.pgdr_endpoint.startswith("https"):
+            repo += f"s3_ca_bundle = {ctx.ca_bundle}\n"
+        cfg = (f"[pgdr]\ncluster = bench\n{repo}pg_host = 127.0.0.1\npg_port = {ctx.pg.port}\n"
+               f"pg_user = postgres\npg_data = {ctx.pg.datadir}\ncompression = zstd\n"
+               f"compression_level = {a.level}\nworkers = {a.workers}\n"
+               "fast_checkpoint = true\n")
+        write_private(self.conf, cfg)
+        write_private(self.creds, f"[pgdr]\ns3_access_key = {ctx.sw.access_key}\n"
+                                  f"s3_secret_key = {ctx.sw.secret_key}\n")
+
+    def env(self) -> dict:
+        return {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_"))}
+
+    def cmd(self, command: str) -> list:
+        return [PGDR, command, "--config", self.conf, "--credentials", self.creds, "--json"]
+
+    def setup(self) -> None:
+        run(self.cmd("info"), env=self.env())
+
+    def backup(self, name: str) -> dict:
+        r = timed(self.cmd("backup"), env=self.env())
+        out = parse_json_out(r["stdout"]) or {}
+        b = out.get("backup", out) if isinstance(out, dict) else {}
+        r["id"] = str(b.get("id") or b.get("backup_id") or "")
+        r["tool_report"] = {k: b.get(k) for k in ("id", "size", "stored_size", "duration")
+                            if k in b}
+        if not r["id"]:
+            raise RuntimeError(f"pgdr backup printed no id: {r['stdout'][-2000:]}")
+        return r
+
+    def restore(self, backup_id: str, target: Path) -> dict:
+        # the restored directory holds the backup's WAL in pg_wal and its backup_label:
+        # it starts to consistency by itself (no archive needed)
+        return timed(self.cmd("restore") + ["--target", target, "--backup-id", backup_id],
+                     env=self.env(), sync_after=True)
+
+    def stored(self) -> tuple[int, int]:
+        if self.posix:
+            repo = self.dir / "repo"
+            n = sum(len(f) for _, _, f in os.walk(repo))
+            return du_bytes(repo), n
+        return super().stored()
+
+    def requests(self) -> int | None:
+        return None if self.posix else super().requests()
+
+
+# --------------------------------------------------------------------------- the run
+class Ctx:
+    pass
+
+
+def verify_restore(ctx: Ctx, tool: Tool, target: Path) -> dict:
+    """Start the restored cluster on a free port and check it reaches a consistent,
+    promoted state with the source's rows. Not timed in the results (recovery_seconds is
+    reported for information)."""
+    auto = target / "postgresql.auto.conf"
+    if tool.needs_recovery_conf:
+        # the same WAL for every tool: the local copy archive_command keeps
+        with open(auto, "a") as f:
+            f.write(f"\n# bench verification\nrestore_command = 'cp {ctx.walcopy}/%f \"%p\"'\n"
+                    "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n")
+        (target / "recovery.signal").touch()
+        chown_pg(auto, 0o600)
+        chown_pg(target / "recovery.signal", 0o600)
+    port = free_port()
+    sock = make_pg_dir(ctx.work / f"verify-{tool.name}.sock", 0o755)
+    logf = ctx.work / f"verify-{tool.name}.log"
+    logf.write_text("")
+    chown_pg(logf, 0o644)
+    opts = (f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock} "
+            "-c archive_mode=off")
+    bindir = ctx.pg.bindir
+    t0 = time.monotonic()
+    def log_tail() -> str:
+        return logf.read_text(errors="replace")[-3000:] if logf.exists() else "(no log)"
+
+    st = run([bindir / "pg_ctl", "-D", target, "-l", logf, "-o", opts, "-w", "-t", "300",
+              "start"], check=False)
+    if st.returncode != 0:
+        raise RuntimeError(f"{tool.name}: restored cluster did not start:\n{log_tail()}")
+    out = {"ok": False}
+    try:
+        psql = [bindir / "psql", "-XAt", "-h", "127.0.0.1", "-p", port, "-U", "postgres",
+                "-d", "postgres", "-c"]
+        deadline = time.monotonic() + 300
+        while True:
+            r = run(psql + ["select pg_is_in_recovery()"], check=False)
+            if r.returncode == 0 and r.stdout.strip() == "f":
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{tool.name}: restored cluster not promoted:\n{log_tail()}")
+            time.sleep(0.5)
+        out["recovery_seconds"] = round(time.monotonic() - t0, 2)
+        got = run(psql + [ctx.check_sql]).stdout.strip()
+        out["check"] = got
+        out["ok"] = got == ctx.check_expected
+        if not out["ok"]:
+            raise RuntimeError(f"{tool.name}: restored data differs: {got} != "
+                               f"{ctx.check_expected}")
+    finally:
+        run([bindir / "pg_ctl", "-D", target, "-m", "immediate", "-w", "stop"], check=False)
+    return out
+
+
+def one_round(ctx: Ctx, tools: list[Tool], rnd: int, timed_round: bool) -> dict:
+    tag = f"r{rnd}" if timed_round else "warmup"
+    log(f"round {tag}")
+    res = {t.name: {} for t in tools}
+    for t in tools:  # backups, alternating tools
+        before_bytes, before_n = t.stored()
+        before_req = t.requests()
+        wait_archiver_idle(ctx.pg.datadir)
+        drop_caches(ctx.drop)
+        b = t.backup(f"bench-{tag}")
+        after_bytes, after_n = t.stored()
+        after_req = t.requests()
+        res[t.name]["backup"] = {
+            "id": b["id"], "seconds": round(b["seconds"], 3), "cpu_seconds": round(b["cpu_seconds"], 2),
+            "stored_bytes": after_bytes - before_bytes, "objects": after_n - before_n,
+            "requests": (after_req - before_req) if after_req is not None else None,
+            **({"tool_report": b["tool_report"]} if "tool_report" in b else {})}
+        log(f"  backup  {t.name:11s} {b['seconds']:7.2f} s  cpu {b['cpu_seconds']:6.2f} s  "
+            f"stored {(after_bytes - before_bytes) / MB:8.1f} MB  id {b['id']}")
+    for t in tools:  # restores, same order
+        target = ctx.work / f"restore-{t.name}"
+        shutil.rmtree(target, ignore_errors=True)
+        make_pg_dir(target)
+        before_req = t.requests()
+        wait_archiver_idle(ctx.pg.datadir)
+        drop_caches(ctx.drop)
+        r = t.restore(res[t.name]["backup"]["id"], target)
+        after_req = t.requests()
+        res[t.name]["restore"] = {
+            "seconds": round(r["seconds"], 3), "command_seconds": round(r["command_seconds"], 3),
+            "cpu_seconds": round(r["cpu_seconds"], 2), "restored_bytes": du_bytes(target),
+            "requests": (after_req - before_req) if after_req is not None else None}
+        log(f"  restore {t.name:11s} {r['seconds']:7.2f} s  (command {r['command_seconds']:.2f} s)"
+            f"  cpu {r['cpu_seconds']:6.2f} s")
+    for t in tools:  # verification, untimed
+        target = ctx.work / f"restore-{t.name}"
+        v = verify_restore(ctx, t, target)
+        res[t.name]["verify"] = v
+        log(f"  verify  {t.name:11s} ok={v['ok']}  recovery {v.get('recovery_seconds')} s")
+        shutil.rmtree(target, ignore_errors=True)
+    return res
+
+
+def summarize(ctx: Ctx, rounds: list[dict], names: list[str]) -> dict:
+    data_mb = ctx.data_bytes / MB
+    summary = {}
+    for n in names:
+        rs = [r[n] for r in rounds if n in r]
+        if not rs:
+            continue
+
+        def med(kind, key):
+            vals = [x[kind][key] for x in rs if x[kind].get(key) is not None]
+            return statistics.median(vals) if vals else None
+
+        b_s, r_s = med("backup", "seconds"), med("restore", "seconds")
+        summary[n] = {
+            "backup_seconds": b_s, "backup_mb_s": data_mb / b_s,
+            "backup_cpu_seconds": med("backup", "cpu_seconds"),
+            "stored_bytes": med("backup", "stored_bytes"),
+            "backup_requests": med("backup", "requests"),
+            "restore_seconds": r_s, "restore_mb_s": data_mb / r_s,
+            "restore_command_seconds": med("restore", "command_seconds"),
+            "restore_cpu_seconds": med("restore", "cpu_seconds"),
+            "restore_requests": med("restore", "requests"),
+            "backup_seconds_all": [x["backup"]["seconds"] for x in rs],
+            "restore_seconds_all": [x["restore"]["seconds"] for x in rs],
+            "verified": all(x["verify"]["ok"] for x in rs),
+        }
+    ratios = {}
+    if "pgdr" in summary:
+        p = summary["pgdr"]
+        for other in ("pgbackrest", "barman"):
+            if other in summary:
+                o = summary[other]
+                ratios[f"pgdr/{other}"] = {
+                    "backup_throughput": p["backup_mb_s"] / o["backup_mb_s"],
+                    "stored_size": p["stored_bytes"] / o["stored_bytes"],
+                    "restore_time": p["restore_seconds"] / o["restore_seconds"]}
+    return {"tools": summary, "ratios": ratios}
+
+
+def print_table(ctx: Ctx, summ: dict) -> str:
+    lines = []
+    w = lines.append
+    w(f"data: pgbench -s {ctx.args.scale}, {ctx.data_bytes / MB:.0f} MB (sum of "
+      f"pg_database_size); {ctx.args.rounds} rounds, medians; caches "
+      f"{'dropped before each timed command' if ctx.drop else 'warm'}")
+    hdr = (f"{'tool':16s} {'backup s':>9s} {'MB/s':>7s} {'cpu s':>6s} {'stored MB':>10s} "
+           f"{'req':>6s} {'restore s':>10s} {'MB/s':>7s} {'cpu s':>6s} {'req':>6s} ok")
+    w(hdr)
+    w("-" * len(hdr))
+
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    for n, s in summ["tools"].items():
+        w(f"{LABELS.get(n, n):16s} {s['backup_seconds']:9.2f} {s['backup_mb_s']:7.1f} "
+          f"{f(s['backup_cpu_seconds'], '6.1f'):>6s} {s['stored_bytes'] / MB:10.1f} "
+          f"{f(s['backup_requests'], '6.0f'):>6s} {s['restore_seconds']:10.2f} "
+          f"{s['restore_mb_s']:7.1f} {f(s['restore_cpu_seconds'], '6.1f'):>6s} "
+          f"{f(s['restore_requests'], '6.0f'):>6s} {'yes' if s['verified'] else 'NO'}")
+    for k, r in summ["ratios"].items():
+        w(f"{k}: backup throughput x{r['backup_throughput']:.2f}, stored size "
+          f"x{r['stored_size']:.2f}, restore time x{r['restore_time']:.2f}")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
+    ap.add_argument("--scale", type=int, default=50, help="pgbench scale (default 50, ~750 MB)")
+    ap.add_argument("--workers", type=int, default=2, help="parallelism of every tool (2)")
+    ap.add_argument("--level", type=int, default=3, help="zstd level, pgdr and pgBackRest (3)")
+    ap.add_argument("--tools", default="pgdr,pgbackrest,barman,pgdr-posix",
+                    help="comma list, in the order they alternate")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the untimed first round")
+    ap.add_argument("--warm", action="store_true", help="do not drop caches")
+    ap.add_argument("--pgdr-http", action="store_true",
+                    help="pgdr over plain HTTP instead of HTTPS (the others need HTTPS)")
+    ap.add_argument("--skip-setup", action="store_true", help="do not run bench/setup.sh")
+    ap.add_argument("--workdir", type=Path, help="default bench/.cache/run-<time>, removed")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--out", type=Path, help="results JSON (default bench/results/full-*.json)")
+    args = ap.parse_args(argv)
+
+    if os.geteuid() != 0:
+        print("run_full.py: run as root (runuser, drop_caches, apt)", file=sys.stderr)
+        return 1
+    names = [n.strip() for n in args.tools.split(",") if n.strip()]
+    if not args.skip_setup:
+        subprocess.run(["bash", str(BENCH / "setup.sh")], check=True)
+    if any(n.startswith("pgdr") for n in names) and not PGDR.exists():
+        print(f"run_full.py: {PGDR} missing; running without pgdr", file=sys.stderr)
+        names = [n for n in names if not n.startswith("pgdr")]
+
+    stamp = dt.datetime.now()
+    ctx = Ctx()
+    ctx.args = args
+    ctx.work = args.workdir or BENCH / ".cache" / f"run-{stamp:%Y%m%d-%H%M%S}"
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    for p in [ctx.work, *ctx.work.parents]:  # postgres must traverse to its files
+        if p == Path("/"):
+            break
+        os.chmod(p, os.stat(p).st_mode | 0o011)
+    ctx.drop = (not args.warm) and can_drop_caches()
+
+    sw = Seaweed(ctx.work / "seaweed", tls=True)
+    pg = None
+    try:
+        sw.start()
+        ctx.sw = sw
+        ctx.metrics = Metrics(sw)
+        ctx.ca_bundle = sw.cert_file
+        os.chmod(sw.cert_file.parent, 0o755)
+        os.chmod(sw.cert_file, 0o644)
+        ctx.pgdr_endpoint = sw.endpoint if args.pgdr_http else sw.https_endpoint
+        for b in BUCKETS.values():
+            sw.create_bucket(b)
+
+        ctx.walcopy = make_pg_dir(ctx.work / "walcopy")
+        pg = PgCluster(PG_VERSION, ctx.work / "pg" / "data",
+                       free_port(avoid=set(sw.ports.values())))
+        ctx.pg = pg
+        (ctx.work / "pg").mkdir(exist_ok=True)
+        os.chmod(ctx.work / "pg", 0o755)
+        tools: list[Tool] = []
+        for n in names:
+            tools.append({"pgdr": lambda: Pgdr(ctx), "pgbackrest": lambda: PgBackRest(ctx),
+                          "barman": lambda: Barman(ctx),
+                          "pgdr-posix": lambda: Pgdr(ctx, posix=True)}[n]())
+        pgbr = next((t for t in tools if t.name == "pgbackrest"), None)
+        # archive_command: pgBackRest's archive-push (its backups need it, and its `check`
+        # wants to see "pgbackrest" in the command) plus a local copy of every segment, from
+        # which every other tool's restore verification replays
+        copy = (f"cp %p {ctx.walcopy}/%f.tmp && mv {ctx.walcopy}/%f.tmp {ctx.walcopy}/%f")
+        archive_command = (f"{PGBACKREST} --config={pgbr.conf} --stanza={STANZA} "
+                           f"archive-push %p && {copy}") if pgbr else copy
+        pg.init({"archive_mode": True, "archive_command": archive_command,
+                 "max_wal_size": "1GB", "checkpoint_timeout": "30min"})
+        pg.start()
+        log(f"pgbench -i -s {args.scale}")
+        pg.pgbench("-i", "-q", "-s", str(args.scale), "postgres")
+        pg.psql("CHECKPOINT")
+        ctx.data_bytes = int(pg.psql("select sum(pg_database_size(oid)) from pg_database"))
+        ctx.pgdata_bytes = du_bytes(pg.datadir)
+        ctx.check_sql = "select count(*) || ':' || sum(abalance) from pgbench_accounts"
+        ctx.check_expected = pg.psql(ctx.check_sql)
+        log(f"data {ctx.data_bytes / MB:.0f} MB (PGDATA {ctx.pgdata_bytes / MB:.0f} MB)")
+
+        for t in tools:
+            t.setup()
+
+        if not args.no_warmup:
+            one_round(ctx, tools, 0, timed_round=False)
+        rounds = [one_round(ctx, tools, i, timed_round=True) for i in range(1, args.rounds + 1)]
+        summ = summarize(ctx, rounds, names)
+        print()
+        table = print_table(ctx, summ)
+
+        result = {
+            "date": stamp.isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                        "cpu_model": next((l.split(":", 1)[1].strip() for l in
+                                           open("/proc/cpuinfo") if l.startswith("model name")), ""),
+                        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                         / 2**30, 1)},
+            "versions": {
+                "postgresql": pg.psql("show server_version"),
+                "pgbackrest": version_of([PGBACKREST, "version"]),
+                "barman": version_of([str(BARMAN_VENV / "bin" / "barman-cloud-backup"), "-V"]),
+                "seaweedfs": version_of([str(REPO / ".venv" / "bin" / "weed"), "version"]),
+                "pgdr_git": version_of(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
+            },
+            "settings": {"scale": args.scale, "rounds": args.rounds, "workers": args.workers,
+                         "zstd_level": args.level, "barman_compression": "lz4",
+                         "caches": "dropped before each timed command" if ctx.drop else "warm",
+                         "warmup_round": not args.no_warmup,
+                         "transport": {"pgbackrest": "https", "barman": "https",
+                                       "pgdr": "http" if args.pgdr_http else "https"},
+                         "order": names},
+            "data_bytes": ctx.data_bytes, "pgdata_bytes": ctx.pgdata_bytes,
+            "summary": summ, "rounds": rounds, "table": table,
+        }
+        out = args.out or BENCH / "results" / f"full-{stamp:%Y-%m-%d-%H%M%S}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        log(f"results: {out}")
+        return 0
+    finally:
+        if pg is not None:
+            pg.stop("immediate")
+        sw.stop()
+        if not args.keep and not args.workdir:
+            shutil.rmtree(ctx.work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
