@@ -29,6 +29,9 @@ def _zstd():
     return zstandard
 
 
+STREAM_CHUNK = 1024 * 1024
+
+
 class Codec(object):
     def __init__(self, name, level=None):
         if name not in SUFFIX:
@@ -43,7 +46,8 @@ class Codec(object):
     def compress(self, data):
         if self.name == "zstd":
             level = 3 if self.level is None else self.level
-            return self._zstd.ZstdCompressor(level=level).compress(data)
+            # the frame checksum lets every reader detect damage, even without a manifest
+            return self._zstd.ZstdCompressor(level=level, write_checksum=True).compress(data)
         if self.name == "gzip":
             level = 6 if self.level is None else self.level
             packer = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
@@ -67,3 +71,28 @@ class Codec(object):
                                  % (len(out), expected_size),
                                  code="size_mismatch", stage="restore")
         return out
+
+    def decompress_into(self, data, write):
+        """Decompress ``data`` calling ``write(chunk)`` with pieces of at most
+        STREAM_CHUNK bytes: no buffer of the whole output, so restoring a large
+        piece does not map (and fault in) fresh memory each time."""
+        try:
+            if self.name == "zstd":
+                reader = self._zstd.ZstdDecompressor().stream_reader(data, read_size=STREAM_CHUNK)
+                while True:
+                    chunk = reader.read(STREAM_CHUNK)
+                    if not chunk:
+                        break
+                    write(chunk)
+            elif self.name == "gzip":
+                unpacker = zlib.decompressobj(_GZIP_WBITS)
+                view = memoryview(data)
+                while view:
+                    write(unpacker.decompress(view, STREAM_CHUNK))
+                    view = memoryview(unpacker.unconsumed_tail)
+                write(unpacker.flush())
+            else:
+                write(data)
+        except Exception as exc:  # each codec has its own error class
+            raise IntegrityError("cannot decompress %s data: %s" % (self.name, exc),
+                                 code="decompress_failed", stage="restore")

@@ -177,33 +177,50 @@ class RestoreRun(object):
         self.progress.end()
 
     def _fetch_one(self, codec, kind, stored, extra):
-        raw = self._download(codec, stored)
-        if kind == "bundle":
-            for item in extra:
-                data = raw[item["offset"]:item["offset"] + item["size"]]
-                _verify(data, item["sha256"], item["path"])
-                self._write_file(item["path"], data, item["mode"])
-        elif kind == "piece":
-            path = os.path.join(self.target, extra["path"])
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.pwrite(fd, raw, stored["offset"])
-            finally:
-                os.close(fd)
+        if kind == "piece":
+            self._restore_piece(codec, stored, os.path.join(self.target, extra["path"]))
         else:
-            self._write_file("pg_wal/" + stored["name"], raw, 0o600)
+            raw = codec.decompress(self._download(stored), stored["size"])
+            _verify(raw, stored["sha256"], stored["key"])
+            if kind == "bundle":
+                for item in extra:
+                    data = raw[item["offset"]:item["offset"] + item["size"]]
+                    _verify(data, item["sha256"], item["path"])
+                    self._write_file(item["path"], data, item["mode"])
+            else:
+                self._write_file("pg_wal/" + stored["name"], raw, 0o600)
         self.progress.advance(stored["size"])
 
-    def _download(self, codec, stored):
+    def _download(self, stored):
         packed = self.storage.get(stored["key"])
         if hashlib.sha256(packed).hexdigest() != stored["stored_sha256"]:
             raise IntegrityError("stored object %s is damaged: its SHA-256 does not match "
                                  "the manifest (%d bytes read, %d expected)"
                                  % (stored["key"], len(packed), stored["stored_size"]),
                                  code="checksum_mismatch", stage="restore", key=stored["key"])
-        raw = codec.decompress(packed, stored["size"])
-        _verify(raw, stored["sha256"], stored["key"])
-        return raw
+        return packed
+
+    def _restore_piece(self, codec, stored, path):
+        """Decompress straight into the file at the piece's offset, hashing as it goes."""
+        packed = self._download(stored)
+        digest = hashlib.sha256()
+        position = [stored["offset"]]
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            def write(chunk):
+                digest.update(chunk)
+                os.pwrite(fd, chunk, position[0])
+                position[0] += len(chunk)
+            codec.decompress_into(packed, write)
+        finally:
+            os.close(fd)
+        if position[0] - stored["offset"] != stored["size"]:
+            raise IntegrityError("piece %s decompressed to %d bytes, expected %d"
+                                 % (stored["key"], position[0] - stored["offset"],
+                                    stored["size"]), code="size_mismatch", stage="restore")
+        if digest.hexdigest() != stored["sha256"]:
+            raise IntegrityError("restored data of %s does not match its SHA-256"
+                                 % stored["key"], code="checksum_mismatch", stage="restore")
 
     def _write_file(self, rel, data, mode):
         path = os.path.join(self.target, rel)
