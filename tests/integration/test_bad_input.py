@@ -60,7 +60,7 @@ def test_invalid_option_value_names_value_and_choices(seaweed, bucket, workdir):
 def test_restore_refuses_live_and_nonempty_targets(pg_cluster, seaweed, bucket, workdir):
     pg = pg_cluster(15)
     repo = Repo.s3(workdir, seaweed, bucket, pg=pg)
-    code, _, err = repo.run("backup")
+    code, dummy, err = repo.run("backup")
     assert code == 0, err
 
     # the data directory of a running server: refused, even with force, and untouched

@@ -104,7 +104,7 @@ class Catalog(object):
     def resolve(self, wanted):
         """The manifest of ``wanted``: a backup id, or 'latest'."""
         if wanted in (None, "", "latest"):
-            complete, _ = self.scan()
+            complete = self.scan()[0]
             if not complete:
                 raise NotFound("no complete backup of cluster %s in %s"
                                % (self.cluster, self.storage.describe()),

@@ -18,14 +18,24 @@ import os
 
 from . import ENGINE_VERSION
 from .errors import EXIT_CODES, PgdrError
-from .options import DEFAULT_CONFIG_FILE, OPTIONS, resolve
+from .options import BY_NAME, DEFAULT_CONFIG_FILE, OPTIONS, resolve
 from .progress import Progress
 
 COMMANDS = {
     "backup": ("Take a full backup of the cluster.", ("repo", "pg", "backup")),
-    "restore": ("Restore a backup into a new data directory.", ("repo", "restore")),
+    "restore": ("Restore a backup into a new data directory.", ("repo", "restore", "wal")),
     "info": ("List the backups of the cluster.", ("repo",)),
+    "wal-push": ("Archive one WAL file (archive_command = 'pgdr wal-push %p').",
+                 ("repo", "wal", "backup")),
+    "wal-fetch": ("Fetch one WAL file (restore_command = 'pgdr wal-fetch %f %p').",
+                  ("repo", "wal")),
 }
+POSITIONAL = {"wal-push": ("wal_path",), "wal-fetch": ("wal_name", "wal_dest")}
+# restore_command: 1 means 'not in the archive' and lets recovery go on; any other
+# failure exits above 125, which PostgreSQL treats as fatal, so that recovery stops
+# instead of ending early and promoting at the wrong point.
+WAL_FETCH_NOT_FOUND = 1
+WAL_FETCH_FATAL_BASE = 128
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,14 +51,14 @@ class _UsageError(Exception):
 
 def build_parser():
     epilog = "exit codes:\n" + "\n".join("  %d  %s" % (code, name)
-                                         for code, name, _ in EXIT_CODES)
+                                         for code, name, dummy in EXIT_CODES)
     parser = _Parser(prog="pgdr", description="PostgreSQL disaster recovery to "
                      "S3-compatible storage.", epilog=epilog,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true", help="print the version")
     sub = parser.add_subparsers(dest="command")
     for name, (help_text, groups) in sorted(COMMANDS.items()):
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=_escape(help_text), description=help_text)
         command.add_argument("--config", default=None,
                              help="config file (default %s when it exists)"
                              % DEFAULT_CONFIG_FILE)
@@ -58,10 +68,12 @@ def build_parser():
                              help="print the result as one JSON object")
         command.add_argument("--dry-run", action="store_true",
                              help="check and plan, change nothing")
+        for positional in POSITIONAL.get(name, ()):
+            command.add_argument(positional, help=_escape(BY_NAME[positional].help))
         for option in OPTIONS:
             if option.secret or not set(option.groups) & set(groups):
                 continue
-            kwargs = {"dest": option.name, "default": None, "help": option.help}
+            kwargs = {"dest": option.name, "default": None, "help": _escape(option.help)}
             if option.kind == "bool":
                 kwargs.update(nargs="?", const="true", metavar="BOOL")
             elif option.kind == "dict":
@@ -70,6 +82,11 @@ def build_parser():
                 kwargs.update(choices=option.choices)
             command.add_argument(option.flag, **kwargs)
     return parser
+
+
+def _escape(text):
+    """argparse formats help with %: a literal %p must be written %%p."""
+    return text.replace("%", "%%")
 
 
 def _explicit(args):
@@ -95,6 +112,8 @@ def _render(command, result):
         for backup_id in result["incomplete"]:
             lines.append("  %-24s incomplete (no manifest; never restored)" % backup_id)
         return "\n".join(lines)
+    if command in ("wal-push", "wal-fetch"):
+        return None  # archive_command and restore_command stay quiet when all is well
     backup = result.get("backup") or {}
     if command == "backup":
         if "size" not in backup:
@@ -124,7 +143,9 @@ def run(argv, stdout, stderr=None, environ=None):
     try:
         config = args.config or (DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE)
                                  else None)
-        settings = resolve(_explicit(args), config_file=config,
+        explicit = _explicit(args)
+        explicit.update(config_file=config, credentials_file=args.credentials)
+        settings = resolve(explicit, config_file=config,
                            credentials_file=args.credentials, environ=environ,
                            config_required=bool(args.config))
         progress = Progress(stderr, interval=10.0)
@@ -134,7 +155,7 @@ def run(argv, stdout, stderr=None, environ=None):
         if as_json:
             stdout.write(json.dumps({"failed": True, "error": exc.as_dict()}) + "\n")
         stderr.write("pgdr %s: error [%s]: %s\n" % (args.command, exc.code, exc.msg))
-        return exc.exit_code
+        return _exit_code(args.command, exc)
     except Exception as exc:  # a bug: one clear line, the traceback only on request
         if environ.get("PGDR_DEBUG"):
             raise
@@ -147,8 +168,18 @@ def run(argv, stdout, stderr=None, environ=None):
     if as_json:
         stdout.write(json.dumps(result, sort_keys=True) + "\n")
     else:
-        stdout.write(_render(args.command, result) + "\n")
+        text = _render(args.command, result)
+        if text:
+            stdout.write(text + "\n")
     return 0
+
+
+def _exit_code(command, exc):
+    if command != "wal-fetch":
+        return exc.exit_code
+    if exc.code == "wal_not_found":
+        return WAL_FETCH_NOT_FOUND
+    return WAL_FETCH_FATAL_BASE + exc.exit_code
 
 
 def _command_module(name):
@@ -157,6 +188,10 @@ def _command_module(name):
         from .commands import backup as module
     elif name == "restore":
         from .commands import restore as module
+    elif name == "wal-push":
+        from .commands import wal_push as module
+    elif name == "wal-fetch":
+        from .commands import wal_fetch as module
     else:
         from .commands import info as module
     return module

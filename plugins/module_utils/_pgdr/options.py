@@ -130,6 +130,55 @@ OPTIONS = (
            "the restored cluster. Off by default, so that a restored copy never "
            "archives into the production repository.", default=False,
            groups=("restore",)),
+    # -- upload ---------------------------------------------------------------------------
+    Option("src", "path", "Local file or directory to put into the repository; a "
+           "directory is uploaded recursively.", groups=("upload",)),
+    Option("dest", "str", "Key in the repository, relative to its root (and "
+           "repo_prefix). For a file, a dest ending in '/' receives the file under its "
+           "own name; for a directory, its files go below dest. Keys of the form "
+           "NAME/backup/... and NAME/wal/... belong to pgdr and are refused.",
+           groups=("upload",)),
+    Option("overwrite", "str", "What to do when an object exists with different "
+           "content: never (fail and write nothing) or different (replace it). An "
+           "object that holds the same bytes is never uploaded again.",
+           default="never", choices=("never", "different"), groups=("upload",)),
+    # -- WAL archive ------------------------------------------------------------------
+    Option("spool_dir", "path", "Local directory where asynchronous WAL pushes leave "
+           "their results and prefetched WAL waits for recovery. Unset means every "
+           "wal-push and wal-fetch is synchronous.", groups=("wal",)),
+    Option("archive_async", "bool", "With a spool_dir, push WAL in a background worker "
+           "that sends every ready segment in parallel, ahead of PostgreSQL's calls.",
+           default=True, groups=("wal",)),
+    Option("archive_wait", "int", "Seconds one wal-push call waits for its segment's "
+           "result before failing (PostgreSQL then calls again).", default=60,
+           groups=("wal",)),
+    Option("archive_idle", "int", "Seconds the background push worker stays without work "
+           "before it exits.", default=5, groups=("wal",)),
+    Option("prefetch", "int", "Segments that wal-fetch fetches ahead, in parallel, "
+           "during recovery (needs spool_dir; 0 turns it off).", default=16,
+           groups=("wal",)),
+    Option("point", "str", "Point to restore: latest, immediate, a backup id, an ISO 8601 "
+           "time (no zone means UTC), an LSN, xid:N or name:RESTORE_POINT "
+           "(docs/restore-points.md).", default="latest", groups=("restore",)),
+    Option("target_inclusive", "bool", "Stop just after the target (true) or just before "
+           "it (false).", default=True, groups=("restore",)),
+    Option("target_action", "str", "What the restored server does at the target: "
+           "promote (open for writes on a new timeline), pause (read-only, to inspect "
+           "before promoting) or shutdown.", default="promote",
+           choices=("promote", "pause", "shutdown"), groups=("restore",)),
+    Option("restore_command", "str", "restore_command written into the restored cluster. "
+           "Default: this pgdr, with the same config and credentials files, running "
+           "wal-fetch.", groups=("restore",)),
+    Option("config_file", "path", "Config file this run read (set by the CLI).",
+           groups=("internal",)),
+    Option("credentials_file", "path", "Credentials file this run read (set by the CLI).",
+           groups=("internal",)),
+    Option("wal_path", "path", "WAL file to archive (archive_command's %p).",
+           groups=("positional",)),
+    Option("wal_name", "str", "WAL file name to fetch (restore_command's %f).",
+           groups=("positional",)),
+    Option("wal_dest", "path", "Where to write the fetched WAL (restore_command's %p).",
+           groups=("positional",)),
 )
 
 BY_NAME = dict((o.name, o) for o in OPTIONS)

@@ -177,6 +177,7 @@ class BackupRun(object):
             control_record = self.copy_bundle(last)
             self.progress.end()
             stop_lsn, label, spcmap = session.stop()
+            server["stop_xmax"] = session.snapshot_xmax()
             timeline = int(_LABEL_TIMELINE.search(label).group(1))
             wal = self._copy_wal(pgdata, prefix, timeline, start_lsn, stop_lsn,
                                  server["wal_segment_size"])
@@ -237,6 +238,7 @@ class BackupRun(object):
                                               "wal": wal})
         self.storage.put(prefix + catalog.FILE_LIST, file_list, if_absent=True)
         stopped = time.time()
+        segments = [w["name"] for w in wal if not w["name"].endswith(".history")]
         stored = (sum(b["stored_size"] for b in bundles) + sum(w["stored_size"] for w in wal)
                   + sum(p["stored_size"] for f in files for p in f.get("pieces", ())))
         manifest = {
@@ -245,8 +247,9 @@ class BackupRun(object):
             "system_identifier": server["system_identifier"],
             "from_standby": server["in_recovery"], "pg_data": pgdata,
             "timeline": timeline, "start_lsn": format_lsn(start_lsn),
-            "stop_lsn": format_lsn(stop_lsn), "start_wal": wal[0]["name"] if wal else None,
-            "stop_wal": wal[-1]["name"] if wal else None,
+            "stop_lsn": format_lsn(stop_lsn), "stop_xmax": server.get("stop_xmax"),
+            "start_wal": segments[0] if segments else None,
+            "stop_wal": segments[-1] if segments else None,
             "start_time": _iso(started), "stop_time": _iso(stopped),
             "duration": round(stopped - started, 3),
             "compression": self.codec.name, "backup_label": label, "tablespace_map": spcmap,

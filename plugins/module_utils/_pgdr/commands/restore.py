@@ -24,6 +24,8 @@ import time
 from .. import catalog
 from ..compress import Codec
 from ..errors import IntegrityError, TargetRefused
+from ..options import DEFAULT_CONFIG_FILE
+from ..recovery import Planner, parse_point
 from ..parallel import run_all
 from ..postgres.datadir import is_running
 from ..storage import open_storage
@@ -100,21 +102,30 @@ class RestoreRun(object):
                 marker = json.load(handle)
         except (IOError, OSError, ValueError):
             return False
-        return (marker.get("cluster"), marker.get("backup_id")) == (
-            manifest["cluster"], manifest["id"]) and not self.settings.force
+        return (marker.get("cluster"), marker.get("backup_id"), marker.get("point")) == (
+            manifest["cluster"], manifest["id"], self.point.describe()) and not self.settings.force
 
     def run(self, dry_run=False):
         self.storage.check()
-        manifest = self.catalog.resolve(self.settings.backup_id)
+        s = self.settings
+        self.point = parse_point("backup:" + s.backup_id if s.backup_id not in (None, "", "latest")
+                                 else s.point)
+        recovery = Planner(self.storage, self.catalog, s.cluster, s.target_inclusive,
+                           s.target_action).plan(self.point)
+        manifest = recovery.backup
         if self.already_restored(manifest):
             return {"changed": False, "backup": summarize(manifest), "target": self.target,
-                    "msg": "target %s already holds backup %s" % (self.target, manifest["id"])}
+                    "plan": recovery.as_dict(),
+                    "msg": "target %s already holds backup %s restored to point %s"
+                           % (self.target, manifest["id"], self.point.describe())}
         listing = self.catalog.file_list(manifest)
         self.check_target()
         mapping = self.map_tablespaces(manifest)
+        self.carried = self._carried_settings(manifest)
+        self.recovery = recovery
         plan = {"backup": summarize(manifest), "target": self.target,
-                "tablespaces": dict((oid, new) for oid, (_, new) in mapping.items()),
-                "fetch_bytes": manifest["stored_size"]}
+                "tablespaces": dict((oid, pair[1]) for oid, pair in mapping.items()),
+                "fetch_bytes": manifest["stored_size"], "plan": recovery.as_dict()}
         if dry_run:
             return dict(plan, changed=True)
         self.progress.event("restoring backup %s into %s" % (manifest["id"], self.target))
@@ -233,13 +244,19 @@ class RestoreRun(object):
         """backup_label, tablespace_map and settings: what pg_ctl start needs."""
         self._write_file("backup_label", manifest["backup_label"].encode("utf-8"), 0o600)
         if mapping:
-            lines = "".join("%s %s\n" % (oid, new) for oid, (_, new) in sorted(mapping.items()))
+            lines = "".join("%s %s\n" % (oid, pair[1]) for oid, pair in sorted(mapping.items()))
             self._write_file("tablespace_map", lines.encode("utf-8"), 0o600)
         extra = []
         if not self.settings.keep_archiving:
             extra.append("# restored copy: never archive into the source's repository")
             extra.append("archive_mode = 'off'")
-        for name, value in sorted((self.settings.settings or {}).items()):
+        values = dict(self.carried)
+        values.update(self.settings.settings or {})
+        if self.recovery.recovery:
+            values.update(self.recovery.recovery)
+            values["restore_command"] = self._restore_command()
+            self._write_file("recovery.signal", b"", 0o600)
+        for name, value in sorted(values.items()):
             extra.append("%s = '%s'" % (name, str(value).replace("'", "''")))
         if extra:
             path = os.path.join(self.target, AUTO_CONF)
@@ -248,10 +265,39 @@ class RestoreRun(object):
                 handle.write("\n".join(extra) + "\n")
             self._chown(path)
         marker = {"cluster": manifest["cluster"], "backup_id": manifest["id"],
+                  "point": self.point.describe(), "recovery": self.recovery.recovery,
                   "system_identifier": manifest["system_identifier"],
                   "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self._write_file(MARKER, json.dumps(marker).encode("utf-8"), 0o600)
         os.sync()  # one flush of everything written, before anyone starts it
+
+    def _restore_command(self):
+        """wal-fetch from this repository, through the same launcher and files."""
+        s = self.settings
+        if s.restore_command:
+            return s.restore_command
+        launcher = os.environ.get("PGDR_LAUNCHER") or "pgdr"
+        parts = [launcher, "wal-fetch", "--config", s.config_file or DEFAULT_CONFIG_FILE]
+        if s.credentials_file:
+            parts += ["--credentials", s.credentials_file]
+        parts += ["--cluster", s.cluster, "%f", "%p"]
+        return " ".join(_shell_quote(p) for p in parts)
+
+    def _carried_settings(self, manifest):
+        """Settings that must be at least the source's or recovery aborts; a user value
+        below the source's is refused before anything is written."""
+        carried = {}
+        wanted = self.settings.settings or {}
+        for name in CARRIED:
+            source = manifest["settings"].get(name)
+            if source is None:
+                continue
+            if name in wanted and int(wanted[name]) < int(source):
+                raise TargetRefused("settings %s=%s is below the source's %s: recovery "
+                                    "would abort" % (name, wanted[name], source),
+                                    code="setting_too_low", stage="check")
+            carried[name] = source
+        return carried
 
     def undo(self):
         if not self.created:
@@ -284,6 +330,16 @@ class RestoreRun(object):
     def _chown(self, path):
         if self.owner:
             os.lchown(path, *self.owner)
+
+
+CARRIED = ("max_connections", "max_prepared_transactions", "max_locks_per_transaction",
+           "max_worker_processes", "max_wal_senders")
+
+
+def _shell_quote(text):
+    if text and all(c.isalnum() or c in "/-_.=%:," for c in text):
+        return text
+    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def _verify(data, sha256, name):

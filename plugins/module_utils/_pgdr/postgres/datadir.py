@@ -117,8 +117,7 @@ def _walk_tree(root, rel_root, is_database_dir, include_root=False):
             if rel == "pg_tblspc":
                 continue  # tablespaces are walked from their links
             database_dir = rel_root in ("base",) or _is_tablespace_db_dir(rel)
-            for entry in _walk_tree(path, rel, database_dir):
-                yield entry
+            yield from _walk_tree(path, rel, database_dir)
         elif stat.S_ISREG(info.st_mode):
             yield Entry(rel, "file", info.st_size, stat.S_IMODE(info.st_mode),
                         int(info.st_mtime), path)

@@ -69,8 +69,8 @@ class BackupSession(object):
                 cur.execute(sql, args)
                 return cur.fetchall()
         except psycopg2.Error as exc:
-            raise PostgresError("PostgreSQL refused %s: %s" % (sql.split("(")[0],
-                                                              str(exc).strip()),
+            raise PostgresError("PostgreSQL refused %s: %s"
+                                % (sql.split("(")[0], str(exc).strip()),
                                 code="postgres_refused", stage="backup")
 
     def describe_server(self):
@@ -122,6 +122,14 @@ class BackupSession(object):
             sql = "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
         lsn, label, spcmap = self.rows(sql)[0]
         return parse_lsn(lsn), label, spcmap or ""
+
+    def snapshot_xmax(self):
+        """The next transaction id to be assigned (full 64-bit), or None where the
+        server cannot tell (recorded so xid targets can pick a safe backup)."""
+        try:
+            return int(self.scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text"))
+        except (PostgresError, ValueError, TypeError):
+            return None
 
     def close(self):
         try:

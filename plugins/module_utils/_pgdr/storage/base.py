@@ -16,12 +16,13 @@ import hashlib
 
 
 class ObjectInfo(object):
-    __slots__ = ("key", "size", "sha256")
+    __slots__ = ("key", "size", "sha256", "mtime")
 
-    def __init__(self, key, size, sha256=None):
+    def __init__(self, key, size, sha256=None, mtime=None):
         self.key = key
         self.size = size
         self.sha256 = sha256  # hex, when the backend knows it without reading
+        self.mtime = mtime    # seconds since the epoch when the object was stored
 
 
 class Storage(object):

@@ -105,7 +105,8 @@ class PosixStorage(Storage):
                 full = os.path.join(dirpath, name)
                 key = os.path.relpath(full, self.root).replace(os.sep, "/")
                 if key.startswith(prefix):
-                    found.append(ObjectInfo(key, os.path.getsize(full)))
+                    info = os.stat(full)
+                    found.append(ObjectInfo(key, info.st_size, mtime=info.st_mtime))
         return sorted(found, key=lambda info: info.key)
 
     def list_dirs(self, prefix):

@@ -137,8 +137,8 @@ class S3Storage(Storage):
                 return RepositoryError("the server rejected %s: its checksum did not "
                                        "match the data sent (%s)" % (key, code),
                                        code="upload_corrupted")
-            return RepositoryError("S3 %s of %s failed: %s %s" % (action, key, code,
-                                                               error.get("Message", "")),
+            return RepositoryError("S3 %s of %s failed: %s %s"
+                                   % (action, key, code, error.get("Message", "")),
                                    code="s3_error")
         if isinstance(exc, RepositoryError):
             return exc
@@ -209,9 +209,7 @@ class S3Storage(Storage):
     def _pages(self, prefix, **extra):
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix),
-                                           **extra):
-                yield page
+            yield from paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix), **extra)
         except Exception as exc:
             raise self._translate(exc, "list", prefix)
 
@@ -219,7 +217,8 @@ class S3Storage(Storage):
         found = []
         for page in self._pages(prefix):
             for item in page.get("Contents", ()):
-                found.append(ObjectInfo(self._unkey(item["Key"]), item["Size"]))
+                found.append(ObjectInfo(self._unkey(item["Key"]), item["Size"],
+                                        mtime=_epoch(item.get("LastModified"))))
         return sorted(found, key=lambda info: info.key)
 
     def list_dirs(self, prefix):
@@ -243,3 +242,7 @@ class S3Storage(Storage):
                 raise RepositoryError("cannot delete %s: %s %s" % (
                     first.get("Key"), first.get("Code"), first.get("Message")),
                     code="delete_failed")
+
+
+def _epoch(moment):
+    return moment.timestamp() if moment is not None else None

@@ -1,0 +1,132 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The spool directory: where asynchronous WAL transfers meet PostgreSQL's calls.
+
+archive_command and restore_command run once per file and must answer fast.
+A background worker (one per cluster and direction, held by a lock file)
+pushes every ready segment in parallel, or prefetches the segments recovery
+will ask for next, and leaves a result file per segment here:
+
+- ``archive/<cluster>/<name>.ok``: the segment is durably stored in the
+  repository (written only after the store returned). wal-push consumes it.
+- ``archive/<cluster>/<name>.error``: the push failed; the message inside.
+- ``fetch/<cluster>-<target id>/<name>``: a prefetched, verified segment that
+  wal-fetch moves into place.
+
+The spool holds no data that is not also in pg_wal or the repository: losing
+it costs time, never WAL.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fcntl
+import hashlib
+import os
+import time
+
+from .errors import ConfigError
+
+
+def directory(settings, *parts):
+    if not settings.spool_dir:
+        raise ConfigError("spool_dir is not set", code="config_missing")
+    path = os.path.join(settings.spool_dir, *parts)
+    try:
+        os.makedirs(path, 0o700)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            raise ConfigError("cannot create spool directory %s: %s" % (path, exc),
+                              code="spool_unwritable", stage="spool")
+    return path
+
+
+def archive_dir(settings):
+    return directory(settings, "archive", settings.cluster)
+
+
+def fetch_dir(settings, pgdata):
+    """Per restore target, so two recoveries on one node never share segments."""
+    tag = hashlib.sha256(os.path.realpath(pgdata).encode("utf-8")).hexdigest()[:12]
+    return directory(settings, "fetch", "%s-%s" % (settings.cluster, tag))
+
+
+def write_atomic(path, data):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(tmp, path)
+
+
+class Lock(object):
+    """A non-blocking exclusive lock: at most one background worker per job."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+
+    def acquire(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError):
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def held_elsewhere(self):
+        if self.acquire():
+            self.release()
+            return False
+        return True
+
+
+def spawn(work, log_path):
+    """Run ``work()`` in a detached grandchild (double fork, new session), so
+    PostgreSQL's archiver or startup process never waits for it. Returns in the
+    parent at once."""
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    code = 1
+    try:
+        os.setsid()
+        if os.fork():
+            code = 0
+            return
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        work()
+        code = 0
+    except BaseException as exc:  # a worker's failure is logged, never raised
+        os.write(2, ("%s pgdr worker failed: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                      exc)).encode("utf-8"))
+    finally:
+        os._exit(code)  # never return into the caller's code from a forked child
+
+
+def wait_for(paths, timeout, interval=0.02):
+    """The first of ``paths`` that exists within ``timeout`` seconds, or None."""
+    deadline = time.time() + timeout
+    while True:
+        for path in paths:
+            if os.path.exists(path):
+                return path
+        if time.time() >= deadline:
+            return None
+        time.sleep(interval)

@@ -1,0 +1,228 @@
+"""Continuous WAL archiving and point-in-time restore on real PostgreSQL and SeaweedFS
+(issue 3): exactly the rows up to the target are present, none after."""
+import datetime
+import os
+import time
+
+import psycopg2
+import pytest
+
+from lab.lab import REPO
+from tests.integration.pgdr_run import Repo, postgres_dir, restore_args
+
+ROWS = 40
+
+
+def archiving_cluster(pg_cluster, workdir, seaweed, bucket, name="primary"):
+    spool = postgres_dir(workdir / "spool")
+    repo = Repo.s3(workdir, seaweed, bucket, spool_dir=spool, archive_wait=30)
+    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
+            f"--credentials {repo.credentials} %p")
+    pg = pg_cluster(15, settings={"archive_mode": "on", "archive_command": push,
+                                  "track_commit_timestamp": "on"}, name=name)
+    repo.settings.update(pg_host="127.0.0.1", pg_port=pg.port, pg_data=pg.datadir)
+    repo.write()
+    pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+    return pg, repo
+
+
+def write_rows(pg, first, last, stamps):
+    """One transaction per row; record each row's xid, commit time and the WAL position
+    right after its commit."""
+    conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for k in range(first, last + 1):
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO ticks (k) VALUES (%s)", (k,))
+            cur.execute("SELECT txid_current() % (2^32)::bigint")
+            xid = int(cur.fetchone()[0])
+            cur.execute("COMMIT")
+            cur.execute("SELECT pg_xact_commit_timestamp(xmin), pg_current_wal_insert_lsn() "
+                        "FROM ticks WHERE k = %s", (k,))
+            committed, lsn = cur.fetchone()
+            stamps[k] = {"xid": xid, "commit": committed, "lsn": lsn}
+            time.sleep(0.04)
+    conn.close()
+
+
+def archive_everything(pg):
+    segment = pg.psql("SELECT pg_walfile_name(pg_switch_wal())")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment:
+            return segment
+        time.sleep(0.1)
+    raise AssertionError("segment %s was not archived in 60 s: %s" % (
+        segment, pg.psql("SELECT * FROM pg_stat_archiver")))
+
+
+def between(stamps, k):
+    """A time strictly between the commits of rows k and k+1, as ISO 8601 UTC."""
+    mid = stamps[k]["commit"] + (stamps[k + 1]["commit"] - stamps[k]["commit"]) / 2
+    return mid.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def restore_rows(repo, workdir, label, *point_args):
+    target = workdir / label / "data"
+    restored, args = restore_args(15, target)
+    code, out, err = repo.run("restore", "--target", target, *point_args, *args)
+    assert code == 0, err
+    restored.start()
+    try:
+        wait_until_promoted(restored)
+        rows = restored.psql("SELECT count(*), coalesce(max(k), 0) FROM ticks").split("|")
+    finally:
+        restored.stop()
+    assert rows[0] == rows[1], rows  # no holes: rows 1..max
+    return int(rows[1]), out
+
+
+def wait_until_promoted(pg, timeout=120):
+    """pg_ctl -w returns once a hot standby accepts read-only connections, while
+    recovery may still be replaying: wait for the end of recovery (action promote)."""
+    deadline = time.time() + timeout
+    while pg.psql("SELECT pg_is_in_recovery()") == "t":
+        assert time.time() < deadline, "recovery did not finish in %d s" % timeout
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def history(pg_cluster, workdir, seaweed, bucket):
+    """Backup B1, rows 1-20, backup B2, rows 21-40 with a restore point after 30."""
+    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
+    code, first, err = repo.run("backup")
+    assert code == 0, err
+    stamps = {}
+    write_rows(pg, 1, ROWS // 2, stamps)
+    code, second, err = repo.run("backup")
+    assert code == 0, err
+    write_rows(pg, ROWS // 2 + 1, 30, stamps)
+    pg.psql("SELECT pg_create_restore_point('after_30')")
+    pg.psql("SELECT pg_switch_wal()")  # rows 21-30 and 31-40 in different segments
+    write_rows(pg, 31, ROWS, stamps)
+    archive_everything(pg)
+    return pg, repo, stamps, first["backup"]["id"], second["backup"]["id"]
+
+
+def test_restore_to_times_lsn_xid_and_name(history, workdir):
+    pg, repo, stamps, first, second = history
+    rows, out = restore_rows(repo, workdir, "t7", "--point", between(stamps, 7))
+    assert rows == 7 and out["plan"]["backup_id"] == first
+    rows, out = restore_rows(repo, workdir, "t33", "--point", between(stamps, 33))
+    assert rows == 33 and out["plan"]["backup_id"] == second
+    # a zone-less time is UTC
+    naive = between(stamps, 25).rstrip("Z").replace("T", " ")
+    assert restore_rows(repo, workdir, "t25", "--point", naive)[0] == 25
+    rows = restore_rows(repo, workdir, "lsn", "--point", f"lsn:{stamps[12]['lsn']}",
+                        "--target-inclusive", "false")[0]
+    assert rows == 12
+    assert restore_rows(repo, workdir, "xid", "--point", f"xid:{stamps[28]['xid']}")[0] == 28
+    assert restore_rows(repo, workdir, "name", "--point", "name:after_30")[0] == 30
+    rows, out = restore_rows(repo, workdir, "latest", "--point", "latest")
+    assert rows == ROWS and out["plan"]["backup_id"] == second
+
+
+def test_unreachable_points_are_refused_before_anything_is_written(history, workdir, seaweed, bucket):
+    pg, repo, stamps, first, second = history
+    target = workdir / "never"
+    code, out, err = repo.run("restore", "--target", target, "--point", "2001-01-01T00:00:00Z")
+    assert code == 7 and out["error"]["code"] == "point_unreachable"
+    assert "before the end of the oldest backup" in out["error"]["msg"]
+    code, out, err = repo.run("restore", "--target", target, "--point", "2999-01-01 00:00")
+    assert code == 7 and "after the last archived WAL" in out["error"]["msg"]
+    assert "reachable window" in out["error"]["msg"]
+    code, out, err = repo.run("restore", "--target", target, "--point", "yesterday")
+    assert code == 2 and out["error"]["code"] == "point_invalid"
+    assert "'yesterday'" in out["error"]["msg"] and "ISO 8601" in out["error"]["msg"]
+    assert not target.exists()
+
+
+def test_gap_in_archive_is_found_by_the_planner(history, workdir, seaweed, bucket):
+    pg, repo, stamps, first, second = history
+    s3 = seaweed.client()
+    wal = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="main/wal/")["Contents"]
+                 if o["Key"].rsplit("/", 1)[-1][:24].isalnum() and ".history" not in o["Key"]
+                 and ".backup" not in o["Key"])
+    code, out, dummy = repo.run("info")
+    stop_wal = out["backups"][-1]["stop_wal"]
+    later = [k for k in wal if k.rsplit("/", 1)[-1][:24] > stop_wal]
+    assert len(later) >= 2, later
+    s3.delete_object(Bucket=bucket, Key=later[0])
+    missing = later[0].rsplit("/", 1)[-1][:24]
+    code, out, err = repo.run("restore", "--target", workdir / "gap", "--point",
+                              between(stamps, ROWS - 1))
+    assert code == 7 and out["error"]["code"] == "point_unreachable", err
+    assert f"segment {missing} is missing" in out["error"]["msg"]
+    assert not (workdir / "gap").exists()
+    # points before the gap stay restorable
+    assert restore_rows(repo, workdir, "before-gap", "--point", between(stamps, 10))[0] == 10
+
+
+def test_restore_across_a_promotion(pg_cluster, workdir, seaweed, bucket):
+    """The old primary dies; a restored copy is promoted and becomes the new primary,
+    archiving timeline 2 into the same repository; a point on timeline 2 restores from
+    the backup taken on timeline 1, through the history file."""
+    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
+    code, dummy, err = repo.run("backup")
+    assert code == 0, err
+    stamps = {}
+    write_rows(pg, 1, 10, stamps)
+    archive_everything(pg)
+    pg.stop()
+
+    promoted, args = restore_args(15, workdir / "new-primary" / "data")
+    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
+            f"--credentials {repo.credentials} %p")
+    code, dummy, err = repo.run("restore", "--target", promoted.datadir, "--point", "latest",
+                                "--keep-archiving", "--settings", f"archive_command={push}", *args)
+    assert code == 0, err
+    promoted.start()
+    wait_until_promoted(promoted)
+    assert promoted.psql("SELECT timeline_id FROM pg_control_checkpoint()") in ("1", "2")
+    promoted.psql("CHECKPOINT")
+    assert promoted.psql("SELECT timeline_id FROM pg_control_checkpoint()") == "2"
+    write_rows(promoted, 11, 20, stamps)
+    archive_everything(promoted)
+    promoted.stop()
+    assert seaweed.client().head_object(Bucket=bucket, Key="main/wal/history/00000002.history")
+
+    rows, out = restore_rows(repo, workdir, "tl2", "--point", between(stamps, 15))
+    assert rows == 15 and out["plan"]["timeline"] == 2
+
+
+def test_wal_push_never_overwrites(pg_cluster, workdir, seaweed, bucket):
+    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
+    segment = archive_everything(pg)
+    key = f"main/wal/{segment[:16]}/{segment}.zst"
+    s3 = seaweed.client()
+    stored = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    sync = Repo.s3(workdir / "sync" if postgres_dir(workdir / "sync") else None, seaweed, bucket)
+    # the same bytes again: success, nothing written
+    original = pg.datadir / "pg_wal" / segment
+    code, dummy, err = sync.run("wal-push", original)
+    assert code == 0, err
+    # other bytes under the same name: refused loudly, the archived object untouched
+    forged = postgres_dir(workdir / "forged") / segment
+    forged.write_bytes(b"\x01" * original.stat().st_size)
+    os.chown(forged, pg_uid(), -1)
+    code, out, err = sync.run("wal-push", forged)
+    assert code == 8 and out["error"]["code"] == "wal_conflict", err
+    assert "refusing to overwrite" in err
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == stored
+
+
+def test_wal_fetch_exit_codes(workdir, seaweed, bucket):
+    repo = Repo.s3(postgres_dir(workdir / "f"), seaweed, bucket)
+    dest = postgres_dir(workdir / "dest") / "RECOVERYXLOG"
+    code, out, err = repo.run("wal-fetch", "000000010000000000000099", dest)
+    assert code == 1 and out["error"]["code"] == "wal_not_found"  # end of archive: go on
+    broken = Repo.s3(postgres_dir(workdir / "g"), seaweed, bucket,
+                     s3_endpoint="http://127.0.0.1:9")
+    code, out, err = broken.run("wal-fetch", "000000010000000000000099", dest)
+    assert code > 125, err  # fatal for PostgreSQL: recovery stops instead of ending early
+
+
+def pg_uid():
+    import pwd
+    return pwd.getpwnam("postgres").pw_uid
