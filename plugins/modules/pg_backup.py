@@ -1,0 +1,246 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: pg_backup
+short_description: Take a physical backup of a PostgreSQL cluster into an S3 or posix repository
+version_added: 0.1.0
+description:
+  - Takes an online, non-exclusive physical backup of a running PostgreSQL cluster (14 or
+    newer) and stores it in the repository, with the WAL from its start to its stop so that
+    it is restorable on its own.
+  - Runs on the database node, as the cluster's owner (usually C(postgres)), since it reads
+    the data directory.
+  - A backup is complete only once its manifest is written; a failed or interrupted backup
+    removes what it stored and is never offered for restore.
+author:
+  - pgdr contributors (@pgdr)
+extends_documentation_fragment:
+  - pgdr.postgresql.repository
+  - pgdr.postgresql.repository.cluster
+  - pgdr.postgresql.postgres
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Connects to PostgreSQL and to the repository and checks them; takes no backup.
+      Reports RV(ignore:changed=true), as the real run does.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  type:
+    description:
+      - Kind of backup. Only V(full) for now; differential and incremental backups come later.
+    type: str
+    default: full
+    choices:
+      - full
+  compression:
+    description:
+      - Compression of stored data.
+    type: str
+    default: zstd
+    choices:
+      - zstd
+      - gzip
+      - none
+  compression_level:
+    description:
+      - Compression level (zstd 1-19, gzip 1-9). Unset means the codec's fast default.
+    type: int
+  workers:
+    description:
+      - Parallel workers that read, compress and transfer.
+    type: int
+    default: 4
+  chunk_size:
+    description:
+      - Large files are stored in pieces of this many MiB, so that one large table is read,
+        compressed and transferred in parallel.
+    type: int
+    default: 32
+  bundle_limit:
+    description:
+      - Files smaller than this many KiB are bundled together, so that thousands of small
+        files cost few requests.
+    type: int
+    default: 1024
+  fast_checkpoint:
+    description:
+      - Ask PostgreSQL for an immediate checkpoint at backup start instead of waiting for a
+        spread one.
+    type: bool
+    default: true
+notes:
+  - O(cluster) is required, as a parameter or in O(config_file).
+  - Needs the Python packages C(psycopg2), C(boto3) (S3 repositories) and C(zstandard)
+    (zstd compression) on the managed node.
+  - Every run takes a new backup, so the task always reports RV(ignore:changed=true).
+seealso:
+  - module: pgdr.postgresql.pg_backup_info
+  - module: pgdr.postgresql.pg_restore_chain
+requirements:
+  - psycopg2
+  - boto3 (S3 repositories)
+  - zstandard (zstd compression)
+'''
+
+EXAMPLES = r'''
+- name: Full backup of the local cluster to S3
+  become: true
+  become_user: postgres
+  pgdr.postgresql.pg_backup:
+    cluster: main
+    s3_bucket: pg-backups
+    s3_endpoint: https://s3.eu-west-1.amazonaws.com
+    s3_region: eu-west-1
+    s3_access_key: "{{ vault_pgdr_access_key }}"
+    s3_secret_key: "{{ vault_pgdr_secret_key }}"
+  register: backup
+
+- name: Show what was stored
+  ansible.builtin.debug:
+    msg: "{{ backup.backup.id }}: {{ backup.backup.stored_size }} bytes, LSN {{ backup.backup.start_lsn }}-{{ backup.backup.stop_lsn }}"
+
+- name: Backup to an NFS mount with the settings the agent role wrote
+  become: true
+  become_user: postgres
+  pgdr.postgresql.pg_backup:
+    config_file: /etc/pgdr/pgdr.conf
+    credentials_file: /etc/pgdr/credentials.conf
+    workers: 8
+'''
+
+RETURN = r'''
+backup:
+  description:
+    - The backup taken. In check mode, only RV(backup.type) and RV(backup.cluster).
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: Backup id, sortable by time.
+      type: str
+      sample: 20261124T060012Z-full
+    cluster:
+      description: Cluster name in the repository.
+      type: str
+      sample: main
+    type:
+      description: Kind of backup.
+      type: str
+      sample: full
+    reference:
+      description: Backup this one is relative to (none for a full backup).
+      type: str
+      sample: null
+    pg_version:
+      description: C(server_version_num) of the cluster.
+      type: int
+      sample: 160004
+    timeline:
+      description: Timeline the backup started on.
+      type: int
+      sample: 1
+    start_lsn:
+      description: WAL position where the backup started.
+      type: str
+      sample: 0/2000028
+    stop_lsn:
+      description: WAL position where the backup stopped (its consistency point).
+      type: str
+      sample: 0/2000138
+    start_wal:
+      description: First WAL segment stored with the backup.
+      type: str
+      sample: "000000010000000000000002"
+    stop_wal:
+      description: Last WAL segment stored with the backup.
+      type: str
+      sample: "000000010000000000000002"
+    start_time:
+      description: When the backup started (UTC, ISO 8601).
+      type: str
+      sample: "2026-11-24T06:00:12Z"
+    stop_time:
+      description: When the backup was complete (UTC, ISO 8601).
+      type: str
+      sample: "2026-11-24T06:00:15Z"
+    duration:
+      description: Seconds the backup took.
+      type: float
+      sample: 3.2
+    compression:
+      description: Compression of the stored data.
+      type: str
+      sample: zstd
+    file_count:
+      description: Files in the backup.
+      type: int
+      sample: 980
+    size:
+      description: Bytes read from the data directory.
+      type: int
+      sample: 23456789
+    wal_size:
+      description: Bytes of WAL stored with the backup.
+      type: int
+      sample: 16777216
+    stored_size:
+      description: Bytes stored in the repository (compressed).
+      type: int
+      sample: 3456789
+    from_standby:
+      description: Whether the backup was taken from a standby.
+      type: bool
+      sample: false
+    system_identifier:
+      description: The cluster's system identifier.
+      type: str
+      sample: "7311234567890123456"
+pg_data:
+  description: Data directory that would be backed up.
+  returned: check mode
+  type: str
+  sample: /var/lib/postgresql/16/main
+events:
+  description: What the engine reported while it worked.
+  returned: always
+  type: list
+  elements: str
+  sample: ["backup 20261124T060012Z-full of /var/lib/postgresql/16/main starting"]
+error_code:
+  description:
+    - Stable code of the failure (for example V(postgres_unavailable), V(bucket_not_found),
+      V(config_missing)); tasks can match on it.
+  returned: failure
+  type: str
+  sample: postgres_unavailable
+stage:
+  description: Stage that failed (config, connect, backup...).
+  returned: failure
+  type: str
+  sample: connect
+'''
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import PgdrModule
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import backup
+
+
+ARGS = dict(groups=("repo", "pg", "backup"), needs=("cluster",),
+            extras={"type": {"type": "str", "default": "full", "choices": ["full"]}})
+
+
+def main():
+    PgdrModule(**ARGS).run(backup)
+
+
+if __name__ == "__main__":
+    main()

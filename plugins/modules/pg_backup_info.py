@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: pg_backup_info
+short_description: List the backups of a PostgreSQL cluster in the repository
+version_added: 0.1.0
+description:
+  - Reads the repository's catalog of one cluster - its complete backups, oldest first,
+    the latest one, and the ids of incomplete backups (no manifest; never restored).
+  - Changes nothing; runs anywhere that reaches the repository (the controller, a
+    database node).
+author:
+  - pgdr contributors (@pgdr)
+extends_documentation_fragment:
+  - pgdr.postgresql.repository
+  - pgdr.postgresql.repository.cluster
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: N/A
+  platform:
+    platforms: posix
+notes:
+  - O(cluster) is required, as a parameter or in O(config_file).
+seealso:
+  - module: pgdr.postgresql.pg_backup
+  - module: pgdr.postgresql.pg_restore_chain
+requirements:
+  - boto3 (S3 repositories)
+'''
+
+EXAMPLES = r'''
+- name: List the backups of cluster main
+  pgdr.postgresql.pg_backup_info:
+    cluster: main
+    s3_bucket: pg-backups
+    s3_endpoint: http://127.0.0.1:8333
+    s3_addressing: path
+  register: info
+
+- name: Fail when the newest backup is older than a day
+  ansible.builtin.assert:
+    that:
+      - info.latest is not none
+      - (now(utc=true) - (info.latest.stop_time | to_datetime('%Y-%m-%dT%H:%M:%SZ'))).total_seconds() < 86400
+    fail_msg: "no backup of main in the last 24 hours"
+'''
+
+RETURN = r'''
+cluster:
+  description: The cluster listed.
+  returned: success
+  type: str
+  sample: main
+repository:
+  description: Where the repository is (no secrets).
+  returned: success
+  type: str
+  sample: s3://pg-backups at http://127.0.0.1:8333
+backups:
+  description:
+    - Complete backups, oldest first, each with the keys of
+      RV(pgdr.postgresql.pg_backup#module:backup).
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - id: 20261124T060012Z-full
+      type: full
+      start_lsn: 0/2000028
+      stop_lsn: 0/2000138
+      stop_time: "2026-11-24T06:00:15Z"
+      stored_size: 3456789
+latest:
+  description: The newest complete backup (the last of RV(backups)), or null when there is none.
+  returned: success
+  type: dict
+  sample:
+    id: 20261124T060012Z-full
+    type: full
+incomplete:
+  description: Ids of backups without a manifest (interrupted; never restored).
+  returned: success
+  type: list
+  elements: str
+  sample: ["20261124T050000Z-full"]
+events:
+  description: What the engine reported while it worked.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+error_code:
+  description: Stable code of the failure, for example V(bucket_not_found), V(access_denied).
+  returned: failure
+  type: str
+  sample: bucket_not_found
+stage:
+  description: Stage that failed.
+  returned: failure
+  type: str
+  sample: connect
+'''
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import PgdrModule
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import info
+
+
+ARGS = dict(groups=("repo",), needs=("cluster",))
+
+
+def main():
+    PgdrModule(**ARGS).run(info)
+
+
+if __name__ == "__main__":
+    main()

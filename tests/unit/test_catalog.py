@@ -1,0 +1,79 @@
+"""Backup ids, the layout, and the catalog read from a posix repository."""
+import hashlib
+import json
+import re
+
+import pytest
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import catalog, options
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import (
+    IntegrityError, NotFound)
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.storage import open_storage
+
+
+def test_backup_ids_are_sortable_and_readable():
+    first = catalog.new_backup_id("full", now=1795500000)
+    later = catalog.new_backup_id("full", now=1795500001)
+    assert re.match(r"^\d{8}T\d{6}Z-full$", first)
+    assert first == "20261124T060000Z-full"
+    assert sorted([later, first]) == [first, later]
+    assert catalog.backup_prefix("main", first) == "main/backup/%s/" % first
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    storage = open_storage(options.resolve({"repo_type": "posix", "repo_path": str(root)},
+                                           environ={}))
+    return storage, catalog.Catalog(storage, "main")
+
+
+def add_backup(storage, backup_id, stop_time, files=None):
+    prefix = catalog.backup_prefix("main", backup_id)
+    listing = catalog.encode_file_list({"files": files or [], "bundles": [], "wal": []})
+    storage.put(prefix + catalog.FILE_LIST, listing)
+    manifest = {"format": catalog.FORMAT, "id": backup_id, "cluster": "main",
+                "stop_time": stop_time,
+                "file_list_sha256": hashlib.sha256(listing).hexdigest()}
+    storage.put(prefix + catalog.MANIFEST, catalog.encode_manifest(manifest))
+    return manifest
+
+
+def test_scan_and_resolve(repo):
+    storage, cat = repo
+    with pytest.raises(NotFound) as info:
+        cat.resolve("latest")
+    assert info.value.code == "no_backup"
+    add_backup(storage, "20261124T050000Z-full", "2026-11-24T05:00:10Z")
+    add_backup(storage, "20261124T060000Z-full", "2026-11-24T06:00:10Z",
+               files=[{"path": "PG_VERSION"}])
+    storage.put("main/backup/20261124T070000Z-full/bundle/000001.zst", b"partial")
+    complete, incomplete = cat.scan()
+    assert [m["id"] for m in complete] == ["20261124T050000Z-full", "20261124T060000Z-full"]
+    assert incomplete == ["20261124T070000Z-full"]
+    assert cat.resolve("latest")["id"] == "20261124T060000Z-full"
+    assert cat.resolve(None)["id"] == "20261124T060000Z-full"
+    assert cat.resolve("20261124T050000Z-full")["id"] == "20261124T050000Z-full"
+    assert cat.file_list(cat.resolve("latest"))["files"] == [{"path": "PG_VERSION"}]
+    with pytest.raises(NotFound) as info:
+        cat.resolve("20261124T070000Z-full")  # incomplete: never restored
+    assert info.value.code == "backup_not_found"
+
+
+def test_damaged_manifest_and_file_list(repo):
+    storage, cat = repo
+    manifest = add_backup(storage, "20261124T050000Z-full", "2026-11-24T05:00:10Z")
+    prefix = catalog.backup_prefix("main", manifest["id"])
+    storage.put(prefix + catalog.FILE_LIST, b"tampered")
+    with pytest.raises(IntegrityError) as info:
+        cat.file_list(manifest)
+    assert info.value.code == "checksum_mismatch"
+    storage.put(prefix + catalog.MANIFEST, b"{not json")
+    with pytest.raises(IntegrityError) as info:
+        cat.manifest(manifest["id"])
+    assert info.value.code == "manifest_invalid"
+    storage.put(prefix + catalog.MANIFEST, json.dumps({"format": 99}).encode())
+    with pytest.raises(IntegrityError) as info:
+        cat.manifest(manifest["id"])
+    assert info.value.code == "manifest_format"

@@ -1,0 +1,94 @@
+"""Documentation cannot drift from the engine: every documented option of every
+module (its own and its doc fragments') matches the engine's OPTIONS and the
+argument spec the adapter builds."""
+import importlib
+import re
+
+import pytest
+import yaml
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils import _adapter
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import options
+
+MODULES = ["pg_backup", "pg_restore_chain", "pg_backup_info", "s3_backup_upload"]
+PREFIX = "ansible_collections.pgdr.postgresql.plugins."
+KIND_TO_TYPE = {"str": "str", "int": "int", "bool": "bool", "path": "path", "dict": "dict"}
+
+
+def fragment(name):
+    """Options of pgdr.postgresql.<module>[.<VARIABLE>] (ours only)."""
+    module_name, variable = (name.split(".", 1) + [""])[:2]
+    cls = importlib.import_module(PREFIX + "doc_fragments." + module_name).ModuleDocFragment
+    return yaml.safe_load(getattr(cls, variable.upper() or "DOCUMENTATION"))
+
+
+def merged_options(doc):
+    merged = dict(doc.get("options") or {})
+    for name in doc.get("extends_documentation_fragment", []):
+        if name.startswith("pgdr.postgresql."):
+            for key, value in (fragment(name[len("pgdr.postgresql."):]).get("options") or {}).items():
+                assert key not in merged, "%s documented twice" % key
+                merged[key] = value
+    return merged
+
+
+def text(description):
+    items = description if isinstance(description, list) else [description]
+    return [re.sub(r"\s+", " ", item).strip() for item in items]
+
+
+def group_names(group, exclude=()):
+    return set(o.name for o in options.OPTIONS if group in o.groups and o.name not in exclude)
+
+
+def test_fragments_cover_exactly_their_options():
+    assert set(fragment("repository")["options"]) == \
+        group_names("repo", exclude=("cluster",)) | set(_adapter.COMMON_EXTRAS)
+    assert set(fragment("repository.cluster")["options"]) == {"cluster"}
+    assert set(fragment("postgres")["options"]) == group_names("pg")
+
+
+@pytest.mark.parametrize("name", ["repository", "repository.cluster", "postgres"])
+def test_fragments_match_options(name):
+    for key, doc in fragment(name)["options"].items():
+        if key in _adapter.COMMON_EXTRAS:
+            assert doc["type"] == _adapter.COMMON_EXTRAS[key]["type"]
+            continue
+        check_option(key, doc)
+
+
+def check_option(key, doc):
+    option = options.BY_NAME[key]
+    assert doc["type"] == KIND_TO_TYPE[option.kind], key
+    assert doc.get("default") == option.default, key
+    assert doc.get("choices") == (list(option.choices) if option.choices else None), key
+    assert text(doc["description"])[0] == option.help, key
+    assert "no_log" not in doc  # not a documentation key
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_module_docs_match_argspec_and_options(module_name):
+    module = importlib.import_module(PREFIX + "modules." + module_name)
+    doc = yaml.safe_load(module.DOCUMENTATION)
+    assert doc["module"] == module_name
+    assert str(doc["version_added"]) == "0.1.0"
+    assert doc["author"] and doc["short_description"]
+    assert doc["attributes"]["check_mode"]["support"] == "full"
+    args = dict((k, v) for k, v in module.ARGS.items() if k != "needs")
+    spec = _adapter.argument_spec(**args)
+    documented = merged_options(doc)
+    assert set(documented) == set(spec)
+    for key, entry in spec.items():
+        docs = documented[key]
+        assert docs["type"] == entry["type"], key
+        assert docs.get("default") == entry.get("default"), key
+        assert docs.get("choices") == entry.get("choices"), key
+        assert bool(docs.get("required")) == bool(entry.get("required")), key
+        if key in options.BY_NAME and key not in _adapter.COMMON_EXTRAS:
+            assert text(docs["description"])[0] == options.BY_NAME[key].help, key
+    examples = yaml.safe_load(module.EXAMPLES)
+    assert examples and all(any(k.startswith("pgdr.postgresql.") for k in task)
+                            for task in examples if "ansible.builtin.debug" not in task
+                            and "ansible.builtin.assert" not in task)
+    returned = yaml.safe_load(module.RETURN)
+    assert {"events", "error_code", "stage"} <= set(returned)
