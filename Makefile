@@ -2,29 +2,44 @@
 SHELL := /bin/bash
 PY    := .venv/bin/python
 
-.PHONY: setup test lab-up lab-down lab-status demo clean distclean
+.PHONY: setup test unit integration sanity lab-up lab-down lab-status demo bench clean distclean
 
 # apt packages, .venv, PostgreSQL 18 binaries; idempotent and fast when nothing changed
 setup:
 	bash scripts/bootstrap.sh
 
+# Everything CI runs: ansible-test sanity + ansible-lint (production profile), then the unit
+# and integration tests on real PostgreSQL and SeaweedFS. pytest's summary closes the output.
 test: setup
-	$(PY) -m pytest tests -q -x --timeout=900
+	bash tests/sanity.sh
+	$(PY) -m pytest tests/unit tests/integration -q --timeout=900
+
+unit: setup
+	$(PY) -m pytest tests/unit -q
+
+integration: setup
+	$(PY) -m pytest tests/integration -q --timeout=900
+
+sanity: setup
+	bash tests/sanity.sh
 
 lab-up: setup
 	$(PY) lab/lab.py up
 
 lab-down:
-	@if [ -x $(PY) ]; then $(PY) lab/lab.py down; else echo "lab: no .venv, nothing to stop"; fi
+	@if [ -x $(PY) ]; then bash scripts/demo.sh stop; $(PY) lab/lab.py down; else echo "lab: no .venv, nothing to stop"; fi
 
 lab-status:
 	$(PY) lab/lab.py status
 
-# ---------------------------------------------------------------------------------
-# PLACEHOLDER: the lead fills in the demo (backup to the lab bucket, restore, verify).
-demo: setup lab-up
-	@echo TODO demo
-# ---------------------------------------------------------------------------------
+# The main job: a lab cluster, a backup with backup.yml, a restore with restore.yml into a
+# second data directory, the restored copy started and compared table by table, RPO/RTO.
+demo: setup
+	bash scripts/demo.sh
+
+# Full backup and restore side by side with pgBackRest and Barman cloud (docs/benchmarks.md)
+bench: setup
+	bash bench/setup.sh && $(PY) bench/run_full.py --rounds 3
 
 # stops the lab and removes run artefacts; keeps .venv and .cache (slow to rebuild)
 clean: lab-down

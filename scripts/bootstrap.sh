@@ -33,7 +33,7 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
     missing+=(postgresql-15 postgresql-client-15)
     installed_pg15=yes
 fi
-for p in python3 python3-venv cron openssl unzip ca-certificates procps make; do
+for p in python3 python3-venv cron openssl unzip ca-certificates procps make shellcheck git rsync; do
     pkg_missing "$p" && missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
