@@ -8,18 +8,22 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: pg_backup_info
-short_description: List the backups of a PostgreSQL cluster in the repository
+short_description: List the backups, recoverable window and archive lag of a cluster
 version_added: 0.1.0
 description:
   - Reads the repository's catalog of one cluster - its complete backups, oldest first,
     the latest one, and the ids of incomplete backups (no manifest; never restored).
+  - Reports the recoverable window (earliest and latest restorable points, and a gap in
+    the WAL archive if there is one) and, where the PostgreSQL server answers, the archive
+    lag now (the current RPO - WAL not yet archived).
   - Changes nothing; runs anywhere that reaches the repository (the controller, a
-    database node).
+    database node). Without a reachable server, C(available) is false.
 author:
   - pgdr contributors (@pgdr)
 extends_documentation_fragment:
   - pgdr.postgresql.repository
   - pgdr.postgresql.repository.cluster
+  - pgdr.postgresql.postgres
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -92,6 +96,34 @@ incomplete:
   type: list
   elements: str
   sample: ["20261124T050000Z-full"]
+window:
+  description:
+    - The recoverable window from the newest backup along the archive, or null when there
+      is no backup. C(latest_time) is when the last contiguous WAL segment was
+      archived; C(gap_before) names WAL archived after a missing segment.
+  returned: success
+  type: dict
+  sample:
+    earliest: "2026-11-24T06:00:15Z"
+    backup_end: "2026-11-24T06:00:15Z"
+    latest_time: "2026-11-24T06:41:02Z"
+    latest_segment: "000000010000000000000031"
+    timeline: 1
+    gap_before: null
+archive:
+  description:
+    - The server's archiver state (C(available) false, with C(reason),
+      when the server cannot be reached). C(lag_seconds) is the age of the oldest
+      WAL file not yet archived, C(pending_segments) how many wait.
+  returned: success
+  type: dict
+  sample:
+    available: true
+    archive_mode: "on"
+    pending_segments: 0
+    lag_seconds: 0.0
+    last_archived_wal: "000000010000000000000031"
+    failed_count: 0
 events:
   description: What the engine reported while it worked.
   returned: always
@@ -114,7 +146,7 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import Pg
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import info
 
 
-ARGS = dict(groups=("repo",), needs=("cluster",))
+ARGS = dict(groups=("repo", "pg"), needs=("cluster",))
 
 
 def main():

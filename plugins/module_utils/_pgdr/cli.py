@@ -18,13 +18,15 @@ import os
 
 from . import ENGINE_VERSION
 from .errors import EXIT_CODES, PgdrError
-from .options import BY_NAME, DEFAULT_CONFIG_FILE, OPTIONS, resolve
+from .options import (BY_NAME, DEFAULT_CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, OPTIONS,
+                      resolve)
 from .progress import Progress
 
 COMMANDS = {
     "backup": ("Take a full backup of the cluster.", ("repo", "pg", "backup")),
     "restore": ("Restore a backup into a new data directory.", ("repo", "restore", "wal")),
-    "info": ("List the backups of the cluster.", ("repo",)),
+    "info": ("List the backups, the recoverable window and the archive lag.",
+             ("repo", "pg")),
     "wal-push": ("Archive one WAL file (archive_command = 'pgdr wal-push %p').",
                  ("repo", "wal", "backup")),
     "wal-fetch": ("Fetch one WAL file (restore_command = 'pgdr wal-fetch %f %p').",
@@ -63,7 +65,9 @@ def build_parser():
                              help="config file (default %s when it exists)"
                              % DEFAULT_CONFIG_FILE)
         command.add_argument("--credentials", default=None,
-                             help="credentials file holding the secret settings (mode 0600)")
+                             help="credentials file holding the secret settings (mode 0600; "
+                             "default %s when this user can read it)"
+                             % DEFAULT_CREDENTIALS_FILE)
         command.add_argument("--json", action="store_true",
                              help="print the result as one JSON object")
         command.add_argument("--dry-run", action="store_true",
@@ -111,6 +115,17 @@ def _render(command, result):
             lines.append("  no complete backup")
         for backup_id in result["incomplete"]:
             lines.append("  %-24s incomplete (no manifest; never restored)" % backup_id)
+        window, archive = result.get("window"), result.get("archive") or {}
+        if window:
+            lines.append("recoverable from %s to %s (timeline %s, last segment %s)%s" % (
+                window["earliest"], window["latest_time"], window["timeline"],
+                window["latest_segment"],
+                "; GAP: segment %s missing" % window["missing_segment"]
+                if window.get("gap_before") else ""))
+        if archive.get("available"):
+            lines.append("archive lag now: %d segment(s), %.1f s (archive_mode %s, "
+                         "failures %d)" % (archive["pending_segments"], archive["lag_seconds"],
+                                           archive["archive_mode"], archive["failed_count"]))
         return "\n".join(lines)
     if command in ("wal-push", "wal-fetch"):
         return None  # archive_command and restore_command stay quiet when all is well
@@ -143,10 +158,12 @@ def run(argv, stdout, stderr=None, environ=None):
     try:
         config = args.config or (DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE)
                                  else None)
+        credentials = args.credentials or (
+            DEFAULT_CREDENTIALS_FILE if os.access(DEFAULT_CREDENTIALS_FILE, os.R_OK) else None)
         explicit = _explicit(args)
-        explicit.update(config_file=config, credentials_file=args.credentials)
+        explicit.update(config_file=config, credentials_file=credentials)
         settings = resolve(explicit, config_file=config,
-                           credentials_file=args.credentials, environ=environ,
+                           credentials_file=credentials, environ=environ,
                            config_required=bool(args.config))
         progress = Progress(stderr, interval=10.0)
         module = _command_module(args.command)

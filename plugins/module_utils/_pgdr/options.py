@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported at run time
     configparser = None
 
 DEFAULT_CONFIG_FILE = "/etc/pgdr/pgdr.conf"
+DEFAULT_CREDENTIALS_FILE = "/etc/pgdr/credentials"
 CONFIG_SECTION = "pgdr"
 
 

@@ -196,6 +196,25 @@ class Planner(object):
         return Plan(point, backup, self._settings({setting: render(point.value)}, timeline),
                     timeline, wal, window)
 
+    def window(self):
+        """The recoverable window: earliest and latest restorable points, and where
+        the archive stops (with the first missing segment when later WAL exists)."""
+        complete = self.catalog.scan()[0]
+        if not complete:
+            return None
+        newest = complete[-1]
+        timeline, path = self._timeline_path(newest)
+        wal, end_segment = self._walk_archive(newest, path)
+        window = self._window(complete, newest, wal, end_segment)
+        window["timeline"] = timeline
+        later = self._archived_after(end_segment, newest)
+        window["gap_before"] = later
+        if later:
+            window["missing_segment"] = segment_name(
+                [tli for tli, first in path if first <= end_segment][-1], end_segment,
+                self._segment_size(newest))
+        return window
+
     # -- pieces -------------------------------------------------------------------------
     def _settings(self, target, timeline):
         out = dict(target)

@@ -1,12 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The backups of a cluster, as data."""
+"""The backups of a cluster, its recoverable window and its archive lag, as data."""
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import time
+
 from ..catalog import Catalog
+from ..errors import PgdrError
+from ..postgres.session import archive_lag
+from ..recovery import Planner
 from ..storage import open_storage
 from .backup import summarize
 
@@ -15,7 +20,8 @@ def run(settings, progress=None, dry_run=False):
     settings.require("cluster")
     storage = open_storage(settings)
     storage.check()
-    complete, incomplete = Catalog(storage, settings.cluster).scan()
+    catalog = Catalog(storage, settings.cluster)
+    complete, incomplete = catalog.scan()
     backups = [summarize(m) for m in complete]
     return {
         "changed": False,
@@ -24,4 +30,18 @@ def run(settings, progress=None, dry_run=False):
         "backups": backups,
         "latest": backups[-1] if backups else None,
         "incomplete": incomplete,
+        "window": Planner(storage, catalog, settings.cluster).window(),
+        "archive": _archive_state(settings),
     }
+
+
+def _archive_state(settings):
+    """The server's archiver state when the server answers; why not, otherwise (info
+    also runs where no server is, for example on a controller)."""
+    try:
+        state = archive_lag(settings)
+    except PgdrError as exc:
+        return {"available": False, "reason": exc.msg}
+    state["available"] = True
+    state["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return state

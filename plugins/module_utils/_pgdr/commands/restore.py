@@ -148,13 +148,15 @@ class RestoreRun(object):
     def prepare(self, files, mapping):
         """Empty target, directories, tablespace links (recorded for undo)."""
         target = self.target
-        if os.path.isdir(target):
+        existed = os.path.isdir(target)
+        if existed:
             self._clear(target)
         else:
             os.makedirs(target, 0o700)
         self.created.append(target)
         os.chmod(target, 0o700)
-        self.owner = self._owner_of(target)
+        self.owner = self._owner_of(target, existed)
+        self._chown(target)
         for item in files:
             path = os.path.join(target, item["path"])
             if item["kind"] == "dir":
@@ -319,12 +321,13 @@ class RestoreRun(object):
                 os.unlink(path)
 
     @staticmethod
-    def _owner_of(target):
-        """When run as root, restored files belong to the owner of the target's
-        parent directory (the PostgreSQL user), so the cluster can start."""
+    def _owner_of(target, existed):
+        """When run as root, restored files belong to the owner of the target (when it
+        existed before) or of its parent directory: the PostgreSQL user, so that the
+        cluster can start. Root-owned stays root-owned."""
         if os.geteuid() != 0:
             return None
-        info = os.stat(os.path.dirname(os.path.abspath(target)))
+        info = os.stat(target if existed else os.path.dirname(os.path.abspath(target)))
         return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
 
     def _chown(self, path):

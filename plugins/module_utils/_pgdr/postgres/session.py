@@ -31,10 +31,10 @@ def _psycopg2():
     return psycopg2
 
 
-def connect(settings, stage="connect"):
+def connect(settings, stage="connect", timeout=10):
     psycopg2 = _psycopg2()
     params = dict(host=settings.pg_host, port=settings.pg_port, user=settings.pg_user,
-                  dbname=settings.pg_database, connect_timeout=10,
+                  dbname=settings.pg_database, connect_timeout=timeout,
                   application_name="pgdr")
     if settings.pg_password:
         params["password"] = settings.pg_password
@@ -47,6 +47,38 @@ def connect(settings, stage="connect"):
                             code="postgres_unavailable", stage=stage)
     conn.autocommit = True
     return conn
+
+
+ARCHIVE_STATUS_SQL = """
+SELECT count(*) FILTER (WHERE name ~ '^[0-9A-F]{24}[.]ready$'),
+       extract(epoch FROM now() - min(modification) FILTER (WHERE name LIKE '%.ready')),
+       (SELECT last_archived_wal FROM pg_stat_archiver),
+       (SELECT extract(epoch FROM last_archived_time) FROM pg_stat_archiver),
+       (SELECT failed_count FROM pg_stat_archiver),
+       (SELECT last_failed_wal FROM pg_stat_archiver),
+       current_setting('archive_mode')
+  FROM pg_ls_archive_statusdir()"""
+
+
+def archive_lag(settings):
+    """The current RPO as the server sees it: WAL not yet archived (segments waiting
+    and the age of the oldest), from pg_ls_archive_statusdir() and pg_stat_archiver."""
+    conn = connect(settings, stage="archive-lag", timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(ARCHIVE_STATUS_SQL)
+            (pending, age, last_wal, last_time, failed, last_failed,
+             mode) = cur.fetchone()
+    except _psycopg2().Error as exc:
+        raise PostgresError("cannot read the archiver's state: %s" % str(exc).strip(),
+                            code="postgres_refused", stage="archive-lag")
+    finally:
+        conn.close()
+    return {"archive_mode": mode, "pending_segments": int(pending),
+            "lag_seconds": round(float(age), 1) if age is not None else 0.0,
+            "last_archived_wal": last_wal,
+            "last_archived_time": float(last_time) if last_time is not None else None,
+            "failed_count": int(failed or 0), "last_failed_wal": last_failed}
 
 
 class BackupSession(object):
