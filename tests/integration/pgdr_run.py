@@ -90,6 +90,16 @@ def restore_args(version: int, target: Path):
                       "--settings", f"unix_socket_directories={restored.socket_dir}"]
 
 
+def restore_started(repo: Repo, version: int, target: Path, *extra) -> PgCluster:
+    """Restore the repository's latest backup into target and start it (the caller stops
+    it)."""
+    restored, args = restore_args(version, target)
+    code, dummy, err = repo.run("restore", "--target", target, *extra, *args)
+    assert code == 0, err
+    restored.start()
+    return restored
+
+
 def databases(pg: PgCluster):
     return pg.psql("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").split()
 

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from lab.lab import PgCluster
-from tests.integration.pgdr_run import Repo, checksums, postgres_dir, restore_args
+from tests.integration.pgdr_run import (Repo, checksums, postgres_dir, restore_args,
+                                        restore_started)
 
 SMALL_TABLES = 2000
 
@@ -106,11 +107,7 @@ def test_posix_repository_roundtrip(pg_cluster, workdir):
                 pg_host="127.0.0.1", pg_port=pg.port, compression="none")
     code, out, err = repo.run("backup")
     assert code == 0, err
-    target = workdir / "restored"
-    restored, args = restore_args(15, target)
-    code, dummy, err = repo.run("restore", "--target", target, *args)
-    assert code == 0, err
-    restored.start()
+    restored = restore_started(repo, 15, workdir / "restored")
     try:
         assert checksums(restored) == checksums(pg)
     finally:
@@ -182,11 +179,7 @@ def test_backup_under_write_load_restores_consistent(pg_cluster, seaweed, bucket
         assert code == 0, err
     finally:
         bench.wait()
-    target = workdir / "restored"
-    restored, args = restore_args(15, target)
-    code, dummy, err = repo.run("restore", "--target", target, *args)
-    assert code == 0, err
-    restored.start()
+    restored = restore_started(repo, 15, workdir / "restored")
     try:
         # pgbench's invariant: every balance equals the sum of the history's deltas
         sums = restored.psql("SELECT (SELECT sum(abalance) FROM pgbench_accounts), "
