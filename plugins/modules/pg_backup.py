@@ -37,11 +37,24 @@ attributes:
 options:
   type:
     description:
-      - Kind of backup. Only V(full) for now; differential and incremental backups come later.
+      - "Backup type: full; diff (the pages changed since the newest full); incr (the pages
+        changed since the newest backup of any type); auto (a full when there is none or the
+        newest is older than full_max_age days, a diff otherwise)."
+      - A diff or incr stores only the pages of relation files whose LSN is at or after the
+        reference backup's start LSN (and new, all-zero pages), and other files only when
+        their checksum changed. With no full backup of this cluster, a full is taken instead.
     type: str
     default: full
     choices:
       - full
+      - diff
+      - incr
+      - auto
+  full_max_age:
+    description:
+      - "With type auto: days after which the next backup is a full again."
+    type: int
+    default: 7
   compression:
     description:
       - Compression of stored data.
@@ -234,8 +247,7 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import Pg
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import backup
 
 
-ARGS = dict(groups=("repo", "pg", "backup"), needs=("cluster",),
-            extras={"type": {"type": "str", "default": "full", "choices": ["full"]}})
+ARGS = dict(groups=("repo", "pg", "backup"), needs=("cluster",))
 
 
 def main():

@@ -16,10 +16,24 @@ description:
   - Reports the recoverable window (earliest and latest restorable points, and a gap in
     the WAL archive if there is one) and, where the PostgreSQL server answers, the archive
     lag now (the current RPO - WAL not yet archived).
+  - With O(verify=true), downloads the backup's whole chain and checks every object
+    against the SHA-256 of its stored and original bytes; a damaged or missing object fails
+    the task with C(error_code=verify_failed) and lists them. Nothing is written.
   - Changes nothing; runs anywhere that reaches the repository (the controller, a
     database node). Without a reachable server, C(available) is false.
 author:
   - pgdr contributors (@pgdr)
+options:
+  verify:
+    description:
+      - Also download and check every object of the backup's chain (the latest, or backup_id).
+    type: bool
+    default: false
+  backup_id:
+    description:
+      - "Backup to restore or verify: an id from info, or latest."
+    type: str
+    default: latest
 extends_documentation_fragment:
   - pgdr.postgresql.repository
   - pgdr.postgresql.repository.cluster
@@ -49,6 +63,13 @@ EXAMPLES = r'''
     s3_endpoint: http://127.0.0.1:8333
     s3_addressing: path
   register: info
+
+- name: Verify every object of the latest backup's chain
+  pgdr.postgresql.pg_backup_info:
+    cluster: main
+    config_file: /etc/pgdr/pgdr.conf
+    verify: true
+  register: checked
 
 - name: Fail when the newest backup is older than a day
   ansible.builtin.assert:
@@ -96,6 +117,17 @@ incomplete:
   type: list
   elements: str
   sample: ["20261124T050000Z-full"]
+verified:
+  description:
+    - With O(verify=true), the verified backup's id, chain, object count and bytes (null
+      otherwise; a damaged or missing object fails the task).
+  returned: success
+  type: dict
+  sample:
+    backup_id: 20261124T063801Z-incr
+    chain: [20261124T061458Z-full, 20261124T063752Z-diff, 20261124T063801Z-incr]
+    objects: 82
+    stored_bytes: 84305112
 window:
   description:
     - The recoverable window from the newest backup along the archive, or null when there
@@ -146,7 +178,7 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import Pg
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import info
 
 
-ARGS = dict(groups=("repo", "pg"), needs=("cluster",))
+ARGS = dict(groups=("repo", "pg", "info"), needs=("cluster",))
 
 
 def main():

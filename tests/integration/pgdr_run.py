@@ -3,6 +3,7 @@ compare clusters table by table."""
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg2
@@ -130,3 +131,57 @@ def checksums(pg: PgCluster):
         finally:
             conn.close()
     return result
+
+
+def archiving_cluster(pg_cluster, workdir, seaweed, bucket, name="primary", version=15,
+                      **repo_settings):
+    spool = postgres_dir(workdir / "spool")
+    repo = Repo.s3(workdir, seaweed, bucket, spool_dir=spool, archive_wait=30, **repo_settings)
+    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
+            f"--credentials {repo.credentials} %p")
+    settings = {"archive_mode": "on", "archive_command": push, "track_commit_timestamp": "on"}
+    pg = pg_cluster(version, settings=settings, name=name)
+    repo.settings.update(pg_host="127.0.0.1", pg_port=pg.port, pg_data=pg.datadir)
+    repo.write()
+    pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+    return pg, repo
+
+
+def write_rows(pg, first, last, stamps):
+    """One transaction per row; record each row's xid, commit time and the WAL position
+    right after its commit."""
+    conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for k in range(first, last + 1):
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO ticks (k) VALUES (%s)", (k,))
+            cur.execute("SELECT txid_current() % (2^32)::bigint")
+            xid = int(cur.fetchone()[0])
+            cur.execute("COMMIT")
+            cur.execute("SELECT pg_xact_commit_timestamp(xmin), pg_current_wal_insert_lsn() "
+                        "FROM ticks WHERE k = %s", (k,))
+            committed, lsn = cur.fetchone()
+            stamps[k] = {"xid": xid, "commit": committed, "lsn": lsn}
+            time.sleep(0.04)
+    conn.close()
+
+
+def archive_everything(pg):
+    segment = pg.psql("SELECT pg_walfile_name(pg_switch_wal())")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment:
+            return segment
+        time.sleep(0.1)
+    raise AssertionError("segment %s was not archived in 60 s: %s" % (
+        segment, pg.psql("SELECT * FROM pg_stat_archiver")))
+
+
+def wait_until_promoted(pg, timeout=120):
+    """pg_ctl -w returns once a hot standby accepts read-only connections, while
+    recovery may still be replaying: wait for the end of recovery (action promote)."""
+    deadline = time.time() + timeout
+    while pg.psql("SELECT pg_is_in_recovery()") == "t":
+        assert time.time() < deadline, "recovery did not finish in %d s" % timeout
+        time.sleep(0.1)

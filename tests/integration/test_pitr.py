@@ -2,59 +2,15 @@
 (issue 3): exactly the rows up to the target are present, none after."""
 import datetime
 import os
-import time
 
-import psycopg2
 import pytest
 
 from lab.lab import REPO
-from tests.integration.pgdr_run import Repo, postgres_dir, restore_args
+from tests.integration.pgdr_run import (Repo, archive_everything, archiving_cluster,
+                                        postgres_dir, restore_args, wait_until_promoted,
+                                        write_rows)
 
 ROWS = 40
-
-
-def archiving_cluster(pg_cluster, workdir, seaweed, bucket, name="primary"):
-    spool = postgres_dir(workdir / "spool")
-    repo = Repo.s3(workdir, seaweed, bucket, spool_dir=spool, archive_wait=30)
-    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
-            f"--credentials {repo.credentials} %p")
-    pg = pg_cluster(15, settings={"archive_mode": "on", "archive_command": push,
-                                  "track_commit_timestamp": "on"}, name=name)
-    repo.settings.update(pg_host="127.0.0.1", pg_port=pg.port, pg_data=pg.datadir)
-    repo.write()
-    pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
-    return pg, repo
-
-
-def write_rows(pg, first, last, stamps):
-    """One transaction per row; record each row's xid, commit time and the WAL position
-    right after its commit."""
-    conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for k in range(first, last + 1):
-            cur.execute("BEGIN")
-            cur.execute("INSERT INTO ticks (k) VALUES (%s)", (k,))
-            cur.execute("SELECT txid_current() % (2^32)::bigint")
-            xid = int(cur.fetchone()[0])
-            cur.execute("COMMIT")
-            cur.execute("SELECT pg_xact_commit_timestamp(xmin), pg_current_wal_insert_lsn() "
-                        "FROM ticks WHERE k = %s", (k,))
-            committed, lsn = cur.fetchone()
-            stamps[k] = {"xid": xid, "commit": committed, "lsn": lsn}
-            time.sleep(0.04)
-    conn.close()
-
-
-def archive_everything(pg):
-    segment = pg.psql("SELECT pg_walfile_name(pg_switch_wal())")
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment:
-            return segment
-        time.sleep(0.1)
-    raise AssertionError("segment %s was not archived in 60 s: %s" % (
-        segment, pg.psql("SELECT * FROM pg_stat_archiver")))
 
 
 def between(stamps, k):
@@ -76,15 +32,6 @@ def restore_rows(repo, workdir, label, *point_args):
         restored.stop()
     assert rows[0] == rows[1], rows  # no holes: rows 1..max
     return int(rows[1]), out
-
-
-def wait_until_promoted(pg, timeout=120):
-    """pg_ctl -w returns once a hot standby accepts read-only connections, while
-    recovery may still be replaying: wait for the end of recovery (action promote)."""
-    deadline = time.time() + timeout
-    while pg.psql("SELECT pg_is_in_recovery()") == "t":
-        assert time.time() < deadline, "recovery did not finish in %d s" % timeout
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -53,9 +53,10 @@ def test_restore_point_is_checked_before_anything(run_module, repo, tmp_path):
     assert result["error_code"] == "no_backup"
 
 
-def test_backup_type_is_full_only(run_module, repo):
-    result = run_module(pg_backup, dict(repo, cluster="main", type="incr"))
+def test_backup_type_must_be_a_known_type(run_module, repo):
+    result = run_module(pg_backup, dict(repo, cluster="main", type="weekly"))
     assert result["failed"] is True and "type" in result["msg"]
+    assert "full, diff, incr, auto" in result["msg"]
 
 
 def test_secrets_are_not_logged(run_module, repo):

@@ -91,15 +91,29 @@ class Catalog(object):
         return json.loads(gzip.decompress(data).decode("utf-8"))
 
     def scan(self):
-        """(complete manifests, incomplete ids), oldest first."""
+        """(complete manifests, incomplete ids), oldest first. A diff or incr whose chain
+        has a missing or incomplete backup is incomplete too: it cannot be restored."""
         complete, incomplete = [], []
         for backup_id in self.backup_ids():
             try:
                 complete.append(self.manifest(backup_id))
             except NotFound:
                 incomplete.append(backup_id)
+        present = set(m["id"] for m in complete)
+        broken = [m["id"] for m in complete if not set(_chain(m)) <= present]
+        complete = [m for m in complete if m["id"] not in broken]
         complete.sort(key=lambda m: (m["stop_time"], m["id"]))
-        return complete, incomplete
+        return complete, sorted(incomplete + broken)
+
+    def check_chain(self, manifest):
+        """NotFound naming the first backup of the chain that is missing."""
+        for backup_id in _chain(manifest)[:-1]:
+            try:
+                self.manifest(backup_id)
+            except NotFound:
+                raise NotFound("backup %s needs backup %s, which is missing or incomplete: "
+                               "the chain cannot be restored" % (manifest["id"], backup_id),
+                               code="chain_broken", backup_id=manifest["id"])
 
     def resolve(self, wanted):
         """The manifest of ``wanted``: a backup id, or 'latest'."""
@@ -111,3 +125,8 @@ class Catalog(object):
                                code="no_backup", stage="plan")
             return complete[-1]
         return self.manifest(wanted)
+
+
+def _chain(manifest):
+    """Ids of the backups a backup needs, from its full to itself."""
+    return manifest.get("chain") or [manifest["id"]]

@@ -26,7 +26,11 @@ COMMANDS = {
     "backup": ("Take a full backup of the cluster.", ("repo", "pg", "backup")),
     "restore": ("Restore a backup into a new data directory.", ("repo", "restore", "wal")),
     "info": ("List the backups, the recoverable window and the archive lag.",
-             ("repo", "pg")),
+             ("repo", "pg", "info")),
+    "verify": ("Download and check every object of a backup's chain.",
+               ("repo", "verify")),
+    "expire": ("Delete backups and WAL outside the retention policy, keeping chains whole.",
+               ("repo", "expire")),
     "wal-push": ("Archive one WAL file (archive_command = 'pgdr wal-push %p').",
                  ("repo", "wal", "backup")),
     "wal-fetch": ("Fetch one WAL file (restore_command = 'pgdr wal-fetch %f %p').",
@@ -129,6 +133,13 @@ def _render(command, result):
         return "\n".join(lines)
     if command in ("wal-push", "wal-fetch"):
         return None  # archive_command and restore_command stay quiet when all is well
+    if command == "verify":
+        return "backup %s: %d objects verified" % (result["backup_id"], result["objects"])
+    if command == "expire":
+        return "expired %s; incomplete removed %s; %d WAL file(s) removed; kept %s" % (
+            ", ".join(result["expired"]) or "nothing",
+            ", ".join(result["incomplete_removed"]) or "none", result["wal_removed"],
+            ", ".join(result["kept"]))
     backup = result.get("backup") or {}
     if command == "backup":
         if "size" not in backup:
@@ -205,6 +216,10 @@ def _command_module(name):
         from .commands import backup as module
     elif name == "restore":
         from .commands import restore as module
+    elif name == "verify":
+        from .commands import verify as module
+    elif name == "expire":
+        from .commands import expire as module
     elif name == "wal-push":
         from .commands import wal_push as module
     elif name == "wal-fetch":

@@ -99,12 +99,19 @@ OPTIONS = (
     Option("pg_data", "path", "Data directory of the cluster. Defaults to what "
            "the server reports; when set, it must match.", groups=("pg",)),
     # -- how data is stored -----------------------------------------------------------
+    Option("type", "str", "Backup type: full; diff (the pages changed since the newest "
+           "full); incr (the pages changed since the newest backup of any type); auto (a "
+           "full when there is none or the newest is older than full_max_age days, a diff "
+           "otherwise).", default="full", choices=("full", "diff", "incr", "auto"),
+           groups=("backup",)),
+    Option("full_max_age", "int", "With type auto: days after which the next backup is "
+           "a full again.", default=7, groups=("backup",)),
     Option("compression", "str", "Compression of stored data.", default="zstd",
            choices=("zstd", "gzip", "none"), groups=("backup",)),
     Option("compression_level", "int", "Compression level (zstd 1-19, gzip 1-9). "
            "Unset means the codec's fast default.", groups=("backup",)),
     Option("workers", "int", "Parallel workers that read, compress and transfer.",
-           default=4, groups=("backup", "restore")),
+           default=4, groups=("backup", "restore", "verify", "wal")),
     Option("chunk_size", "int", "Large files are stored in pieces of this many "
            "MiB, so that one large table is read, compressed and transferred in "
            "parallel.", default=32, groups=("backup",)),
@@ -114,9 +121,16 @@ OPTIONS = (
     Option("fast_checkpoint", "bool", "Ask PostgreSQL for an immediate checkpoint "
            "at backup start instead of waiting for a spread one.", default=True,
            groups=("backup",)),
+    Option("verify", "bool", "Also download and check every object of the backup's chain "
+           "(the latest, or backup_id).", default=False, groups=("info",)),
+    # -- retention ----------------------------------------------------------------------
+    Option("retention_full", "int", "Full backups to keep (each with the diff and incr "
+           "backups that depend on it).", groups=("expire",)),
+    Option("retention_days", "int", "Keep every backup needed to restore any point of "
+           "the last this many days.", groups=("expire",)),
     # -- restore ------------------------------------------------------------------------
-    Option("backup_id", "str", "Backup to restore: an id from info, or latest.",
-           default="latest", groups=("restore",)),
+    Option("backup_id", "str", "Backup to restore or verify: an id from info, or latest.",
+           default="latest", groups=("restore", "verify", "info")),
     Option("target", "path", "Directory to restore into. It must be absent or "
            "empty unless force is set.", groups=("restore",)),
     Option("force", "bool", "Restore into a non-empty target, deleting what it "

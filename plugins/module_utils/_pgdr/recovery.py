@@ -168,7 +168,9 @@ class Planner(object):
 
     def plan(self, point):
         if point.kind == "backup":
-            return Plan(point, self.catalog.manifest(point.value), {})
+            backup = self.catalog.manifest(point.value)
+            self.catalog.check_chain(backup)
+            return Plan(point, backup, {})
         complete = self.catalog.scan()[0]
         if not complete:
             raise NotFound("no complete backup of cluster %s in %s"

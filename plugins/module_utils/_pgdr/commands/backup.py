@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import calendar
 import hashlib
 import os
 import re
@@ -23,8 +24,9 @@ from ..compress import Codec
 from ..errors import ConfigError, IntegrityError, PgdrError, PostgresError
 from ..parallel import run_all
 from ..postgres import datadir
+from ..postgres.pages import as_ranges, changed_blocks, is_delta_candidate
 from ..postgres.session import BackupSession
-from ..postgres.wal import format_lsn, history_name, segments_between
+from ..postgres.wal import format_lsn, history_name, parse_lsn, segments_between
 from ..storage import open_storage
 
 KIB = 1024
@@ -40,6 +42,10 @@ class Piece(object):
             entry, index, offset, length, key)
 
 
+class DeltaPart(Piece):
+    """Part of a relation file compared page by page with the reference backup."""
+
+
 class Bundle(object):
     """Small files stored together as one object."""
 
@@ -47,11 +53,21 @@ class Bundle(object):
         self.number, self.key, self.members, self.size = number, key, [], 0
 
 
-def plan_pieces(entries, prefix, codec, chunk_size, bundle_limit):
-    """Split the entries into transfer tasks: pieces of large files, bundles of small."""
+def plan_pieces(entries, prefix, codec, chunk_size, bundle_limit, parent_files=None):
+    """Split the entries into transfer tasks: pieces of large files, bundles of small,
+    and, against a reference backup, page deltas of relation files it stored in pieces."""
     tasks, bundle = [], None
+    parent_files = parent_files or {}
     for entry in entries:
         if entry.kind != "file":
+            continue
+        parent = parent_files.get(entry.path)
+        if parent and parent.get("pieces") and is_delta_candidate(entry.path):
+            count = -(-entry.size // chunk_size)
+            for index in range(count):
+                key = "%sdelta/%s.part%04d%s" % (prefix, entry.path, index, codec.suffix)
+                tasks.append(DeltaPart(entry, index, index * chunk_size,
+                                       min(chunk_size, entry.size - index * chunk_size), key))
             continue
         if entry.size >= bundle_limit:
             count = max(1, -(-entry.size // chunk_size))
@@ -80,6 +96,11 @@ class BackupRun(object):
         self.codec = Codec(settings.compression, settings.compression_level)
         self.storage = open_storage(settings)
         self.catalog = catalog.Catalog(self.storage, settings.cluster)
+        self.reference = None      # manifest of the backup this one is relative to
+        self.parent_files = {}     # its file records, by path
+        self.parent_bundles = {}   # its bundles (and those it points to), by key
+        self.threshold = 0         # pages with an LSN at or after this changed
+        self.block_size = 8192
 
     def store(self, key, raw):
         packed = self.codec.compress(raw)
@@ -100,20 +121,50 @@ class BackupRun(object):
         record["offset"] = piece.offset
         return record
 
+    def copy_delta(self, part):
+        """The pages of one part that changed since the reference: one object holding
+        them, or none at all when nothing changed."""
+        try:
+            with open(part.entry.source, "rb") as handle:
+                handle.seek(part.offset)
+                raw = handle.read(part.length)
+        except (IOError, OSError):
+            raw = b""
+        first = part.offset // self.block_size
+        blocks = changed_blocks(raw, self.threshold, self.block_size)
+        record = {"offset": part.offset, "read": len(raw), "blocks": []}
+        if blocks:
+            size = self.block_size
+            data = b"".join(raw[b * size:(b + 1) * size] for b in blocks)
+            record.update(self.store(part.key, data))
+            record["blocks"] = as_ranges([first + b for b in blocks])
+        else:
+            self.progress.advance(len(raw))
+        return record
+
     def copy_bundle(self, bundle):
-        parts, members, offset = [], [], 0
+        """Small files: those identical to the reference's copy are not stored again."""
+        parts, members, reused, offset = [], [], [], 0
         for entry in bundle.members:
             try:
                 with open(entry.source, "rb") as handle:
                     data = handle.read()
             except (IOError, OSError):
                 continue  # removed during the backup
+            digest = hashlib.sha256(data).hexdigest()
+            parent = self.parent_files.get(entry.path)
+            if parent and parent.get("bundle") and parent.get("sha256") == digest \
+                    and not parent.get("deltas"):
+                reused.append(entry.path)
+                self.progress.advance(len(data))
+                continue
             parts.append(data)
             members.append({"path": entry.path, "offset": offset, "size": len(data),
-                            "sha256": hashlib.sha256(data).hexdigest()})
+                            "sha256": digest})
             offset += len(data)
-        record = self.store(bundle.key, b"".join(parts))
+        record = self.store(bundle.key, b"".join(parts)) if members else {"key": None}
         record["members"] = members
+        record["reused"] = reused
         return record
 
     def run(self, dry_run=False):
@@ -123,10 +174,13 @@ class BackupRun(object):
         try:
             server = session.describe_server()
             pgdata = self._check_pgdata(server, session)
+            kind = self._choose_reference(server)
             if dry_run:
-                return {"changed": True, "backup": {"type": "full", "cluster": s.cluster},
-                        "pg_data": pgdata}
-            return self._backup(session, server, pgdata)
+                return {"changed": True, "pg_data": pgdata,
+                        "backup": {"type": kind, "cluster": s.cluster,
+                                   "reference": self.reference["id"] if self.reference
+                                   else None}}
+            return self._backup(session, server, pgdata, kind)
         finally:
             session.close()
 
@@ -146,17 +200,43 @@ class BackupRun(object):
                               "owner)" % pgdata, code="pgdata_unreadable", stage="connect")
         return pgdata
 
-    def _new_id(self):
+    def _choose_reference(self, server):
+        """The backup type to take and, for diff/incr, the backup it refers to: a diff
+        to the newest full, an incr to the newest backup; auto is a full when there is
+        none or the newest is older than full_max_age days, a diff otherwise."""
+        wanted = self.settings.type
+        complete = self.catalog.scan()[0]
+        same = [m for m in complete if m["system_identifier"] == server["system_identifier"]]
+        fulls = [m for m in same if m["type"] == "full"]
+        if wanted == "auto":
+            age = (time.time() - _epoch(fulls[-1]["stop_time"])) / 86400.0 if fulls else None
+            wanted = "diff" if age is not None and age < self.settings.full_max_age else "full"
+        if wanted == "full":
+            return "full"
+        if not fulls:
+            self.progress.event("no full backup of this cluster (system identifier %s) to "
+                                "refer to: taking a full backup instead of %s"
+                                % (server["system_identifier"], wanted))
+            return "full"
+        self.reference = fulls[-1] if wanted == "diff" else same[-1]
+        listing = self.catalog.file_list(self.reference)
+        self.parent_files = dict((f["path"], f) for f in listing["files"])
+        self.parent_bundles = dict((b["key"], b) for b in listing["bundles"])
+        self.threshold = parse_lsn(self.reference["start_lsn"])
+        self.block_size = int(server["settings"].get("block_size", 8192))
+        return wanted
+
+    def _new_id(self, kind):
         existing = set(self.catalog.backup_ids())
         while True:
-            backup_id = catalog.new_backup_id("full")
+            backup_id = catalog.new_backup_id(kind)
             if backup_id not in existing:
                 return backup_id
             time.sleep(1.0)
 
-    def _backup(self, session, server, pgdata):
+    def _backup(self, session, server, pgdata, kind):
         s = self.settings
-        backup_id = self._new_id()
+        backup_id = self._new_id(kind)
         prefix = catalog.backup_prefix(s.cluster, backup_id)
         started = time.time()
         self.progress.event("backup %s of %s starting" % (backup_id, pgdata))
@@ -169,7 +249,7 @@ class BackupRun(object):
             entries = datadir.walk(pgdata, server["version_num"], server["tablespaces"])
             control = entries.pop()
             tasks = plan_pieces(entries, prefix, self.codec, s.chunk_size * MIB,
-                                s.bundle_limit * KIB)
+                                s.bundle_limit * KIB, self.parent_files)
             self.progress.begin("backup", sum(e.size for e in entries if e.kind == "file"))
             records = run_all(self._copy, tasks, s.workers)
             last = Bundle(0, "%sbundle/%06d%s" % (prefix, 0, self.codec.suffix))
@@ -185,18 +265,30 @@ class BackupRun(object):
             self._discard(prefix)
             raise
         files, bundles = _file_records(entries + [control], tasks, records + [control_record],
-                                       last)
+                                       last, self.parent_files, backup_id)
+        bundles = self._referenced_bundles(files, bundles)
         manifest = self._manifest(backup_id, server, pgdata, start_lsn, stop_lsn, timeline,
-                                  label, spcmap, started, files, bundles, wal)
+                                  label, spcmap, started, files, bundles, wal, kind)
         self.progress.event("backup %s complete: %d files, %.1f MiB read, %.1f MiB stored, "
                             "%.1f s" % (backup_id, len(files), manifest["size"] / MIB,
                                         manifest["stored_size"] / MIB, manifest["duration"]))
         return {"changed": True, "backup": summarize(manifest)}
 
     def _copy(self, task):
+        if isinstance(task, DeltaPart):
+            return self.copy_delta(task)
         if isinstance(task, Piece):
             return self.copy_piece(task)
         return self.copy_bundle(task)
+
+    def _referenced_bundles(self, files, bundles):
+        """Bundles of this backup plus those of older backups that records point to."""
+        by_key = dict((b["key"], b) for b in bundles)
+        for item in files:
+            key = item.get("bundle")
+            if key and key not in by_key:
+                by_key[key] = self.parent_bundles[key]
+        return sorted(by_key.values(), key=lambda b: b["key"])
 
     def _copy_wal(self, pgdata, prefix, timeline, start_lsn, stop_lsn, segment_size):
         """The WAL that makes the backup consistent, read from pg_wal."""
@@ -231,7 +323,7 @@ class BackupRun(object):
             pass
 
     def _manifest(self, backup_id, server, pgdata, start_lsn, stop_lsn, timeline, label,
-                  spcmap, started, files, bundles, wal):
+                  spcmap, started, files, bundles, wal, kind):
         s = self.settings
         prefix = catalog.backup_prefix(s.cluster, backup_id)
         file_list = catalog.encode_file_list({"files": files, "bundles": bundles,
@@ -239,11 +331,16 @@ class BackupRun(object):
         self.storage.put(prefix + catalog.FILE_LIST, file_list, if_absent=True)
         stopped = time.time()
         segments = [w["name"] for w in wal if not w["name"].endswith(".history")]
-        stored = (sum(b["stored_size"] for b in bundles) + sum(w["stored_size"] for w in wal)
-                  + sum(p["stored_size"] for f in files for p in f.get("pieces", ())))
+        own = catalog.backup_prefix(s.cluster, backup_id)
+        stored = sum(size for key, size in _stored_objects(files, bundles, wal)
+                     if key.startswith(own))
         manifest = {
-            "format": catalog.FORMAT, "id": backup_id, "cluster": s.cluster, "type": "full",
-            "reference": None, "pg_version": server["version_num"],
+            "format": catalog.FORMAT, "id": backup_id, "cluster": s.cluster, "type": kind,
+            "reference": self.reference["id"] if self.reference else None,
+            "chain": (self.reference.get("chain") or [self.reference["id"]]) + [backup_id]
+            if self.reference else [backup_id],
+            "reference_start_lsn": self.reference["start_lsn"] if self.reference else None,
+            "pg_version": server["version_num"],
             "system_identifier": server["system_identifier"],
             "from_standby": server["in_recovery"], "pg_data": pgdata,
             "timeline": timeline, "start_lsn": format_lsn(start_lsn),
@@ -255,6 +352,8 @@ class BackupRun(object):
             "compression": self.codec.name, "backup_label": label, "tablespace_map": spcmap,
             "tablespaces": server["tablespaces"], "settings": server["settings"],
             "file_count": sum(1 for f in files if f["kind"] == "file"),
+            "changed_files": sum(1 for f in files if _stored_here(f, own)),
+            "removed_files": sorted(set(self.parent_files) - set(f["path"] for f in files)),
             "size": sum(f.get("size", 0) for f in files),
             "wal_size": sum(w["size"] for w in wal),
             "stored_size": stored + len(file_list),
@@ -265,19 +364,27 @@ class BackupRun(object):
         return manifest
 
 
-def _file_records(entries, tasks, records, control_bundle):
-    """Manifest records of every entry, from the tasks that copied them."""
-    pieces, bundled, bundles = {}, {}, []
+def _file_records(entries, tasks, records, control_bundle, parent_files, backup_id):
+    """Manifest records of every entry, from the tasks that copied (or compared) them.
+    A file unchanged since the reference keeps the reference's record: it points to
+    objects that older backups stored. A relation file compared page by page gets
+    the reference's layers plus one delta layer."""
+    pieces, bundled, deltas, bundles = {}, {}, {}, []
     for task, record in zip(list(tasks) + [control_bundle], records):
-        if isinstance(task, Piece):
+        if isinstance(task, DeltaPart):
+            deltas.setdefault(task.entry.path, []).append(record)
+        elif isinstance(task, Piece):
             piece = dict((k, record[k]) for k in ("key", "offset", "size", "sha256",
                                                   "stored_size", "stored_sha256"))
             pieces.setdefault(task.entry.path, []).append(piece)
         else:
-            bundles.append(dict((k, record[k]) for k in ("key", "size", "stored_size",
-                                                         "stored_sha256", "sha256")))
+            if record["key"]:
+                bundles.append(dict((k, record[k]) for k in ("key", "size", "stored_size",
+                                                             "stored_sha256", "sha256")))
             for member in record["members"]:
                 bundled[member["path"]] = dict(member, bundle=record["key"])
+            for path in record["reused"]:
+                bundled[path] = parent_files[path]
     files = []
     for entry in entries:
         item = {"path": entry.path, "kind": entry.kind, "mode": entry.mode,
@@ -285,7 +392,10 @@ def _file_records(entries, tasks, records, control_bundle):
         if entry.kind == "tablespace":
             item["link"] = entry.link
         elif entry.kind == "file":
-            if entry.path in pieces:
+            if entry.path in deltas:
+                item.update(_delta_record(parent_files[entry.path], deltas[entry.path],
+                                          backup_id))
+            elif entry.path in pieces:
                 parts = sorted(pieces[entry.path], key=lambda p: p["offset"])
                 item["pieces"] = parts
                 item["size"] = sum(p["size"] for p in parts)
@@ -299,14 +409,50 @@ def _file_records(entries, tasks, records, control_bundle):
     return files, bundles
 
 
+def _delta_record(parent, parts, backup_id):
+    """The reference's base and layers, plus this backup's changed pages."""
+    parts = sorted(parts, key=lambda p: p["offset"])
+    size = sum(p["read"] for p in parts)
+    fields = ("key", "blocks", "size", "sha256", "stored_size", "stored_sha256")
+    stored = [dict((k, p[k]) for k in fields) for p in parts if p["blocks"]]
+    layer = {"backup": backup_id, "file_size": size, "parts": stored}
+    return {"pieces": parent["pieces"], "size": size,
+            "deltas": list(parent.get("deltas", ())) + [layer]}
+
+
+def _stored_objects(files, bundles, wal):
+    """(key, stored size) of every object a backup's records point to."""
+    for item in files:
+        for piece in item.get("pieces", ()):
+            yield piece["key"], piece["stored_size"]
+        for layer in item.get("deltas", ()):
+            for part in layer["parts"]:
+                yield part["key"], part["stored_size"]
+    for bundle in bundles:
+        yield bundle["key"], bundle["stored_size"]
+    for segment in wal:
+        yield segment["key"], segment["stored_size"]
+
+
+def _stored_here(item, prefix):
+    """True when a file record points to data this backup stored (a changed file)."""
+    if (item.get("bundle") or "").startswith(prefix):
+        return True
+    return any(key.startswith(prefix) for key, dummy in _stored_objects([item], [], []))
+
+
+def _epoch(text):
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+
+
 def _iso(timestamp):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def summarize(manifest):
-    keys = ("id", "cluster", "type", "reference", "pg_version", "timeline", "start_lsn",
+    keys = ("id", "cluster", "type", "reference", "chain", "pg_version", "timeline", "start_lsn",
             "stop_lsn", "start_wal", "stop_wal", "start_time", "stop_time", "duration",
-            "compression", "file_count", "size", "wal_size", "stored_size",
+            "compression", "file_count", "changed_files", "size", "wal_size", "stored_size",
             "from_standby", "system_identifier")
     return dict((k, manifest.get(k)) for k in keys)
 

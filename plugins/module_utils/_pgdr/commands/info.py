@@ -23,7 +23,12 @@ def run(settings, progress=None, dry_run=False):
     catalog = Catalog(storage, settings.cluster)
     complete, incomplete = catalog.scan()
     backups = [summarize(m) for m in complete]
+    checked = None
+    if settings.verify and backups:
+        from . import verify
+        checked = verify.run(settings, progress or _quiet(), dry_run)
     return {
+        "verified": checked,
         "changed": False,
         "cluster": settings.cluster,
         "repository": storage.describe(),
@@ -33,6 +38,11 @@ def run(settings, progress=None, dry_run=False):
         "window": Planner(storage, catalog, settings.cluster).window(),
         "archive": _archive_state(settings),
     }
+
+
+def _quiet():
+    from ..progress import Progress
+    return Progress()
 
 
 def _archive_state(settings):

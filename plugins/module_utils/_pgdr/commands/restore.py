@@ -170,13 +170,15 @@ class RestoreRun(object):
                 self.created.append(location)
                 os.symlink(location, path)
             elif item.get("pieces"):
-                with open(path, "wb") as handle:
-                    handle.truncate(item["size"])
+                with open(path, "wb") as handle:  # the base layer's size; deltas follow
+                    handle.truncate(sum(p["size"] for p in item["pieces"]))
                 os.chmod(path, item["mode"])
             self._chown(path)
 
     def fetch(self, manifest, listing):
-        codec = Codec(manifest["compression"])
+        """Base data first (bundles, pieces, WAL: all in parallel), then the delta layers
+        of each changed relation file, in backup order (parallel across files)."""
+        codec = _CodecBySuffix()
         by_bundle = {}
         for item in listing["files"]:
             if "bundle" in item:
@@ -185,15 +187,45 @@ class RestoreRun(object):
         tasks += [("piece", p, item) for item in listing["files"] for p in item.get("pieces", ())]
         tasks += [("wal", w, None) for w in listing["wal"]]
         tasks.sort(key=lambda t: -t[1]["size"])
-        self.progress.begin("restore", sum(t[1]["size"] for t in tasks))
+        layered = [item for item in listing["files"] if item.get("deltas")]
+        self.progress.begin("restore", sum(t[1]["size"] for t in tasks) + sum(
+            part["size"] for item in layered for layer in item["deltas"]
+            for part in layer["parts"]))
         run_all(lambda task: self._fetch_one(codec, *task), tasks, self.settings.workers)
+        for depth in range(max([len(item["deltas"]) for item in layered] or [0])):
+            # layer by layer: cut each file to that layer's size, then write the layer's
+            # parts of every file in parallel (parts of one layer never overlap)
+            parts = []
+            for item in layered:
+                if depth < len(item["deltas"]):
+                    layer = item["deltas"][depth]
+                    path = os.path.join(self.target, item["path"])
+                    os.truncate(path, layer["file_size"])
+                    parts.extend((path, part) for part in layer["parts"])
+            run_all(lambda job: self._apply_part(codec, *job), parts, self.settings.workers)
         self.progress.end()
+
+    def _apply_part(self, codec, path, part):
+        """Write one delta part's changed pages over the older layers."""
+        raw = codec.decompress(self._download(part), part["size"], part["key"])
+        _verify(raw, part["sha256"], part["key"])
+        block_size = part["size"] // sum(count for first, count in part["blocks"])
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            position = 0
+            for first, count in part["blocks"]:
+                length = count * block_size  # a run of consecutive pages: one write
+                os.pwrite(fd, raw[position:position + length], first * block_size)
+                position += length
+        finally:
+            os.close(fd)
+        self.progress.advance(part["size"])
 
     def _fetch_one(self, codec, kind, stored, extra):
         if kind == "piece":
             self._restore_piece(codec, stored, os.path.join(self.target, extra["path"]))
         else:
-            raw = codec.decompress(self._download(stored), stored["size"])
+            raw = codec.decompress(self._download(stored), stored["size"], stored["key"])
             _verify(raw, stored["sha256"], stored["key"])
             if kind == "bundle":
                 for item in extra:
@@ -224,7 +256,7 @@ class RestoreRun(object):
                 digest.update(chunk)
                 os.pwrite(fd, chunk, position[0])
                 position[0] += len(chunk)
-            codec.decompress_into(packed, write)
+            codec.decompress_into(packed, write, stored["key"])
         finally:
             os.close(fd)
         if position[0] - stored["offset"] != stored["size"]:
@@ -333,6 +365,27 @@ class RestoreRun(object):
     def _chown(self, path):
         if self.owner:
             os.lchown(path, *self.owner)
+
+
+class _CodecBySuffix(object):
+    """The codec of each object from its key: a chain may mix compressions."""
+
+    def __init__(self):
+        self.codecs = dict((suffix, Codec(name)) for name, suffix in
+                           (("gzip", ".gz"), ("none", "")))
+
+    def _for(self, key):
+        if key.endswith(".zst"):
+            if ".zst" not in self.codecs:
+                self.codecs[".zst"] = Codec("zstd")
+            return self.codecs[".zst"]
+        return self.codecs[".gz" if key.endswith(".gz") else ""]
+
+    def decompress(self, data, expected_size=None, key=""):
+        return self._for(key).decompress(data, expected_size)
+
+    def decompress_into(self, data, write, key=""):
+        return self._for(key).decompress_into(data, write)
 
 
 CARRIED = ("max_connections", "max_prepared_transactions", "max_locks_per_transaction",

@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Retention that knows chains.
+
+Kept: the newest ``retention_full`` full backups and/or every backup needed to
+restore any point of the last ``retention_days`` days (so the newest full
+older than the window too), each with its whole chain (a diff's full, an
+incr's every ancestor), and all WAL from the oldest kept backup's start on.
+Everything else of the cluster is deleted: expired backups (manifest first,
+so a half-deleted backup is never offered), backups left incomplete for more
+than a day, and WAL that no kept backup needs. --dry-run lists exactly that.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import calendar
+import time
+
+from ..archive import ArchiveIndex
+from ..catalog import MANIFEST, Catalog, backup_prefix
+from ..errors import ConfigError
+from ..storage import open_storage
+
+STALE_INCOMPLETE = 24 * 3600  # a backup without manifest for a day is not in progress
+
+
+def _epoch(text):
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _id_time(backup_id):
+    return calendar.timegm(time.strptime(backup_id.split("-")[0], "%Y%m%dT%H%M%SZ"))
+
+
+def retained(complete, retention_full, retention_days, now):
+    """Ids to keep: the retention policy, closed over chains."""
+    fulls = [m for m in complete if m["type"] == "full"]
+    keep_fulls = set()
+    if retention_full:
+        keep_fulls.update(m["id"] for m in fulls[-retention_full:])
+    if retention_days:
+        horizon = now - retention_days * 86400
+        inside = [m for m in fulls if _epoch(m["stop_time"]) >= horizon]
+        before = [m for m in fulls if _epoch(m["stop_time"]) < horizon]
+        keep_fulls.update(m["id"] for m in inside + before[-1:])
+    keep = set()
+    for manifest in complete:
+        chain = manifest.get("chain") or [manifest["id"]]
+        if chain[0] in keep_fulls:
+            keep.update(chain)
+    return keep
+
+
+def run(settings, progress, dry_run=False):
+    settings.require("cluster")
+    if not (settings.retention_full or settings.retention_days):
+        raise ConfigError("expire needs a retention policy: set retention_full (full "
+                          "backups to keep) and/or retention_days", code="config_missing",
+                          stage="config")
+    storage = open_storage(settings)
+    storage.check()
+    catalog = Catalog(storage, settings.cluster)
+    complete, incomplete = catalog.scan()
+    now = time.time()
+    keep = retained(complete, settings.retention_full, settings.retention_days, now)
+    expired = [m["id"] for m in complete if m["id"] not in keep]
+    stale = [i for i in incomplete if now - _id_time(i) > STALE_INCOMPLETE
+             and (not complete or i < complete[-1]["id"])]
+    kept = [m for m in complete if m["id"] in keep]
+    wal = _expired_wal(storage, settings.cluster, kept)
+    plan = {"expired": expired, "incomplete_removed": stale, "kept": sorted(keep),
+            "wal_removed": len(wal), "wal_keys": wal[:1000] if dry_run else []}
+    if dry_run or not (expired or stale or wal):
+        return dict(plan, changed=bool(expired or stale or wal))
+    for backup_id in expired + stale:
+        prefix = backup_prefix(settings.cluster, backup_id)
+        storage.delete([prefix + MANIFEST])  # first: never offered half-deleted
+        storage.delete(info.key for info in storage.list(prefix))
+        progress.event("expired backup %s" % backup_id)
+    storage.delete(wal)
+    if wal:
+        progress.event("removed %d WAL file(s) older than the oldest kept backup" % len(wal))
+    return dict(plan, changed=True)
+
+
+def _expired_wal(storage, cluster, kept):
+    """Keys of archived WAL older than the start of the oldest kept backup (history
+    files stay: they are tiny and recovery needs them to follow timelines)."""
+    if not kept:
+        return []
+    oldest = min(kept, key=lambda m: m["start_wal"])
+    first_segment = oldest["start_wal"][8:]
+    keys = []
+    for timeline, names in ArchiveIndex(storage, cluster).segments().items():
+        if timeline > oldest["timeline"]:
+            continue
+        keys.extend(info.key for name, info in names.items() if name[8:24] < first_segment)
+    return sorted(keys)
