@@ -55,6 +55,35 @@ options:
       - "With type auto: days after which the next backup is a full again."
     type: int
     default: 7
+  backup_from:
+    description:
+      - "Which node backs up, decided on the node at run time: primary (only the primary),
+        standby (only a standby), prefer-standby (a healthy standby when there is one, else
+        the primary). The same schedule can then run on every node and keeps working after a
+        failover."
+    type: str
+    default: primary
+    choices:
+      - primary
+      - standby
+      - prefer-standby
+  standby_max_lag:
+    description:
+      - Seconds of replay lag above which a standby is not healthy enough to back up from.
+    type: int
+    default: 300
+  backup_lease:
+    description:
+      - Seconds a node's backup lease lasts in the repository without renewal (renewed while
+        the backup runs; a crashed holder blocks others at most this long).
+    type: int
+    default: 600
+  min_interval:
+    description:
+      - "Minutes: skip the backup when one of this type (or a full) started less than this ago,
+        so that the same schedule on several nodes gives one backup per run. 0 turns it off."
+    type: int
+    default: 0
   compression:
     description:
       - Compression of stored data.
@@ -132,10 +161,22 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+skipped:
+  description:
+    - True when this node did not back up because it is not its turn (O(backup_from), a
+      lease held by another node, or O(min_interval)); C(changed) is then false.
+  returned: when the node did not back up
+  type: bool
+  sample: true
+reason:
+  description: Why this node did not back up, naming the designated node or lease holder.
+  returned: when the node did not back up
+  type: str
+  sample: "standby pg2 (10.0.0.2) is streaming with a replay lag of 0 s: it is the designated node"
 backup:
   description:
     - The backup taken. In check mode, only RV(backup.type) and RV(backup.cluster).
-  returned: always
+  returned: when a backup was taken
   type: dict
   contains:
     id:

@@ -142,8 +142,10 @@ def _render(command, result):
             ", ".join(result["kept"]))
     backup = result.get("backup") or {}
     if command == "backup":
+        if result.get("skipped"):
+            return "no backup from this node: %s" % result["reason"]
         if "size" not in backup:
-            return "would take a full backup of %s" % result.get("pg_data")
+            return "would take a %s backup of %s" % (backup.get("type"), result.get("pg_data"))
         return "backup %s: %.1f MiB read, %.1f MiB stored, %.1f s" % (
             backup["id"], backup["size"] / 1048576.0, backup["stored_size"] / 1048576.0,
             backup["duration"])

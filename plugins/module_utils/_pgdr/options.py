@@ -118,6 +118,20 @@ OPTIONS = (
     Option("bundle_limit", "int", "Files smaller than this many KiB are bundled "
            "together, so that thousands of small files cost few requests.",
            default=1024, groups=("backup",)),
+    Option("backup_from", "str", "Which node backs up, decided on the node at run time: "
+           "primary (only the primary), standby (only a standby), prefer-standby (a "
+           "healthy standby when there is one, else the primary). The same schedule can "
+           "then run on every node and keeps working after a failover.", default="primary",
+           choices=("primary", "standby", "prefer-standby"), groups=("backup",)),
+    Option("standby_max_lag", "int", "Seconds of replay lag above which a standby is not "
+           "healthy enough to back up from.", default=300, groups=("backup",)),
+    Option("backup_lease", "int", "Seconds a node's backup lease lasts in the repository "
+           "without renewal (renewed while the backup runs; a crashed holder blocks "
+           "others at most this long).", default=600, groups=("backup",)),
+    Option("min_interval", "int", "Minutes: skip the backup when one of this type (or a "
+           "full) started less than this ago, so that the same schedule on several "
+           "nodes gives one backup per run. 0 turns it off.", default=0,
+           groups=("backup",)),
     Option("fast_checkpoint", "bool", "Ask PostgreSQL for an immediate checkpoint "
            "at backup start instead of waiting for a spread one.", default=True,
            groups=("backup",)),
@@ -194,6 +208,71 @@ OPTIONS = (
            groups=("positional",)),
     Option("wal_dest", "path", "Where to write the fetched WAL (restore_command's %p).",
            groups=("positional",)),
+    # -- the bucket: hardening and lifecycle (s3_repository, docs/lifecycle.md) ------------
+    Option("bucket_create", "bool", "Create the bucket when it does not exist.",
+           default=True, groups=("bucket",)),
+    Option("bucket_versioning", "bool", "Turn versioning on, so that a deleted or "
+           "overwritten object stays as a noncurrent version (false leaves it as it is; "
+           "pgdr never suspends it).", default=True, groups=("bucket",)),
+    Option("bucket_encryption", "str", "Default encryption of new objects: sse-s3 "
+           "(AES256, keys managed by the service), sse-kms (with bucket_kms_key_id) or "
+           "unmanaged (left as it is).", default="sse-s3",
+           choices=("sse-s3", "sse-kms", "unmanaged"), groups=("bucket",)),
+    Option("bucket_kms_key_id", "str", "KMS key id or ARN of sse-kms encryption (unset: "
+           "the service's default key).", groups=("bucket",)),
+    Option("bucket_public_access_block", "str", "Block every form of public access: "
+           "required (fail with setting_unsupported where the server lacks it), "
+           "when_supported (warn and go on there) or unmanaged (left as it is).",
+           default="when_supported", choices=("required", "when_supported", "unmanaged"),
+           groups=("bucket",)),
+    Option("bucket_tls_only", "str", "A bucket policy statement (Sid pgdr-tls-only) that "
+           "denies every request not made over TLS: required, when_supported or unmanaged, as "
+           "for bucket_public_access_block. Needs an https s3_endpoint.",
+           default="when_supported", choices=("required", "when_supported", "unmanaged"),
+           groups=("bucket",)),
+    Option("bucket_object_lock", "str", "Object Lock default retention of new objects: "
+           "none (not managed), governance or compliance. It can be turned on only when "
+           "this creates the bucket.", default="none",
+           choices=("none", "governance", "compliance"), groups=("bucket",)),
+    Option("bucket_object_lock_days", "int", "Days of the Object Lock default retention.",
+           groups=("bucket",)),
+    Option("lifecycle_manage", "bool", "Write the bucket's lifecycle rules (false: leave "
+           "them as they are).", default=True, groups=("bucket",)),
+    Option("lifecycle_clusters", "str", "Clusters whose backups and WAL the expiry and "
+           "transition rules cover (comma-separated in the CLI and config file). Unset: "
+           "cluster when it is set, else rules scoped by repo_prefix only, without "
+           "expiry.", groups=("bucket",)),
+    Option("lifecycle_margin_days", "int", "Days added to retention_days + full_max_age "
+           "before backups and WAL expire, for late or failed backups.", default=7,
+           groups=("bucket",)),
+    Option("lifecycle_backup_transition_days", "int", "Days after which backup objects "
+           "move to lifecycle_backup_storage_class (unset: never).", groups=("bucket",)),
+    Option("lifecycle_backup_storage_class", "str", "Storage class backups move to; only "
+           "classes read without a thaw, so manifests stay readable.",
+           default="STANDARD_IA",
+           choices=("STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"),
+           groups=("bucket",)),
+    Option("lifecycle_wal_transition_days", "int", "Days after which archived WAL moves to "
+           "lifecycle_wal_storage_class (unset: never).", groups=("bucket",)),
+    Option("lifecycle_wal_storage_class", "str", "Storage class archived WAL moves to; "
+           "only classes read without a thaw.", default="STANDARD_IA",
+           choices=("STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"),
+           groups=("bucket",)),
+    Option("lifecycle_abort_multipart_days", "int", "Days after which unfinished multipart "
+           "uploads are aborted and their parts deleted (0: no rule).", default=7,
+           groups=("bucket",)),
+    Option("lifecycle_noncurrent_days", "int", "Days noncurrent versions (deleted or "
+           "replaced objects of a versioned bucket) are kept (0: no rule).", default=30,
+           groups=("bucket",)),
+    Option("lifecycle_expired_delete_markers", "bool", "Remove delete markers that no "
+           "longer hide any version.", default=True, groups=("bucket",)),
+    Option("lifecycle_rules", "str", "More lifecycle rules, in the shape of boto3's "
+           "put_bucket_lifecycle_configuration (JSON text in the CLI and config file). "
+           "A rule that would expire, or make unreadable, backups or WAL the retention "
+           "policy needs is refused.", groups=("bucket",)),
+    Option("lifecycle_purge", "bool", "Remove the bucket's rules that are neither pgdr's "
+           "nor in lifecycle_rules (false keeps them, if they pass the same check).",
+           default=False, groups=("bucket",)),
 )
 
 BY_NAME = dict((o.name, o) for o in OPTIONS)

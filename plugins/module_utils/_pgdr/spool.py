@@ -8,9 +8,9 @@ A background worker (one per cluster and direction, held by a lock file)
 pushes every ready segment in parallel, or prefetches the segments recovery
 will ask for next, and leaves a result file per segment here:
 
-- ``archive/<cluster>/<name>.ok``: the segment is durably stored in the
-  repository (written only after the store returned). wal-push consumes it.
-- ``archive/<cluster>/<name>.error``: the push failed; the message inside.
+- ``archive/<cluster>-<system id>/<name>.ok``: the segment is durably stored in
+  the repository (written only after the store returned). wal-push consumes it.
+- ``archive/<cluster>-<system id>/<name>.error``: the push failed; the message inside.
 - ``fetch/<cluster>-<target id>/<name>``: a prefetched, verified segment that
   wal-fetch moves into place.
 
@@ -25,6 +25,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import struct
 import time
 
 from .errors import ConfigError
@@ -43,8 +44,23 @@ def directory(settings, *parts):
     return path
 
 
-def archive_dir(settings):
-    return directory(settings, "archive", settings.cluster)
+def archive_dir(settings, pgdata):
+    """Per cluster and per system identifier: a re-initialised cluster with the same
+    name (same spool) must never take another cluster's .ok markers for its own."""
+    return directory(settings, "archive", "%s-%s" % (settings.cluster, system_identifier(pgdata)))
+
+
+def system_identifier(pgdata):
+    """The cluster's system identifier: the first 8 bytes of global/pg_control
+    (read directly: archive_command runs in the data directory, and this stays cheap)."""
+    try:
+        with open(os.path.join(pgdata, "global", "pg_control"), "rb") as handle:
+            raw = handle.read(8)
+    except (IOError, OSError) as exc:
+        raise ConfigError("cannot read %s/global/pg_control (wal-push runs in the data "
+                          "directory): %s" % (pgdata, exc), code="pgdata_unreadable",
+                          stage="wal-push")
+    return str(struct.unpack("<Q", raw)[0])
 
 
 def fetch_dir(settings, pgdata):

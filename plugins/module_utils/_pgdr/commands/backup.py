@@ -17,11 +17,13 @@ import calendar
 import hashlib
 import os
 import re
+import socket
 import time
 
 from .. import catalog
 from ..compress import Codec
 from ..errors import ConfigError, IntegrityError, PgdrError, PostgresError
+from ..lease import Lease
 from ..parallel import run_all
 from ..postgres import datadir
 from ..postgres.pages import as_ranges, changed_blocks, is_delta_candidate
@@ -170,19 +172,62 @@ class BackupRun(object):
     def run(self, dry_run=False):
         s = self.settings
         self.storage.check()
-        session = BackupSession(s)
+        try:
+            session = BackupSession(s)
+        except PostgresError as exc:
+            if s.backup_from == "primary":
+                raise
+            return self._skip("PostgreSQL is not reachable on this node (%s); with "
+                              "backup_from=%s another node backs up" % (exc.msg, s.backup_from))
         try:
             server = session.describe_server()
             pgdata = self._check_pgdata(server, session)
-            kind = self._choose_reference(server)
+            reason = designation(s, session.replication_state())
+            if reason:
+                return self._skip(reason)
             if dry_run:
+                kind = self._choose_reference(server)
                 return {"changed": True, "pg_data": pgdata,
                         "backup": {"type": kind, "cluster": s.cluster,
                                    "reference": self.reference["id"] if self.reference
                                    else None}}
-            return self._backup(session, server, pgdata, kind)
+            lease = Lease(self.storage, s.cluster, "backup", s.backup_lease)
+            held, holder = lease.acquire()
+            if not held:
+                return self._skip("node %s holds the backup lease of cluster %s until %s"
+                                  % (holder.get("holder"), s.cluster,
+                                     _iso(holder.get("expires_at", 0))))
+            try:
+                kind = self._choose_reference(server)
+                recent = self._recent(kind, server)
+                if recent:
+                    return self._skip(recent)
+                return self._backup(session, server, pgdata, kind)
+            finally:
+                lease.release()
         finally:
             session.close()
+
+    def _skip(self, reason):
+        """Not this node's turn: a clear line, exit 0 (nothing for an operator to do)."""
+        self.progress.event("not backing up: " + reason)
+        return {"changed": False, "skipped": True, "reason": reason}
+
+    def _recent(self, kind, server):
+        """With min_interval, the reason to skip when a backup of this type (or a full)
+        of this cluster started less than min_interval minutes ago."""
+        if not self.settings.min_interval:
+            return None
+        horizon = time.time() - self.settings.min_interval * 60
+        for manifest in reversed(self.catalog.scan()[0]):
+            if manifest["system_identifier"] != server["system_identifier"]:
+                continue
+            if _epoch(manifest["start_time"]) >= horizon and manifest["type"] in (kind, "full"):
+                return ("backup %s (%s) started at %s on %s, less than min_interval=%d "
+                        "minutes ago" % (manifest["id"], manifest["type"],
+                                         manifest["start_time"], manifest.get("host", "?"),
+                                         self.settings.min_interval))
+        return None
 
     def _check_pgdata(self, server, session):
         reported = server["data_directory"]
@@ -343,6 +388,7 @@ class BackupRun(object):
             "pg_version": server["version_num"],
             "system_identifier": server["system_identifier"],
             "from_standby": server["in_recovery"], "pg_data": pgdata,
+            "host": socket.gethostname(),
             "timeline": timeline, "start_lsn": format_lsn(start_lsn),
             "stop_lsn": format_lsn(stop_lsn), "stop_xmax": server.get("stop_xmax"),
             "start_wal": segments[0] if segments else None,
@@ -445,13 +491,43 @@ def _epoch(text):
     return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
 
 
+def designation(settings, state):
+    """Why this node must not back up now (None when it should), from backup_from and
+    the replication state seen here. A primary counts a standby healthy only below half
+    the lag bound that a standby applies to itself: in between both back up (the lease
+    serialises them) rather than neither."""
+    mode, bound = settings.backup_from, settings.standby_max_lag
+    if state["role"] == "standby":
+        if mode == "primary":
+            return "this node is a standby; with backup_from=primary the primary backs up"
+        lag = state["lag"]
+        if state["receiver"] != "streaming" or lag is None or lag > bound:
+            return ("this standby is not healthy enough to back up from (WAL receiver %s, "
+                    "replay lag %s s, standby_max_lag %d s); %s" % (
+                        state["receiver"] or "not running",
+                        "unknown" if lag is None else "%.0f" % lag, bound,
+                        "the primary backs up" if mode == "prefer-standby"
+                        else "no backup from here"))
+        return None
+    if mode == "standby":
+        return "this node is the primary; with backup_from=standby a standby backs up"
+    if mode == "prefer-standby":
+        healthy = [s for s in state["standbys"]
+                   if s["state"] == "streaming" and s["lag"] <= bound / 2.0]
+        if healthy:
+            first = healthy[0]
+            return ("standby %s (%s) is streaming with a replay lag of %.0f s: it is the "
+                    "designated node" % (first["name"], first["address"], first["lag"]))
+    return None
+
+
 def _iso(timestamp):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def summarize(manifest):
-    keys = ("id", "cluster", "type", "reference", "chain", "pg_version", "timeline", "start_lsn",
-            "stop_lsn", "start_wal", "stop_wal", "start_time", "stop_time", "duration",
+    keys = ("id", "cluster", "type", "reference", "chain", "host", "pg_version", "timeline",
+            "start_lsn", "stop_lsn", "start_wal", "stop_wal", "start_time", "stop_time", "duration",
             "compression", "file_count", "changed_files", "size", "wal_size", "stored_size",
             "from_standby", "system_identifier")
     return dict((k, manifest.get(k)) for k in keys)

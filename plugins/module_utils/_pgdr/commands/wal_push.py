@@ -42,9 +42,9 @@ def run(settings, progress, dry_run=False):
 
 
 def _push_async(settings, path, name):
-    out = spool.archive_dir(settings)
-    ok, error = os.path.join(out, name + ".ok"), os.path.join(out, name + ".error")
     pg_wal = os.path.dirname(os.path.abspath(path))
+    out = spool.archive_dir(settings, os.path.dirname(pg_wal))
+    ok, error = os.path.join(out, name + ".ok"), os.path.join(out, name + ".error")
     found = spool.wait_for([ok, error], 0)
     if found is None:
         lock = os.path.join(out, "push.lock")

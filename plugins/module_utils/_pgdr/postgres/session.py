@@ -125,6 +125,23 @@ class BackupSession(object):
                     "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid")],
         }
 
+    def replication_state(self):
+        """What backup_from needs: this node's role, its replay lag when it is a standby,
+        and the streaming standbys with their lag when it is a primary."""
+        if self.scalar("SELECT pg_is_in_recovery()"):
+            status = self.rows(
+                "SELECT (SELECT status FROM pg_stat_wal_receiver), "
+                "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+                "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")[0]
+            return {"role": "standby", "receiver": status[0],
+                    "lag": float(status[1]) if status[1] is not None else None}
+        standbys = self.rows(
+            "SELECT application_name, coalesce(client_addr::text, 'local'), state, "
+            "coalesce(extract(epoch FROM replay_lag), 0) FROM pg_stat_replication "
+            "ORDER BY application_name")
+        return {"role": "primary", "standbys": [
+            {"name": n, "address": a, "state": s, "lag": float(l)} for n, a, s, l in standbys]}
+
     def reserve_wal(self, name):
         """A temporary slot; False when the server has no free slot (we then rely
         on the WAL still being there, and fail clearly if it is not)."""
