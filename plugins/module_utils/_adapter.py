@@ -36,7 +36,8 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.storage impo
 BACKENDS = (_posix.PosixStorage, _s3.S3Storage)
 
 # Engine option kinds -> Ansible argument types.
-KIND_TO_TYPE = {"str": "str", "int": "int", "bool": "bool", "path": "path", "dict": "dict"}
+KIND_TO_TYPE = {"str": "str", "int": "int", "bool": "bool", "path": "path", "dict": "dict",
+                "list": "list"}
 
 # Parameters every module has besides the engine's options.
 COMMON_EXTRAS = {

@@ -34,6 +34,19 @@ options:
       - "Backup to restore or verify: an id from info, or latest."
     type: str
     default: latest
+  rto_objective:
+    description:
+      - Declared recovery time objective in seconds.
+    type: int
+  rpo_objective:
+    description:
+      - Declared recovery point objective in seconds.
+    type: int
+  fail_on_objective:
+    description:
+      - Fail (exit 9) when a declared objective is missed, so that a scheduler or AWX alerts.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - pgdr.postgresql.repository
   - pgdr.postgresql.repository.cluster
@@ -128,6 +141,26 @@ verified:
     chain: [20261124T061458Z-full, 20261124T063752Z-diff, 20261124T063801Z-incr]
     objects: 82
     stored_bytes: 84305112
+objectives:
+  description:
+    - C(rpo) and C(rto), each with the declared C(objective), the C(value) now (RPO - the
+      archive lag, or the newest backup's age without archiving; RTO - predicted from the
+      newest backup's size at the last drill's throughput), its C(basis), and C(met)
+      (null without an objective). With O(fail_on_objective), a missed one fails the task
+      with C(error_code=objective_missed).
+  returned: success
+  type: dict
+  sample:
+    rpo: {objective: 60, value: 0.0, basis: archive lag, met: true}
+    rto: {objective: 900, value: 412.5, basis: "newest backup at the last drill's 176 MiB/s", met: true}
+last_drill:
+  description: The newest drill report's summary (success, point, RTO, RPO), or null.
+  returned: success
+  type: dict
+  sample:
+    finished_at: "2026-11-24T06:57:14Z"
+    success: true
+    rto_seconds: 6.5
 window:
   description:
     - The recoverable window from the newest backup along the archive, or null when there

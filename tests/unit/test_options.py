@@ -20,7 +20,7 @@ def test_every_option_is_declared_once_and_well_formed():
     names = [o.name for o in options.OPTIONS]
     assert len(names) == len(set(names))
     for o in options.OPTIONS:
-        assert o.kind in ("str", "int", "bool", "path", "dict"), o.name
+        assert o.kind in ("str", "int", "bool", "path", "dict", "list"), o.name
         assert o.help and o.help.endswith("."), o.name
         if o.choices:
             assert o.default is None or o.default in o.choices, o.name

@@ -31,6 +31,8 @@ COMMANDS = {
                ("repo", "verify")),
     "expire": ("Delete backups and WAL outside the retention policy, keeping chains whole.",
                ("repo", "expire")),
+    "drill": ("Restore a point into a scratch directory, verify it, measure RTO and RPO.",
+              ("repo", "restore", "wal", "drill", "pg")),
     "wal-push": ("Archive one WAL file (archive_command = 'pgdr wal-push %p').",
                  ("repo", "wal", "backup")),
     "wal-fetch": ("Fetch one WAL file (restore_command = 'pgdr wal-fetch %f %p').",
@@ -86,6 +88,8 @@ def build_parser():
                 kwargs.update(nargs="?", const="true", metavar="BOOL")
             elif option.kind == "dict":
                 kwargs.update(action="append", metavar="KEY=VALUE")
+            elif option.kind == "list":
+                kwargs.update(action="append")
             elif option.choices:
                 kwargs.update(choices=option.choices)
             command.add_argument(option.flag, **kwargs)
@@ -135,6 +139,14 @@ def _render(command, result):
         return None  # archive_command and restore_command stay quiet when all is well
     if command == "verify":
         return "backup %s: %d objects verified" % (result["backup_id"], result["objects"])
+    if command == "drill":
+        verdicts = "".join("; %s objective %s s %s" % (
+            name.upper(), value["objective"], "met" if value["met"] else "MISSED")
+            for name, value in sorted(result["objectives"].items()))
+        return "drill of %s (backup %s): %s; RTO %.1f s, RPO %s s%s" % (
+            result["point"], result.get("backup_id"),
+            "success" if result["success"] else "FAILED", result["rto_seconds"],
+            result["rpo_seconds"], verdicts)
     if command == "expire":
         return "expired %s; incomplete removed %s; %d WAL file(s) removed; kept %s" % (
             ", ".join(result["expired"]) or "nothing",
@@ -222,6 +234,8 @@ def _command_module(name):
         from .commands import verify as module
     elif name == "expire":
         from .commands import expire as module
+    elif name == "drill":
+        from .commands import drill as module
     elif name == "wal-push":
         from .commands import wal_push as module
     elif name == "wal-fetch":

@@ -80,6 +80,13 @@ class Conflict(PgdrError):
     default_code = "conflict"
 
 
+class ObjectiveMissed(PgdrError):
+    """A drill failed its checks, or a declared RTO/RPO objective is missed (exit 9)."""
+
+    exit_code = 9
+    default_code = "objective_missed"
+
+
 EXIT_CODES = (
     (0, "success", "the command did what was asked (or had nothing to do)"),
     (PgdrError.exit_code, PgdrError.default_code, PgdrError.__doc__),
@@ -90,4 +97,5 @@ EXIT_CODES = (
     (TargetRefused.exit_code, TargetRefused.default_code, TargetRefused.__doc__),
     (NotFound.exit_code, NotFound.default_code, NotFound.__doc__),
     (Conflict.exit_code, Conflict.default_code, Conflict.__doc__),
+    (ObjectiveMissed.exit_code, ObjectiveMissed.default_code, ObjectiveMissed.__doc__),
 )

@@ -137,6 +137,28 @@ OPTIONS = (
            groups=("backup",)),
     Option("verify", "bool", "Also download and check every object of the backup's chain "
            "(the latest, or backup_id).", default=False, groups=("info",)),
+    # -- drills and objectives ---------------------------------------------------------
+    Option("drill_port", "int", "Private port the drill's scratch cluster listens on "
+           "(127.0.0.1 only).", groups=("drill",)),
+    Option("pg_bindir", "path", "Directory of pg_ctl for the restored cluster's version. "
+           "Default: /usr/lib/postgresql/<major>/bin.", groups=("drill",)),
+    Option("check_sql", "list", "SQL assertions run on the restored copy, each returning "
+           "true when the data is right (in database pg_database).", groups=("drill",)),
+    Option("drill_timeout", "int", "Seconds the drill waits for recovery to reach the "
+           "point.", default=3600, groups=("drill",)),
+    Option("amcheck", "bool", "Check every btree index with amcheck when the extension "
+           "is available.", default=True, groups=("drill",)),
+    Option("report_file", "path", "Where to write the drill's JSON report too.",
+           groups=("drill",)),
+    Option("textfile", "path", "Prometheus textfile (node exporter textfile collector) "
+           "for the drill's metrics.", groups=("drill",)),
+    Option("rto_objective", "int", "Declared recovery time objective in seconds.",
+           groups=("drill", "info")),
+    Option("rpo_objective", "int", "Declared recovery point objective in seconds.",
+           groups=("drill", "info")),
+    Option("fail_on_objective", "bool", "Fail (exit 9) when a declared objective is "
+           "missed, so that a scheduler or AWX alerts.", default=False,
+           groups=("drill", "info")),
     # -- retention ----------------------------------------------------------------------
     Option("retention_full", "int", "Full backups to keep (each with the diff and incr "
            "backups that depend on it).", groups=("expire",)),
@@ -330,6 +352,8 @@ def coerce(option, value):
                 value = os.path.abspath(os.path.expanduser(value))
         elif kind == "dict":
             value = _to_dict(value)
+        elif kind == "list":
+            value = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
     except (TypeError, ValueError):
         raise ConfigError("%s=%r is not a valid %s" % (option.name, value, kind),
                           code="config_invalid", stage="config", option=option.name)

@@ -198,6 +198,16 @@ class Planner(object):
         return Plan(point, backup, self._settings({setting: render(point.value)}, timeline),
                     timeline, wal, window)
 
+    def reachable_lsns(self, backup):
+        """(low, high): LSNs reachable from this backup through the archive - from its
+        end to the start of the last segment archived contiguously after it."""
+        timeline, path = self._timeline_path(backup)
+        wal = self._walk_archive(backup, path)[0]
+        low = parse_lsn(backup["stop_lsn"])
+        if not wal:
+            return low, low
+        return low, wal[-1][1] * self._segment_size(backup)
+
     def window(self):
         """The recoverable window: earliest and latest restorable points, and where
         the archive stops (with the first missing segment when later WAL exists)."""

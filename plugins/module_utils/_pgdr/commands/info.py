@@ -6,10 +6,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import calendar
+import json
 import time
 
 from ..catalog import Catalog
-from ..errors import PgdrError
+from ..errors import ObjectiveMissed, PgdrError
 from ..postgres.session import archive_lag
 from ..recovery import Planner
 from ..storage import open_storage
@@ -27,7 +29,9 @@ def run(settings, progress=None, dry_run=False):
     if settings.verify and backups:
         from . import verify
         checked = verify.run(settings, progress or _quiet(), dry_run)
-    return {
+    archive = _archive_state(settings)
+    drill = last_drill(storage, settings.cluster)
+    state = {
         "verified": checked,
         "changed": False,
         "cluster": settings.cluster,
@@ -36,8 +40,65 @@ def run(settings, progress=None, dry_run=False):
         "latest": backups[-1] if backups else None,
         "incomplete": incomplete,
         "window": Planner(storage, catalog, settings.cluster).window(),
-        "archive": _archive_state(settings),
+        "archive": archive,
+        "last_drill": drill,
     }
+    state["objectives"] = assess(settings, backups, archive, drill)
+    missed = [n for n, v in state["objectives"].items() if v.get("met") is False]
+    if missed and settings.fail_on_objective:
+        reasons = "; ".join("%s: %s" % (name.upper(), state["objectives"][name]["why"])
+                            for name in missed)
+        raise ObjectiveMissed("objective(s) missed for cluster %s: %s"
+                              % (settings.cluster, reasons), code="objective_missed",
+                              stage="objectives", objectives=state["objectives"])
+    return state
+
+
+def last_drill(storage, cluster):
+    """The newest drill report of the cluster, or None."""
+    keys = [i.key for i in storage.list("%s/drill/" % cluster) if i.key.endswith(".json")]
+    if not keys:
+        return None
+    key = sorted(keys)[-1]
+    report = json.loads(storage.get(key).decode("utf-8"))
+    return dict([(k, report.get(k)) for k in (
+        "finished_at", "success", "point", "backup_id", "rto_seconds", "rpo_seconds",
+        "restore_seconds", "restored_bytes")] + [("report_key", key)])
+
+
+def assess(settings, backups, archive, drill):
+    """Current RPO and predicted RTO against the declared objectives.
+
+    RPO now: the archive lag when WAL is archived, else the age of the newest backup.
+    RTO predicted: the newest backup's size at the last drill's restore throughput, plus
+    that drill's time to start and verify."""
+    out = {}
+    now = time.time()
+    if archive.get("available") and archive.get("archive_mode") in ("on", "always"):
+        rpo, basis = archive["lag_seconds"], "archive lag"
+    elif backups:
+        rpo = round(now - calendar.timegm(time.strptime(backups[-1]["stop_time"],
+                                                        "%Y-%m-%dT%H:%M:%SZ")), 1)
+        basis = "age of the newest backup (no WAL archiving seen)"
+    else:
+        rpo, basis = None, "no backup"
+    out["rpo"] = _objective(settings.rpo_objective, rpo, basis)
+    rto, basis = None, "no drill yet"
+    if drill and drill.get("success") and drill.get("restore_seconds") and backups:
+        throughput = drill["restored_bytes"] / max(drill["restore_seconds"], 0.001)
+        overhead = drill["rto_seconds"] - drill["restore_seconds"]
+        rto = round(backups[-1]["size"] / throughput + overhead, 1)
+        basis = "newest backup at the last drill's %.0f MiB/s" % (throughput / 1048576.0)
+    out["rto"] = _objective(settings.rto_objective, rto, basis)
+    return out
+
+
+def _objective(objective, value, basis):
+    met = None if objective is None or value is None else value <= objective
+    why = "%s s (%s) against %s s" % (value, basis, objective)
+    if objective is not None and value is None:
+        met, why = False, "cannot tell: %s" % basis
+    return {"objective": objective, "value": value, "basis": basis, "met": met, "why": why}
 
 
 def _quiet():

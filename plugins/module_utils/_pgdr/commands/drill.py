@@ -1,0 +1,342 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A restore drill: restore a point into a scratch directory, prove it, measure it.
+
+RTO is the wall time from the plan to a verified, open copy; RPO is the gap
+between the point asked for and the point recovered (and, for a disaster now,
+the archive lag). The report goes to the repository (immutable, under
+<cluster>/drill/), to an optional file, and to a Prometheus textfile; the
+scratch cluster is stopped and removed whatever happens.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import calendar
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+
+from ..catalog import Catalog
+from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError
+from ..options import resolve
+from ..postgres.session import archive_lag
+from ..postgres.wal import format_lsn
+from ..recovery import Planner, parse_point
+from ..storage import open_storage
+from . import restore
+
+DRILL_PREFIX = "drill"
+
+
+def run(settings, progress, dry_run=False):
+    settings.require("cluster", "target", "drill_port")
+    if os.geteuid() == 0:
+        raise ConfigError("pgdr drill starts PostgreSQL, which refuses root: run it as the "
+                          "PostgreSQL OS user", code="drill_as_root", stage="config")
+    started = time.time()
+    storage = open_storage(settings)
+    storage.check()
+    catalog = Catalog(storage, settings.cluster)
+    point = _choose_point(settings, storage, catalog)
+    if dry_run:
+        return {"changed": False, "point": point}
+    run_settings = settings.replace(
+        point=point, target_action="pause", force=False, keep_archiving=False,
+        settings=dict(settings.settings or {}, port=str(settings.drill_port),
+                      listen_addresses="127.0.0.1",
+                      unix_socket_directories=os.path.dirname(settings.target)))
+    report = {"cluster": settings.cluster, "point": point, "host": socket.gethostname(),
+              "started_at": _iso(started), "checks": []}
+    server = None
+    restored = {}
+    try:
+        restored = restore.run(run_settings, progress)
+        report["backup_id"] = restored["backup"]["id"]
+        report["restored_bytes"] = restored["backup"]["size"]
+        report["restore_seconds"] = round(time.time() - started, 3)
+        server = Scratch(settings, restored["backup"]["pg_version"])
+        server.start()
+        report["recovered"] = server.recover(settings.drill_timeout)
+        report["checks"] = server.checks(settings, restored["plan"]["recovery"],
+                                         report["recovered"])
+    except PgdrError as exc:
+        report["checks"].append({"name": "restore and recovery", "ok": False,
+                                 "detail": exc.msg})
+    finally:
+        if server is not None:
+            report["server_log_tail"] = server.stop()
+        shutil.rmtree(settings.target, ignore_errors=True)
+        for location in (restored.get("tablespaces") or {}).values():
+            _remove_version_dirs(location)
+    finished = time.time()
+    report["rto_seconds"] = round(finished - started, 3)
+    report["finished_at"] = _iso(finished)
+    report["rpo_seconds"] = _point_gap(point, report.get("recovered"))
+    report["archive_lag_seconds"] = _lag(settings)
+    report["success"] = all(c["ok"] for c in report["checks"]) and bool(report["checks"])
+    report["objectives"] = objectives(settings, report["rto_seconds"],
+                                      report["archive_lag_seconds"])
+    report["report_key"] = _publish(storage, settings, report, finished)
+    progress.event("drill of %s: %s, RTO %.1f s, RPO %s s" % (
+        point, "success" if report["success"] else "FAILED", report["rto_seconds"],
+        report["rpo_seconds"]))
+    if not report["success"]:
+        failed = [c for c in report["checks"] if not c["ok"]]
+        raise ObjectiveMissed("drill of %s failed: %s" % (
+            point, "; ".join("%s: %s" % (c["name"], c["detail"]) for c in failed)),
+            code="drill_failed", stage="drill", report=report)
+    _enforce(settings, report["objectives"], report)
+    return dict(report, changed=True)
+
+
+def _choose_point(settings, storage, catalog):
+    """The point asked for. 'random' draws from what the repository can really reach:
+    an LSN after a backup's end and before the start of the last segment archived
+    contiguously after it (so WAL past the point exists), or, with no archive after
+    any backup, a random backup's consistency point."""
+    if settings.point != "random":
+        return settings.point
+    planner = Planner(storage, catalog, settings.cluster)
+    complete = catalog.scan()[0]
+    if not complete:
+        raise PgdrError("no complete backup to drill", code="no_backup", stage="plan")
+    ranges = []
+    for manifest in complete:
+        low, high = planner.reachable_lsns(manifest)
+        if high > low:
+            ranges.append((low, high))
+    if not ranges:
+        return random.choice(complete)["id"]
+    low, high = random.choice(ranges)
+    return "lsn:" + format_lsn(random.randint(low, high))
+
+
+class Scratch(object):
+    """The drill's PostgreSQL, on a private port, run by this (non-root) user."""
+
+    def __init__(self, settings, version_num):
+        self.settings = settings
+        self.bindir = settings.pg_bindir or "/usr/lib/postgresql/%d/bin" % (version_num // 10000)
+        self.log = os.path.join(os.path.dirname(settings.target),
+                                "pgdr-drill-%d.log" % settings.drill_port)
+        self.conn_settings = resolve({"pg_host": "127.0.0.1", "pg_port": settings.drill_port,
+                                      "pg_user": settings.pg_user,
+                                      "pg_database": settings.pg_database}, environ={})
+
+    def _pg_ctl(self, *args):
+        command = [os.path.join(self.bindir, "pg_ctl"), "-D", self.settings.target] + list(args)
+        try:
+            return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=600, check=False)
+        except OSError as exc:
+            raise ConfigError("cannot run %s: %s (set pg_bindir)" % (command[0], exc),
+                              code="pg_bindir_invalid", stage="drill")
+
+    def start(self):
+        result = self._pg_ctl("-l", self.log, "-w", "-t", "600", "start")
+        if result.returncode != 0:
+            raise PostgresError("the restored copy did not start: %s" % self._tail(),
+                                code="drill_start_failed", stage="recover")
+
+    def sql(self, statement, database=None):
+        from ..postgres.session import connect
+        settings = self.conn_settings
+        if database:
+            settings = settings.replace(pg_database=database)
+        conn = connect(settings, stage="verify", timeout=10)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def recover(self, timeout):
+        """Wait until recovery pauses at the target (target_action pause) or ends by
+        itself (no target); note where it stopped; then promote, so that the checks can
+        write (amcheck needs its extension)."""
+        deadline = time.time() + timeout
+        while True:
+            if self._pg_ctl("status").returncode != 0:
+                raise PostgresError("the restored copy stopped during recovery: %s"
+                                    % self._tail(), code="recovery_failed", stage="recover")
+            try:
+                state = self.sql("SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() "
+                                 "THEN pg_get_wal_replay_pause_state() END, "
+                                 "pg_last_wal_replay_lsn()::text, "
+                                 "extract(epoch FROM pg_last_xact_replay_timestamp())")[0]
+            except PostgresError:
+                state = None  # not accepting connections yet
+            if state and (not state[0] or state[1] == "paused"):
+                break
+            if time.time() > deadline:
+                raise PostgresError("recovery did not reach the point within %d s" % timeout,
+                                    code="recovery_timeout", stage="recover")
+            time.sleep(0.2)
+        recovered = {"paused_at_target": state[0], "lsn": state[2],
+                     "last_commit_time": float(state[3]) if state[3] is not None else None}
+        if state[0]:
+            self.sql("SELECT pg_promote(true, 120)")
+        return recovered
+
+    def checks(self, settings, recovery, recovered):
+        out = []
+        databases = [r[0] for r in self.sql(
+            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")]
+        out.append(_check("databases open", bool(databases), ", ".join(databases)))
+        targeted = any(k.startswith("recovery_target_") and k not in (
+            "recovery_target_action", "recovery_target_timeline", "recovery_target_inclusive")
+            for k in recovery)
+        reached = recovered["paused_at_target"] or not targeted
+        out.append(_check("point reached", reached, "%s; replayed to %s" % (
+            ", ".join("%s=%s" % kv for kv in sorted(recovery.items()))
+            or "backup consistency point", recovered["lsn"])))
+        if settings.amcheck:
+            out.append(self._amcheck(databases))
+        for index, statement in enumerate(settings.check_sql or ()):
+            try:
+                value = self.sql(statement, settings.pg_database)
+                ok = bool(value) and value[0][0] is True
+                out.append(_check("assertion %d" % (index + 1), ok,
+                                  "%s -> %s" % (statement, value[0][0] if value else None)))
+            except PgdrError as exc:
+                out.append(_check("assertion %d" % (index + 1), False,
+                                  "%s -> %s" % (statement, exc.msg)))
+        return out
+
+    def _amcheck(self, databases):
+        checked = 0
+        for database in databases:
+            try:
+                if not self.sql("SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'",
+                                database):
+                    return _check("amcheck", True, "extension not available: skipped")
+                self.sql("CREATE EXTENSION IF NOT EXISTS amcheck", database)
+                rows = self.sql(
+                    "SELECT count(bt_index_check(c.oid)) FROM pg_index i "
+                    "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+                    "WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisvalid",
+                    database)
+                checked += int(rows[0][0])
+            except PgdrError as exc:
+                return _check("amcheck", False, "%s: %s" % (database, exc.msg))
+        return _check("amcheck", True, "%d btree indexes checked" % checked)
+
+    def _tail(self, lines=12):
+        try:
+            with open(self.log) as handle:
+                return " | ".join(l.strip() for l in handle.readlines()[-lines:])
+        except (IOError, OSError):
+            return "(no server log)"
+
+    def stop(self):
+        self._pg_ctl("-m", "immediate", "-w", "stop")
+        tail = self._tail(6)
+        try:
+            os.unlink(self.log)
+        except OSError:
+            pass
+        return tail
+
+
+def _remove_version_dirs(location):
+    """The scratch copy's tablespace data (PG_<major>_<catversion> directories)."""
+    for name in os.listdir(location) if os.path.isdir(location) else ():
+        if name.startswith("PG_"):
+            shutil.rmtree(os.path.join(location, name), ignore_errors=True)
+
+
+def _check(name, ok, detail):
+    return {"name": name, "ok": bool(ok), "detail": detail}
+
+
+def _point_gap(point, recovered):
+    """Seconds between a time asked for and the last commit recovered before it (the
+    data a restore to that time cannot hold); 0 for points reached exactly by position
+    (LSN, backup, immediate, latest)."""
+    if not recovered:
+        return None
+    parsed = parse_point(point)
+    if parsed.kind != "time" or recovered.get("last_commit_time") is None:
+        return 0.0
+    asked = calendar.timegm(parsed.value.utctimetuple()) + parsed.value.microsecond / 1e6
+    return round(max(0.0, asked - recovered["last_commit_time"]), 3)
+
+
+def _lag(settings):
+    try:
+        return archive_lag(settings)["lag_seconds"]
+    except PgdrError:
+        return None
+
+
+def objectives(settings, rto, rpo):
+    """Each declared objective, its measured value and whether it is met."""
+    out = {}
+    for name, objective, measured in (("rto", settings.rto_objective, rto),
+                                      ("rpo", settings.rpo_objective, rpo)):
+        if objective is None:
+            continue
+        out[name] = {"objective": objective, "measured": measured,
+                     "met": measured is not None and measured <= objective}
+    return out
+
+
+def _enforce(settings, met, report):
+    missed = [name for name, value in met.items() if not value["met"]]
+    if missed and settings.fail_on_objective:
+        raise ObjectiveMissed("objective(s) missed: %s" % ", ".join(
+            "%s %s s > %s s" % (n.upper(), met[n]["measured"], met[n]["objective"])
+            for n in missed), code="objective_missed", stage="objectives", report=report)
+
+
+def _publish(storage, settings, report, finished):
+    key = "%s/%s/%s.json" % (settings.cluster, DRILL_PREFIX,
+                             time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(finished)))
+    body = json.dumps(report, indent=1, sort_keys=True).encode("utf-8")
+    storage.put(key, body, if_absent=True)
+    if settings.report_file:
+        _write_atomic(settings.report_file, body)
+    if settings.textfile:
+        _write_atomic(settings.textfile, _metrics(settings.cluster, report, finished))
+    return key
+
+
+def _metrics(cluster, report, finished):
+    label = 'cluster="%s"' % cluster.replace('"', "")
+    lines = [
+        "# HELP pgdr_drill_last_timestamp_seconds End of the last restore drill.",
+        "# TYPE pgdr_drill_last_timestamp_seconds gauge",
+        "pgdr_drill_last_timestamp_seconds{%s} %.0f" % (label, finished),
+        "# HELP pgdr_drill_success 1 when the last drill's checks all passed.",
+        "# TYPE pgdr_drill_success gauge",
+        "pgdr_drill_success{%s} %d" % (label, 1 if report["success"] else 0),
+        "# HELP pgdr_drill_rto_seconds Measured RTO of the last drill.",
+        "# TYPE pgdr_drill_rto_seconds gauge",
+        "pgdr_drill_rto_seconds{%s} %.3f" % (label, report["rto_seconds"]),
+    ]
+    if report["rpo_seconds"] is not None:
+        lines += ["# HELP pgdr_drill_rpo_seconds Gap between the point asked for and the "
+                  "point recovered.", "# TYPE pgdr_drill_rpo_seconds gauge",
+                  "pgdr_drill_rpo_seconds{%s} %.3f" % (label, report["rpo_seconds"])]
+    for name, value in sorted(report["objectives"].items()):
+        lines.append('pgdr_drill_objective_met{%s,objective="%s"} %d'
+                     % (label, name, 1 if value["met"] else 0))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _write_atomic(path, data):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.rename(tmp, path)
+
+
+def _iso(moment):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
