@@ -64,6 +64,32 @@ options:
       - promote
       - pause
       - shutdown
+  thaw:
+    description:
+      - When objects the restore needs sit in an archive storage class (GLACIER,
+        DEEP_ARCHIVE), request their thaw and wait for it, instead of refusing the restore
+        before it starts.
+    type: bool
+    default: false
+  thaw_days:
+    description:
+      - Days a thawed copy stays readable.
+    type: int
+    default: 3
+  thaw_tier:
+    description:
+      - Retrieval tier of thaw requests.
+    type: str
+    default: Standard
+    choices:
+      - Expedited
+      - Standard
+      - Bulk
+  thaw_timeout:
+    description:
+      - Seconds to wait for thawed objects.
+    type: int
+    default: 172800
   restore_command:
     description:
       - 'restore_command written into the restored cluster. Default: this pgdr, with the

@@ -130,3 +130,19 @@ class Catalog(object):
 def _chain(manifest):
     """Ids of the backups a backup needs, from its full to itself."""
     return manifest.get("chain") or [manifest["id"]]
+
+
+def chain_objects(listing):
+    """Every stored object a restore of this file list reads, once each."""
+    seen = {}
+    for item in listing["files"]:
+        for piece in item.get("pieces", ()):
+            seen[piece["key"]] = piece
+        for layer in item.get("deltas", ()):
+            for part in layer["parts"]:
+                seen[part["key"]] = part
+    for bundle in listing["bundles"]:
+        seen[bundle["key"]] = bundle
+    for segment in listing["wal"]:
+        seen[segment["key"]] = segment
+    return list(seen.values())

@@ -217,6 +217,15 @@ OPTIONS = (
            "promote (open for writes on a new timeline), pause (read-only, to inspect "
            "before promoting) or shutdown.", default="promote",
            choices=("promote", "pause", "shutdown"), groups=("restore",)),
+    Option("thaw", "bool", "When objects the restore needs sit in an archive storage class "
+           "(GLACIER, DEEP_ARCHIVE), request their thaw and wait for it, instead of "
+           "refusing the restore before it starts.", default=False, groups=("restore",)),
+    Option("thaw_days", "int", "Days a thawed copy stays readable.", default=3,
+           groups=("restore",)),
+    Option("thaw_tier", "str", "Retrieval tier of thaw requests.", default="Standard",
+           choices=("Expedited", "Standard", "Bulk"), groups=("restore",)),
+    Option("thaw_timeout", "int", "Seconds to wait for thawed objects.", default=48 * 3600,
+           groups=("restore",)),
     Option("restore_command", "str", "restore_command written into the restored cluster. "
            "Default: this pgdr, with the same config and credentials files, running "
            "wal-fetch.", groups=("restore",)),

@@ -123,11 +123,16 @@ class RestoreRun(object):
         mapping = self.map_tablespaces(manifest)
         self.carried = self._carried_settings(manifest)
         self.recovery = recovery
+        needed = catalog.chain_objects(listing)
+        frozen = self._archived(manifest, needed, recovery)
         plan = {"backup": summarize(manifest), "target": self.target,
                 "tablespaces": dict((oid, pair[1]) for oid, pair in mapping.items()),
-                "fetch_bytes": manifest["stored_size"], "plan": recovery.as_dict()}
+                "fetch_bytes": sum(o["stored_size"] for o in needed),
+                "archived_objects": len(frozen), "plan": recovery.as_dict()}
         if dry_run:
             return dict(plan, changed=True)
+        if frozen:
+            self._thaw(frozen)
         self.progress.event("restoring backup %s into %s" % (manifest["id"], self.target))
         try:
             self.prepare(listing["files"], mapping)
@@ -144,6 +149,56 @@ class RestoreRun(object):
             raise
         self.progress.event("backup %s restored into %s" % (manifest["id"], self.target))
         return dict(plan, changed=True)
+
+    def _archived(self, manifest, needed, recovery):
+        """{key: storage class} of the objects this restore reads that must be thawed
+        first: the chain's objects and the archived WAL the recovery will fetch."""
+        wanted = set(o["key"] for o in needed)
+        wanted.update(info.key for name, info in self._wal_objects(recovery))
+        frozen = {}
+        for backup_id in manifest.get("chain") or [manifest["id"]]:
+            frozen.update(self.storage.archived_objects(
+                catalog.backup_prefix(manifest["cluster"], backup_id)))
+        if recovery.wal_needed:
+            frozen.update(self.storage.archived_objects("%s/wal/" % manifest["cluster"]))
+        return dict((k, v) for k, v in frozen.items() if k in wanted)
+
+    def _wal_objects(self, recovery):
+        if not recovery.wal_needed:
+            return []
+        from ..archive import ArchiveIndex
+        segments = ArchiveIndex(self.storage, self.settings.cluster).segments()
+        return [(name, segments[int(name[:8], 16)][name]) for name, dummy in recovery.wal_needed]
+
+    def _thaw(self, frozen):
+        """Refuse before anything is written, or (thaw) request and wait."""
+        classes = sorted(set(frozen.values()))
+        example = sorted(frozen)[0]
+        if not self.settings.thaw:
+            raise TargetRefused(
+                "%d object(s) this restore needs are in archive storage (%s; for example %s) "
+                "and must be thawed before they can be read: set thaw (and thaw_tier) to "
+                "request their retrieval and wait, or thaw them yourself" % (
+                    len(frozen), ", ".join(classes), example),
+                code="objects_archived", stage="plan", objects=len(frozen))
+        s = self.settings
+        deadline = time.time() + s.thaw_timeout
+        waiting = sorted(frozen)
+        self.progress.event("requesting the thaw of %d object(s) in %s (tier %s)"
+                            % (len(waiting), ", ".join(classes), s.thaw_tier))
+        while waiting:
+            waiting = [k for k in waiting if not self.storage.request_thaw(
+                k, s.thaw_days, s.thaw_tier)]
+            if not waiting:
+                break
+            if time.time() > deadline:
+                raise TargetRefused("%d object(s) still not thawed after thaw_timeout=%d s "
+                                    "(for example %s); nothing was written" % (
+                                        len(waiting), s.thaw_timeout, waiting[0]),
+                                    code="thaw_timeout", stage="plan")
+            self.progress.event("waiting for %d object(s) to thaw" % len(waiting))
+            time.sleep(min(60.0, max(1.0, s.thaw_timeout / 1000.0)))
+        self.progress.event("all archived objects are readable")
 
     def prepare(self, files, mapping):
         """Empty target, directories, tablespace links (recorded for undo)."""

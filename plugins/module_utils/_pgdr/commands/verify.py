@@ -14,27 +14,11 @@ __metaclass__ = type
 
 import hashlib
 
-from ..catalog import Catalog, backup_prefix, FILE_LIST
+from ..catalog import FILE_LIST, Catalog, backup_prefix, chain_objects
 from ..errors import IntegrityError, NotFound, PgdrError
 from ..parallel import run_all
 from ..storage import open_storage
 from .restore import _CodecBySuffix
-
-
-def chain_objects(listing):
-    """Every stored object a restore of this file list reads, once each."""
-    seen = {}
-    for item in listing["files"]:
-        for piece in item.get("pieces", ()):
-            seen[piece["key"]] = piece
-        for layer in item.get("deltas", ()):
-            for part in layer["parts"]:
-                seen[part["key"]] = part
-    for bundle in listing["bundles"]:
-        seen[bundle["key"]] = bundle
-    for segment in listing["wal"]:
-        seen[segment["key"]] = segment
-    return list(seen.values())
 
 
 def run(settings, progress, dry_run=False):

@@ -64,6 +64,15 @@ class Storage(object):
         """Delete the given keys; absent keys are not an error."""
         raise NotImplementedError
 
+    def archived_objects(self, prefix):
+        """{key: storage class} of objects under prefix that must be thawed before they
+        can be read (S3 GLACIER / DEEP_ARCHIVE); none on storage without such classes."""
+        return {}
+
+    def request_thaw(self, key, days, tier):
+        """Ask for a readable copy of an archived object; True when it is readable now."""
+        return True
+
     def stored_sha256(self, key):
         """SHA-256 (hex) of a stored object: from metadata when known, else by reading it."""
         info = self.head(key)

@@ -20,6 +20,8 @@ from ..errors import Conflict, NotFound, RepositoryError
 from .base import ObjectInfo, Storage, file_sha256
 
 MIB = 1024 * 1024
+# Storage classes whose objects cannot be read before a RestoreObject completes.
+THAW_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 _ACCESS_CODES = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "InvalidToken", "ExpiredToken", "403")
 
@@ -220,6 +222,35 @@ class S3Storage(Storage):
                 found.append(ObjectInfo(self._unkey(item["Key"]), item["Size"],
                                         mtime=_epoch(item.get("LastModified"))))
         return sorted(found, key=lambda info: info.key)
+
+    def archived_objects(self, prefix):
+        found = {}
+        for page in self._pages(prefix):
+            for item in page.get("Contents", ()):
+                if item.get("StorageClass") in THAW_CLASSES:
+                    found[self._unkey(item["Key"])] = item["StorageClass"]
+        return found
+
+    def request_thaw(self, key, days, tier):
+        """RestoreObject once; then True when the temporary copy is readable."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._translate(exc, "head", key)
+        state = head.get("Restore") or ""
+        if 'ongoing-request="false"' in state:
+            return True
+        if 'ongoing-request="true"' in state:
+            return False
+        try:
+            self.client.restore_object(Bucket=self.bucket, Key=self._key(key),
+                                       RestoreRequest={"Days": days,
+                                                       "GlacierJobParameters": {"Tier": tier}})
+        except Exception as exc:
+            error = getattr(exc, "response", {}).get("Error", {})
+            if error.get("Code") != "RestoreAlreadyInProgress":
+                raise self._translate(exc, "thaw", key)
+        return False
 
     def list_dirs(self, prefix):
         names = []
