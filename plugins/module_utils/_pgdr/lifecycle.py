@@ -205,17 +205,21 @@ def rule_prefix(rule):
     return flt.get("Prefix") or ""
 
 
-def touches_repository(prefix, repo_prefix):
-    """Whether keys under ``prefix`` can be backups or WAL of any cluster of the
-    repository (<base><cluster>/backup/..., <base><cluster>/wal/...). A tag or size filter
+def touches_repository(prefix, repo_prefix, clusters=()):
+    """Whether keys under ``prefix`` can be backups or WAL of a cluster of the repository
+    (<base><cluster>/backup/..., <base><cluster>/wal/...). ``clusters``: the known cluster
+    names; empty, any name under <base> may be one. A prefix that reaches into a
+    backup/ or wal/ directory counts whatever the cluster's name. A tag or size filter
     does not make a rule safe: pgdr cannot tell which objects it matches."""
     base = base_prefix(repo_prefix)
     if not prefix.startswith(base):
         return base.startswith(prefix)  # a broader prefix: it covers the repository
     rest = prefix[len(base):]
     cluster, slash, below = rest.partition("/")
-    if not slash:
-        return True  # <base><start of a cluster name>: may cover <cluster>/backup/
+    if not slash:  # <base><start of a name>: covers <name...>/backup/ of such clusters
+        return not clusters or any(name.startswith(cluster) for name in clusters)
+    if not below:  # <base><name>/: the whole of one cluster
+        return not clusters or cluster in clusters
     return any(below.startswith(d) or d.startswith(below) for d in ("backup/", "wal/"))
 
 
@@ -224,18 +228,20 @@ def _days(action):
     return int(days) if days is not None else None
 
 
-def check_rule(rule, policy, repo_prefix):
+def check_rule(rule, policy, repo_prefix, clusters=()):
     """What the rule would break (a list of texts; empty: safe)."""
     if rule.get("Status", "Enabled") != "Enabled":
         return []
     prefix = rule_prefix(rule)
-    if not touches_repository(prefix, repo_prefix):
+    if not touches_repository(prefix, repo_prefix, clusters):
         return []
     where = ("every key of the bucket" if not prefix else "keys under %r" % prefix)
     horizon = policy.horizon
-    needed = ("backups of retained chains and WAL of the point-in-time window may be needed "
-              "for %s" % policy.explain()) if horizon is not None else (
-              "pgdr cannot bound the age of retained backups and WAL: %s" % policy.explain())
+    if horizon is not None:
+        needed = ("backups of retained chains and WAL of the point-in-time window may be "
+                  "needed for %s" % policy.explain())
+    else:
+        needed = "pgdr cannot bound the age of retained backups and WAL: %s" % policy.explain()
     problems = []
     expiration = rule.get("Expiration") or {}
     if expiration.get("Date") is not None:
@@ -258,7 +264,7 @@ def check_rule(rule, policy, repo_prefix):
     return problems
 
 
-def validate(rules, policy, repo_prefix, source="lifecycle_rules"):
+def validate(rules, policy, repo_prefix, clusters=(), source="lifecycle_rules"):
     """Refuse rules that would delete, or make unreadable, what the policy needs."""
     seen = set()
     problems = []
@@ -273,7 +279,7 @@ def validate(rules, policy, repo_prefix, source="lifecycle_rules"):
         if source == "lifecycle_rules" and rule_id.startswith(RULE_ID_PREFIX):
             problems.append("rule %r: IDs starting with %r are pgdr's own rules"
                             % (rule_id, RULE_ID_PREFIX))
-        problems.extend("rule %r: %s" % (rule_id, text) for text in check_rule(rule, policy, repo_prefix))
+        problems.extend("rule %r: %s" % (rule_id, text) for text in check_rule(rule, policy, repo_prefix, clusters))
     if problems:
         raise ConfigError("%s refused: %s" % (source, "; ".join(problems)),
                           code="lifecycle_rule_unsafe", stage="config",
@@ -310,8 +316,8 @@ def normalize(rule):
     if not flt:
         rule["Filter"] = {"Prefix": ""}
     if "Transitions" in rule:
-        rule["Transitions"] = sorted(rule["Transitions"], key=lambda t: (t.get("Days") or 0,
-                                                                           str(t.get("Date"))))
+        rule["Transitions"] = sorted(rule["Transitions"],
+                                     key=lambda t: (t.get("Days") or 0, str(t.get("Date"))))
     if "NoncurrentVersionTransitions" in rule:
         rule["NoncurrentVersionTransitions"] = sorted(
             rule["NoncurrentVersionTransitions"], key=lambda t: t.get("NoncurrentDays") or 0)
@@ -334,16 +340,16 @@ def has_changes(difference):
     return bool(difference["added"] or difference["removed"] or difference["changed"])
 
 
-def desired_rules(computed, extra, current, policy, repo_prefix, purge=False):
+def desired_rules(computed, extra, current, policy, repo_prefix, clusters=(), purge=False):
     """The whole configuration to write: pgdr's rules, the extra rules, and (unless
     purge) the bucket's other rules, which are validated like extra rules. Returns
     (rules, kept_ids)."""
-    validate(extra, policy, repo_prefix)
+    validate(extra, policy, repo_prefix, clusters)
     mine = set(r["ID"] for r in computed) | set(r["ID"] for r in extra)
     kept = []
     if not purge:
         kept = [r for r in current if r.get("ID") not in mine
                 and not str(r.get("ID", "")).startswith(RULE_ID_PREFIX)]
-        validate(kept, policy, repo_prefix, source="existing bucket rule(s) (lifecycle_purge "
+        validate(kept, policy, repo_prefix, clusters, source="existing bucket rule(s) (lifecycle_purge "
                  "removes them)")
     return list(computed) + list(extra) + kept, [r.get("ID") for r in kept]

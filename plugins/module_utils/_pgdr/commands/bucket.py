@@ -68,10 +68,15 @@ class Bucket(object):
             raise self.storage._translate(exc, action, None)
 
     def _read(self, action, setting, **kwargs):
-        """A read; on a bucket that this dry run would create, nothing is there yet."""
-        if not self.exists:
-            return None
-        return self._call(action, setting, **kwargs)
+        """A read. On a bucket that this dry run would create nothing is there yet, but
+        the request is still made: a server that lacks the feature says so even for a
+        missing bucket, and check mode then predicts the warning the real run gives."""
+        try:
+            return self._call(action, setting, **kwargs)
+        except RepositoryError as exc:
+            if not self.exists and exc.code == "bucket_not_found":
+                return None
+            raise
 
     def _write(self, what, action, setting, **kwargs):
         if not self.dry_run:
@@ -174,15 +179,7 @@ class Bucket(object):
         mode = self.settings.bucket_tls_only
         if mode == "unmanaged":
             return
-        endpoint = self.settings.s3_endpoint or ""
-        if endpoint.lower().startswith("http://"):
-            text = ("bucket_tls_only: s3_endpoint %s is not https, and a TLS-only policy "
-                    "would deny pgdr's own requests over it" % endpoint)
-            if mode != "when_supported":
-                raise ConfigError(text, code="tls_required", stage="config",
-                                  option="bucket_tls_only")
-            self.warnings.append(text + "; no policy written (bucket_tls_only=when_supported)")
-            self.state["bucket_tls_only"] = "skipped"
+        if self.state.get("bucket_tls_only") == "skipped":
             return
 
         def step():
@@ -202,6 +199,20 @@ class Bucket(object):
                                                             TLS_SID),
                         "put_bucket_policy", "bucket_tls_only", Policy=json.dumps(policy))
         self._optional("bucket_tls_only", mode, step)
+
+    def check_tls(self):
+        """Before any request: a TLS-only policy over plain HTTP would lock pgdr out."""
+        mode = self.settings.bucket_tls_only
+        endpoint = self.settings.s3_endpoint or ""
+        if mode == "unmanaged" or not endpoint.lower().startswith("http://"):
+            return
+        text = ("bucket_tls_only: s3_endpoint %s is not https, and a TLS-only policy "
+                "would deny pgdr's own requests over it" % endpoint)
+        if mode != "when_supported":
+            raise ConfigError(text, code="tls_required", stage="config",
+                              option="bucket_tls_only")
+        self.warnings.append(text + "; no policy written (bucket_tls_only=when_supported)")
+        self.state["bucket_tls_only"] = "skipped"
 
     def object_lock(self):
         s = self.settings
@@ -232,6 +243,8 @@ class Bucket(object):
                 % self.name, code="object_lock_unavailable", stage="bucket",
                 setting="bucket_object_lock")
         current = (config.get("Rule") or {}).get("DefaultRetention")
+        if current:  # some servers answer Years: 0 beside Days
+            current = dict((k, v) for k, v in current.items() if v)
         if current != wanted:
             self._write("object lock default retention: %s -> %s %d days"
                         % ("none" if not current else "%s %s days" % (
@@ -258,7 +271,7 @@ class Bucket(object):
             noncurrent_days=s.lifecycle_noncurrent_days,
             expired_delete_markers=s.lifecycle_expired_delete_markers)
         extra = lifecycle.parse_rules(s.lifecycle_rules)
-        lifecycle.validate(extra, policy, s.repo_prefix)
+        lifecycle.validate(extra, policy, s.repo_prefix, clusters)
         self._plan = (policy, clusters, plan, extra)
 
     def lifecycle(self):
@@ -274,7 +287,8 @@ class Bucket(object):
                                   stage="bucket", setting="lifecycle_manage")
         current = answer.get("Rules") or []
         desired, kept = lifecycle.desired_rules(plan["rules"], extra, current, policy,
-                                                s.repo_prefix, purge=s.lifecycle_purge)
+                                                s.repo_prefix, clusters,
+                                                purge=s.lifecycle_purge)
         difference = lifecycle.diff(current, desired)
         out = {"rules": desired, "current": [lifecycle.normalize(r) for r in current],
                "diff": difference, "kept": kept, "horizon_days": plan["horizon_days"],
@@ -333,6 +347,7 @@ def run(settings, progress, dry_run=False):
                           option="bucket_versioning")
     bucket = Bucket(settings, progress, dry_run)
     bucket.plan_lifecycle()
+    bucket.check_tls()
     bucket.ensure_bucket()
     bucket.versioning()
     bucket.encryption()
