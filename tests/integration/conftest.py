@@ -6,13 +6,17 @@ Set PGDR_KEEP_OUTPUT=1 to keep them (logs, data dirs) after the session.
 """
 import os
 import shutil
+import subprocess
+import time
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from lab.lab import REPO, PgCluster, Seaweed
+import boto3
+
+from lab.lab import REPO, PgCluster, Seaweed, free_port
 
 PG18_DIR = REPO / ".cache" / "postgresql" / "18"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -90,3 +94,43 @@ def pg_cluster(workdir):
             c.stop()
         except Exception as exc:  # keep stopping the others
             print(f"warning: could not stop cluster {c.datadir}: {exc}")
+
+
+MOTO_SERVER = REPO / ".venv" / "bin" / "moto_server"
+
+
+@pytest.fixture
+def moto_endpoint(workdir):
+    """moto's S3 server on a free loopback port: for what SeaweedFS lacks (lifecycle
+    transitions, storage classes and thaws). Stopped after the test."""
+    if not MOTO_SERVER.exists():
+        if IN_CI:  # CI installs test-requirements.txt: a missing server is a set-up bug
+            pytest.fail("moto_server missing in .venv: install test-requirements.txt")
+        pytest.skip("moto[server] is not installed in .venv (test-requirements.txt)")
+    port = free_port()
+    log = open(workdir / "moto.log", "wb")
+    proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    endpoint = "http://127.0.0.1:%d" % port
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.list_buckets()
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

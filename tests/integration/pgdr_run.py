@@ -1,5 +1,6 @@
 """Run the real `pgdr` CLI as user postgres, as cron and archive_command will, and
 compare clusters table by table."""
+import contextlib
 import json
 import os
 import subprocess
@@ -99,6 +100,21 @@ def restore_started(repo: Repo, version: int, target: Path, *extra) -> PgCluster
     assert code == 0, err
     restored.start()
     return restored
+
+
+@contextlib.contextmanager
+def pgbench_running(pg: PgCluster, seconds: int, database: str, warmup: float = 1.0):
+    """pgbench writing to database in the background for the body of the with block
+    (it starts warmup seconds before the body and is waited for after it)."""
+    load = subprocess.Popen(["runuser", "-u", "postgres", "--", str(pg.bindir / "pgbench"),
+                             "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
+                             "-c", "2", "-T", str(seconds), database],
+                            cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(warmup)
+        yield load
+    finally:
+        load.wait()
 
 
 def databases(pg: PgCluster):

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from lab.lab import PgCluster
-from tests.integration.pgdr_run import (Repo, checksums, postgres_dir, restore_args,
-                                        restore_started)
+from tests.integration.pgdr_run import (Repo, checksums, pgbench_running, postgres_dir,
+                                        restore_args, restore_started)
 
 SMALL_TABLES = 2000
 
@@ -167,18 +167,9 @@ def test_backup_under_write_load_restores_consistent(pg_cluster, seaweed, bucket
     pg = pg_cluster(15)
     pg.pgbench("-i", "-s", "5", "-q", "postgres")
     repo = Repo.s3(workdir, seaweed, bucket, pg=pg)
-    load = pg._run.__self__  # the cluster; pgbench runs in the background below
-    import subprocess
-    bench = subprocess.Popen(["runuser", "-u", "postgres", "--", str(load.bindir / "pgbench"),
-                              "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-c", "2",
-                              "-T", "12", "postgres"], cwd="/", stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(2)
+    with pgbench_running(pg, 12, "postgres", warmup=2):
         code, out, err = repo.run("backup")
         assert code == 0, err
-    finally:
-        bench.wait()
     restored = restore_started(repo, 15, workdir / "restored")
     try:
         # pgbench's invariant: every balance equals the sum of the history's deltas

@@ -1,12 +1,11 @@
 """Differential and incremental backups at page level, restored as chains (issue 4):
 every backup and points in between restore to exactly the data of their moment."""
-import subprocess
 import time
 
 import pytest
 
 from tests.integration.pgdr_run import (archive_everything, archiving_cluster, checksums,
-                                        restore_args, wait_until_promoted)
+                                        pgbench_running, restore_args, wait_until_promoted)
 
 # small pieces and bundles, so that even this small data set has multi-part deltas
 SMALL = dict(chunk_size=1, bundle_limit=64)
@@ -90,15 +89,8 @@ def run_chain(pg_cluster, workdir, seaweed, bucket, version):
     pg.psql("CREATE DATABASE bench")
     pg.pgbench("-i", "-s", "2", "-q", "bench")
     workload(pg, 2)
-    load = subprocess.Popen(["runuser", "-u", "postgres", "--", str(pg.bindir / "pgbench"),
-                             "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-c", "2",
-                             "-T", "6", "bench"], cwd="/", stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1)
+    with pgbench_running(pg, 6, "bench"):
         incr1 = backup(repo, "incr")
-    finally:
-        load.wait()
     assert incr1["reference"] == diff["id"]
     states[incr1["id"]] = snapshot(pg)  # shop, late, postgres did not change during it
 

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from lab.lab import REPO, free_port
+from lab.lab import REPO
 from plugins.module_utils._pgdr import lifecycle, options
 from plugins.module_utils._pgdr.commands import bucket as bucket_verb
 from plugins.module_utils._pgdr.errors import ConfigError, RepositoryError
@@ -22,7 +22,6 @@ from plugins.module_utils._pgdr.progress import Progress
 from tests.integration.pgdr_run import Repo, checksums, restore_started
 
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
-MOTO_SERVER = REPO / ".venv" / "bin" / "moto_server"
 
 
 def https_client(seaweed):
@@ -252,39 +251,6 @@ def test_expiry_enforced_while_the_retained_backup_restores(seaweed, bucket, pg_
 
 
 # -- transitions round-trip through moto's server ------------------------------------------------
-@pytest.fixture
-def moto_endpoint(workdir):
-    if not MOTO_SERVER.exists():
-        pytest.skip("moto[server] is not installed in .venv (test-requirements.txt)")
-    port = free_port()
-    log = open(workdir / "moto.log", "wb")
-    proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-    endpoint = "http://127.0.0.1:%d" % port
-    try:
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.list_buckets()
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 def test_transitions_round_trip_on_moto(moto_endpoint):
     extra = [
         {"ID": "cold-after-horizon", "Status": "Enabled", "Filter": {"Prefix": "main/backup/"},

@@ -186,6 +186,7 @@ class RestoreRun(object):
         waiting = sorted(frozen)
         self.progress.event("requesting the thaw of %d object(s) in %s (tier %s)"
                             % (len(waiting), ", ".join(classes), s.thaw_tier))
+        pause = 1.0  # thaws take seconds (moto, expedited) to hours: poll with backoff
         while waiting:
             waiting = [k for k in waiting if not self.storage.request_thaw(
                 k, s.thaw_days, s.thaw_tier)]
@@ -197,7 +198,8 @@ class RestoreRun(object):
                                         len(waiting), s.thaw_timeout, waiting[0]),
                                     code="thaw_timeout", stage="plan")
             self.progress.event("waiting for %d object(s) to thaw" % len(waiting))
-            time.sleep(min(60.0, max(1.0, s.thaw_timeout / 1000.0)))
+            time.sleep(pause)
+            pause = min(300.0, pause * 2)
         self.progress.event("all archived objects are readable")
 
     def prepare(self, files, mapping):
