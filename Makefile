@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY    := .venv/bin/python
 
-.PHONY: setup test unit integration sanity lab-up lab-down lab-status demo bench clean distclean
+.PHONY: setup test unit integration sanity lab-up lab-down lab-status demo bench bench-wal clean distclean
 
 # apt packages, .venv, PostgreSQL 18 binaries; idempotent and fast when nothing changed
 setup:
@@ -40,6 +40,10 @@ demo: setup
 # Full backup and restore side by side with pgBackRest and Barman cloud (docs/benchmarks.md)
 bench: setup
 	bash bench/setup.sh && $(PY) bench/run_full.py --rounds 3
+
+# WAL archiving lag and WAL fetch throughput against pgBackRest and Barman (docs/benchmarks.md)
+bench-wal: setup
+	bash bench/setup.sh && $(PY) bench/run_wal.py --rounds 2
 
 # stops the lab and removes run artefacts; keeps .venv and .cache (slow to rebuild)
 clean: lab-down
