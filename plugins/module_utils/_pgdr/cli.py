@@ -57,7 +57,9 @@ class _UsageError(Exception):
     pass
 
 
-def build_parser():
+def build_parser(only=None):
+    """The parser; with ``only``, just that subcommand's (archive_command and
+    restore_command run once per WAL file: building every subcommand costs ~80 ms)."""
     epilog = "exit codes:\n" + "\n".join("  %d  %s" % (code, name)
                                          for code, name, dummy in EXIT_CODES)
     parser = _Parser(prog="pgdr", description="PostgreSQL disaster recovery to "
@@ -66,6 +68,8 @@ def build_parser():
     parser.add_argument("--version", action="store_true", help="print the version")
     sub = parser.add_subparsers(dest="command")
     for name, (help_text, groups) in sorted(COMMANDS.items()):
+        if only and name != only:
+            continue
         command = sub.add_parser(name, help=_escape(help_text), description=help_text)
         command.add_argument("--config", default=None,
                              help="config file (default %s when it exists)"
@@ -168,8 +172,9 @@ def run(argv, stdout, stderr=None, environ=None):
     """Run one pgdr command; returns its exit code."""
     stderr = stderr or stdout
     environ = os.environ if environ is None else environ
+    wanted = next((a for a in argv if not a.startswith("-")), None)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(wanted if wanted in COMMANDS else None).parse_args(argv)
     except _UsageError as exc:
         stderr.write("pgdr: %s (see pgdr --help)\n" % exc)
         return 2

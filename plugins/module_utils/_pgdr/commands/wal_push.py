@@ -35,8 +35,11 @@ def run(settings, progress, dry_run=False):
                           "must pass %%p)" % path, code="wal_path_invalid", stage="wal-push")
     if dry_run:
         return {"changed": True, "wal": name}
-    if settings.spool_dir and settings.archive_async:
+    ready = os.path.join(os.path.dirname(os.path.abspath(path)), "archive_status",
+                         name + READY_SUFFIX)
+    if settings.spool_dir and settings.archive_async and os.path.exists(ready):
         return _push_async(settings, path, name)
+    # not marked ready by PostgreSQL (a manual call): the worker would never see it
     written = push_files(settings, [(name, path)])[0]
     return {"changed": written, "wal": name}
 
