@@ -1,0 +1,321 @@
+"""Staged restores (role pgdr.postgresql.restore through playbooks/restore.yml) and drills
+(`pgdr drill`, playbooks/drill.yml) on real clusters: PostgreSQL 15 with WAL archiving
+into SeaweedFS, on 127.0.0.1.
+
+One node for the module (setup with archiving, one backup, ten rows committed one at a
+time, T = the commit of row 5); the tests run in file order and build on each other:
+  1. a staged restore to T beside the live cluster while it keeps taking writes;
+  2. a failing user assertion: the play stops before cutover, the live cluster untouched;
+  3. a drill to T: its RTO is the wall time of the command, its point the target;
+  4. cutover (the production port serves the restored data, archived on a new timeline),
+     then rollback (the original data is back).
+"""
+import datetime
+import hashlib
+import json
+import os
+import pwd
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from lab.lab import PgCluster, free_port
+from tests.integration import test_playbooks as tp
+from tests.integration.pgdr_run import archive_everything, checksums, write_rows
+
+CLUSTER = "staged"
+
+
+class StagedNode(tp.Node):
+    """test_playbooks' node, with WAL archiving on and a cluster name of its own."""
+
+    def write_inventory(self):
+        super().write_inventory()
+        doc = json.loads(self.inventory.read_text())
+        group = doc["all"]["children"]["pgdr_nodes"]["vars"]
+        group.update(pgdr_cluster=CLUSTER, pgdr_archiving=True, archiving_rpo=60,
+                     archiving_service_name="")
+        self.inventory.write_text(json.dumps(doc, indent=2))
+
+    def wal_keys(self):
+        client = self.seaweed.client()
+        keys = []
+        for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix="%s/%s/wal/" % (self.repository["prefix"], CLUSTER)):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return keys
+
+
+class Writer(threading.Thread):
+    """Keeps inserting rows (k from 1000 on) into the live cluster until stopped."""
+
+    def __init__(self, pg):
+        super().__init__(daemon=True)
+        self.pg, self.stop, self.written = pg, threading.Event(), 0
+
+    def run(self):
+        conn = psycopg2.connect(host="127.0.0.1", port=self.pg.port, user="postgres",
+                                dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            while not self.stop.is_set():
+                cur.execute("INSERT INTO ticks (k) VALUES (%s)", (1000 + self.written,))
+                self.written += 1
+                time.sleep(0.02)
+        conn.close()
+
+    def finish(self):
+        self.stop.set()
+        self.join(10)
+
+
+def rows(pg, port=None):
+    port = port or pg.port
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM ticks")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def sql(port, statement):
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def datadir_digest(datadir):
+    """SHA-256 over the names and contents of the data directory's files, less what a
+    running server rewrites by itself (WAL, statistics, pid file, logs)."""
+    volatile = ("pg_wal", "pg_stat_tmp", "pg_logical", "pg_subtrans", "pg_stat")
+    sums = {}
+    for root, dirs, files in os.walk(datadir):
+        rel = os.path.relpath(root, datadir)
+        dirs[:] = sorted(d for d in dirs if not (rel == "." and d in volatile))
+        for name in sorted(files):
+            if (rel == "." and (name.startswith("postmaster") or name.endswith(".log"))
+                    or name == "pg_internal.init"):
+                continue
+            sums[os.path.join(rel, name)] = hashlib.sha256(Path(root, name).read_bytes()).hexdigest()
+    return sums
+
+
+def changed_files(before, after):
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+@pytest.fixture(scope="module")
+def node(lab_root, seaweed):
+    """Like test_playbooks' node, plus archiving, a backup, rows 1-10 and the point T."""
+    yield from _node(lab_root, seaweed)
+
+
+def _node(lab_root, seaweed):
+    import shutil
+    import subprocess
+    import tempfile
+    import uuid
+    from lab.lab import REPO, load_sample_data
+    subprocess.run([str(REPO / "scripts" / "link-collection.sh")], check=True)
+    root = Path(tempfile.mkdtemp(prefix="staged-", dir=lab_root))
+    os.chmod(root, 0o755)
+    pg = PgCluster(15, root / "pg15" / "data")
+    bucket = "t-" + uuid.uuid4().hex[:16]
+    seaweed.create_bucket(bucket)
+    this = StagedNode(root, pg, seaweed, bucket)
+    this.stamps = {}
+    try:
+        pg.init({"track_commit_timestamp": "on"})
+        pg.start()
+        load_sample_data(pg)
+        for db in ("postgres", "shop"):
+            pg.psql("CREATE EXTENSION amcheck", db=db)
+        pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+        started = time.time()
+        run = this.play("setup")
+        assert run.rc == 0, run
+        run = this.play("backup")
+        assert run.rc == 0, run
+        this.timings = {"setup and backup": round(time.time() - started, 1)}
+        write_rows(pg, 1, 10, this.stamps)
+        archive_everything(pg)
+        this.point = this.stamps[5]["commit"].astimezone(
+            datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        yield this
+    finally:
+        print("timings: %s" % getattr(this, "timings", {}))
+        for cluster in this.restored + [pg]:
+            try:
+                cluster.stop()
+            except (OSError, RuntimeError) as exc:
+                print("warning: could not stop cluster %s: %s" % (cluster.datadir, exc))
+        if os.environ.get("PGDR_KEEP_OUTPUT") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def staging(node):
+    return Path(str(node.pg.datadir) + ".staging")
+
+
+def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
+    port = free_port()
+    staged = PgCluster(15, staging(node), port=port)
+    node.restored.append(staged)
+    pid = node.pg.pid()
+    writer = Writer(node.pg)
+    writer.start()
+    try:
+        started = time.time()
+        run = node.play("restore", "-e", "point=%s" % node.point, "-e", "restore_port=%d" % port)
+        node.timings["staged restore"] = round(time.time() - started, 1)
+        written_during = writer.written
+    finally:
+        writer.finish()
+    assert run.rc == 0 and run.recap["failed"] == 0, run
+    assert run.task("Restore the backup into") == ["changed"], run
+    assert run.task("Wait until recovery paused at the point") == ["ok"], run
+    assert run.task("Stop before cutover") == ["skipping"], run
+    # the original stayed up on its port, same postmaster, and kept growing
+    assert node.pg.pid() == pid and node.pg.is_running()
+    assert written_during > 0
+    live = rows(node.pg)
+    assert live[:10] == list(range(1, 11)) and len(live) == 10 + writer.written
+    # the staged copy: paused at T, read-only, exactly rows 1-5
+    assert staged.is_running()
+    assert sql(port, "SELECT pg_is_in_recovery()") is True
+    assert sql(port, "SELECT pg_get_wal_replay_pause_state()") == "paused"
+    assert rows(node.pg, port) == [1, 2, 3, 4, 5]
+    assert sql(port, "SHOW archive_mode") == "off"
+    state = json.loads(Path(str(staging(node)) + ".restore.json").read_text())
+    assert state["plan"]["point"] == node.point and state["staged"]["directory"] == str(staging(node))
+    assert state["verified"]["ok"] is True, state
+    names = [c["name"] for c in state["verified"]["checks"]]
+    assert names[:1] == ["target reached"] and "amcheck" in names, names
+    amcheck = next(c for c in state["verified"]["checks"] if c["name"] == "amcheck")
+    assert amcheck["ok"] and not amcheck["detail"].startswith("0 "), amcheck
+    assert node.secret not in run.output
+
+    again = node.play("restore", "-e", "point=%s" % node.point, "-e", "restore_port=%d" % port)
+    assert again.rc == 0 and again.recap["changed"] == 0, again
+
+
+def test_failing_assertion_stops_before_cutover_and_leaves_the_live_cluster_alone(node):
+    port = free_port()
+    target = Path(str(node.pg.datadir) + ".check")
+    staged = PgCluster(15, target, port=port)
+    node.restored.append(staged)
+    # the server's own background work must not count: no autovacuum for a while, then a
+    # checkpoint; relcache init files (pg_internal.init) are caches, left out
+    node.pg.psql("ALTER SYSTEM SET autovacuum = off")
+    node.pg.psql("SELECT pg_reload_conf()")
+    logical = checksums(node.pg)
+    node.pg.psql("CHECKPOINT")
+    pid, before = node.pg.pid(), datadir_digest(node.pg.datadir)
+    assertions = [{"name": "five rows", "sql": "SELECT count(*) = 5 FROM ticks"},
+                  {"name": "no rows at all", "sql": "SELECT count(*) = 0 FROM ticks"}]
+    started = time.time()
+    run = node.play("restore", "-e", json.dumps({
+        "point": node.point, "target": str(target), "restore_port": port,
+        "restore_action": "pause", "restore_assertions": assertions, "restore_cutover": True}))
+    node.timings["failing verify"] = round(time.time() - started, 1)
+    assert run.rc != 0, run
+    assert run.task("Stop before cutover when a check failed") == ["fatal"], run
+    assert "no rows at all" in run.output and "five rows: ok" in run.output, run
+    assert run.task("Stop the live cluster") == [], run
+    assert run.task("Keep the live data directory") == [], run
+    assert node.pg.pid() == pid and node.pg.is_running()
+    after = datadir_digest(node.pg.datadir)
+    node.pg.psql("ALTER SYSTEM RESET autovacuum")
+    node.pg.psql("SELECT pg_reload_conf()")
+    assert changed_files(before, after) == []
+    assert checksums(node.pg) == logical
+    assert not list(node.pg.datadir.parent.glob("data.pre-restore-*"))
+
+
+def test_drill_measures_rto_and_reaches_the_point(node):
+    target = node.root / "drill" / "data"
+    target.parent.mkdir()
+    os.chown(target.parent, pwd.getpwnam("postgres").pw_uid, -1)
+    port = free_port()
+    started = time.monotonic()
+    code, report = node.cli("drill", "--target", target, "--drill-port", port,
+                            "--point", node.point, "--pg-bindir", node.pg.bindir,
+                            "--rto-objective", 600, "--rpo-objective", 600,
+                            "--check-sql", "SELECT count(*) = 5 FROM ticks")
+    wall = time.monotonic() - started
+    node.timings["drill (cli)"] = round(wall, 1)
+    assert code == 0 and report["success"] is True, report
+    assert abs(report["rto_seconds"] - wall) < 1.0, (report["rto_seconds"], wall)
+    assert report["point"] == node.point
+    committed = node.stamps[5]["commit"].timestamp()
+    assert abs(report["recovered"]["last_commit_time"] - committed) < 0.001, report
+    assert report["rpo_seconds"] < 0.001
+    assert all(c["ok"] for c in report["checks"]) and len(report["checks"]) >= 4, report
+    assert not target.exists() or not any(target.iterdir())
+
+    # the playbook: objectives from the inventory, AWX artifact, textfile, fetched report
+    fetched = node.root / "reports"
+    started = time.time()
+    run = node.play("drill", "-e", json.dumps({
+        "point": node.point, "drill_port": free_port(), "drill_target": str(target),
+        "pgdr_rto": 600, "pgdr_rpo": 600, "drill_report_dir": str(fetched),
+        "drill_check_sql": ["SELECT count(*) = 5 FROM ticks"]}))
+    node.timings["drill (playbook)"] = round(time.time() - started, 1)
+    assert run.rc == 0 and run.recap["failed"] == 0, run
+    flat = " ".join(run.output.split())
+    assert "success; RTO" in flat and "RTO objective 600 s met" in flat, run
+    assert len(list(fetched.glob("*.json"))) == 1
+    prom = (target.parent / "pgdr.prom").read_text()
+    assert 'pgdr_drill_success{cluster="staged"} 1' in prom
+    assert 'pgdr_drill_objective_met{cluster="staged",objective="rto"} 1' in prom
+
+    failing = node.play("drill", "-e", json.dumps({
+        "point": node.point, "drill_port": free_port(), "drill_target": str(target),
+        "drill_check_sql": ["SELECT count(*) = 6 FROM ticks"]}))
+    assert failing.rc != 0 and failing.task("Fail when the drill failed") == ["fatal"], failing
+
+
+def test_cutover_then_rollback(node):
+    original = rows(node.pg)
+    data = node.pg.datadir
+    history = [k for k in node.wal_keys() if ".history" in k]
+    started = time.time()
+    cut = node.play("restore", "--tags", "cutover")
+    node.timings["cutover"] = round(time.time() - started, 1)
+    assert cut.rc == 0 and cut.recap["failed"] == 0, cut
+    # the production port serves the restored data, promoted, archiving on a new timeline
+    assert rows(node.pg) == [1, 2, 3, 4, 5]
+    assert sql(node.pg.port, "SELECT pg_is_in_recovery()") is False
+    assert sql(node.pg.port, "SHOW archive_mode") == "on"
+    assert sql(node.pg.port, "SHOW data_directory") == str(data)
+    timeline = int(sql(node.pg.port, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
+    assert timeline >= 2
+    keys = node.wal_keys()
+    assert [k for k in keys if k.endswith("%08X.history" % timeline)
+            or "%08X.history" % timeline in k], keys
+    assert len([k for k in keys if ".history" in k]) > len(history)
+    kept = list(data.parent.glob("data.pre-restore-*"))
+    assert len(kept) == 1 and (kept[0] / "PG_VERSION").exists()
+    assert not staging(node).exists()
+
+    again = node.play("restore", "--tags", "cutover")
+    assert again.rc == 0 and again.recap["changed"] == 0, again
+
+    started = time.time()
+    back = node.play("restore", "--tags", "rollback")
+    node.timings["rollback"] = round(time.time() - started, 1)
+    assert back.rc == 0 and back.recap["failed"] == 0, back
+    assert rows(node.pg) == original
+    assert sql(node.pg.port, "SELECT pg_is_in_recovery()") is False
+    assert not list(data.parent.glob("data.pre-restore-*"))
+    assert len(list(data.parent.glob("data.rolled-back-*"))) == 1
