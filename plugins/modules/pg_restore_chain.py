@@ -64,6 +64,13 @@ options:
       - promote
       - pause
       - shutdown
+  target_timeline:
+    description:
+      - "Timeline to recover along: latest (the newest archived timeline that descends from the
+        backup), current (the backup's own) or a timeline number - to avoid one abandoned by a
+        rollback."
+    type: str
+    default: latest
   thaw:
     description:
       - When objects the restore needs sit in an archive storage class (GLACIER,

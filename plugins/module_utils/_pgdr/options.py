@@ -213,6 +213,10 @@ OPTIONS = (
            "(docs/restore-points.md).", default="latest", groups=("restore",)),
     Option("target_inclusive", "bool", "Stop just after the target (true) or just before "
            "it (false).", default=True, groups=("restore",)),
+    Option("target_timeline", "str", "Timeline to recover along: latest (the newest "
+           "archived timeline that descends from the backup), current (the backup's own) or "
+           "a timeline number - to avoid one abandoned by a rollback.", default="latest",
+           groups=("restore",)),
     Option("target_action", "str", "What the restored server does at the target: "
            "promote (open for writes on a new timeline), pause (read-only, to inspect "
            "before promoting) or shutdown.", default="promote",

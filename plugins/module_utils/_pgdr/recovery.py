@@ -159,12 +159,14 @@ class Plan(object):
 
 
 class Planner(object):
-    def __init__(self, storage, catalog, cluster, inclusive=True, action="promote"):
+    def __init__(self, storage, catalog, cluster, inclusive=True, action="promote",
+                 timeline="latest"):
         self.storage = storage
         self.catalog = catalog
         self.archive = ArchiveIndex(storage, cluster)
         self.inclusive = inclusive
         self.action = action
+        self.timeline = str(timeline or "latest").lower()
 
     def plan(self, point):
         if point.kind == "backup":
@@ -278,6 +280,16 @@ class Planner(object):
         descendants = [t for t, entries in histories.items()
                        if t == start_tli or any(e[0] == start_tli for e in entries)]
         target = max(descendants + [start_tli])
+        if self.timeline == "current":
+            target = start_tli
+        elif self.timeline != "latest":
+            if not self.timeline.isdigit() or int(self.timeline) not in descendants + [start_tli]:
+                raise NotFound("target_timeline=%s is not the timeline of backup %s (%d) nor one "
+                               "that descends from it in the archive (%s)" % (
+                                   self.timeline, backup["id"], start_tli,
+                                   ", ".join(str(t) for t in sorted(set(descendants)))),
+                               code="timeline_unreachable", stage="plan")
+            target = int(self.timeline)
         entries = histories.get(target, []) if target != start_tli else []
         timelines = [e[0] for e in entries] + [target]
         begins = [0] + [e[1] for e in entries]

@@ -95,12 +95,17 @@ class RestoreRun(object):
         return mapping
 
     # -- run ----------------------------------------------------------------------------
-    def already_restored(self, manifest):
-        """True when the target holds this very backup from an earlier run."""
+    def _marker(self):
         try:
             with open(os.path.join(self.target, MARKER)) as handle:
-                marker = json.load(handle)
+                return json.load(handle)
         except (IOError, OSError, ValueError):
+            return {}
+
+    def already_restored(self, manifest):
+        """True when the target holds this very backup from an earlier run."""
+        marker = self._marker()
+        if not marker:
             return False
         return (marker.get("cluster"), marker.get("backup_id"), marker.get("point")) == (
             manifest["cluster"], manifest["id"], self.point.describe()) and not self.settings.force
@@ -111,11 +116,14 @@ class RestoreRun(object):
         self.point = parse_point("backup:" + s.backup_id if s.backup_id not in (None, "", "latest")
                                  else s.point)
         recovery = Planner(self.storage, self.catalog, s.cluster, s.target_inclusive,
-                           s.target_action).plan(self.point)
+                           s.target_action, s.target_timeline).plan(self.point)
         manifest = recovery.backup
         if self.already_restored(manifest):
+            needed = catalog.chain_objects(self.catalog.file_list(manifest))
             return {"changed": False, "backup": summarize(manifest), "target": self.target,
-                    "plan": recovery.as_dict(),
+                    "plan": recovery.as_dict(), "archived_objects": 0,
+                    "fetch_bytes": sum(o["stored_size"] for o in needed),
+                    "tablespaces": self._marker().get("tablespaces", {}),
                     "msg": "target %s already holds backup %s restored to point %s"
                            % (self.target, manifest["id"], self.point.describe())}
         listing = self.catalog.file_list(manifest)
@@ -349,6 +357,7 @@ class RestoreRun(object):
             self._write_file("recovery.signal", b"", 0o600)
         for name, value in sorted(values.items()):
             extra.append("%s = '%s'" % (name, str(value).replace("'", "''")))
+        self._write_missing_config(manifest)
         if extra:
             path = os.path.join(self.target, AUTO_CONF)
             with open(path, "a") as handle:
@@ -357,10 +366,28 @@ class RestoreRun(object):
             self._chown(path)
         marker = {"cluster": manifest["cluster"], "backup_id": manifest["id"],
                   "point": self.point.describe(), "recovery": self.recovery.recovery,
+                  "tablespaces": dict((oid, pair[1]) for oid, pair in mapping.items()),
                   "system_identifier": manifest["system_identifier"],
                   "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self._write_file(MARKER, json.dumps(marker).encode("utf-8"), 0o600)
         os.sync()  # one flush of everything written, before anyone starts it
+
+    def _write_missing_config(self, manifest):
+        """A cluster that keeps its configuration outside the data directory (Debian's
+        /etc/postgresql) has none in its backup: write a minimal one, so the copy starts
+        (local connections only; the carried settings go to postgresql.auto.conf)."""
+        files = {
+            "postgresql.conf": "# written by pgdr restore: backup %s had no postgresql.conf "
+                               "(the source keeps its configuration elsewhere)\n"
+                               "listen_addresses = 'localhost'\n" % manifest["id"],
+            "pg_hba.conf": "# written by pgdr restore: local connections of the same OS user\n"
+                           "local all all peer\n",
+            "pg_ident.conf": "# written by pgdr restore\n",
+        }
+        for name, text in sorted(files.items()):
+            if not os.path.exists(os.path.join(self.target, name)):
+                self._write_file(name, text.encode("utf-8"), 0o600)
+                self.progress.event("backup has no %s: wrote a minimal one" % name)
 
     def _restore_command(self):
         """wal-fetch from this repository, through the same launcher and files."""
