@@ -16,177 +16,28 @@ Prints a table and writes bench/results/full-<date>-<time>.json. See docs/benchm
 from __future__ import annotations
 
 import argparse
-import configparser
 import datetime as dt
 import json
 import os
-import platform
-import pwd
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
-from lab.lab import PgCluster, Seaweed, free_port  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (BARMAN_VENV, BENCH, MB, PGBACKREST, PGDR, REGION, STANZA,  # noqa: E402
+                    Metrics, PgCluster, can_drop_caches, chown_pg, drop_caches, du_bytes,
+                    free_port, load_average, log, machine_info, make_pg_dir, make_workdir,
+                    parse_json_out, pgbackrest_config, run, start_seaweed, timed, versions,
+                    wait_archiver_idle, write_private, write_result)
 
 PG_VERSION = 15
-PGDR = REPO / "bin" / "pgdr"
-BARMAN_VENV = BENCH / ".venv-barman"
-PGBACKREST = "pgbackrest"
-STANZA = "bench"
-REGION = "us-east-1"
-MB = 1_000_000  # MB = 10^6 bytes throughout
 S3_TOOLS = ("pgdr", "pgbackrest", "barman")
 BUCKETS = {"pgdr": "bench-pgdr", "pgbackrest": "bench-pgbackrest", "barman": "bench-barman"}
 LABELS = {"pgdr": "pgdr (S3)", "pgbackrest": "pgBackRest 2.45", "barman": "Barman cloud",
           "pgdr-posix": "pgdr (posix)"}
-
-
-# --------------------------------------------------------------------------- helpers
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def as_pg(cmd: list) -> list:
-    return ["runuser", "-u", "postgres", "--", *map(str, cmd)]
-
-
-def run(cmd: list, env: dict | None = None, check: bool = True, timeout: float = 3600,
-        postgres: bool = True) -> subprocess.CompletedProcess:
-    full = as_pg(cmd) if postgres else [str(c) for c in cmd]
-    res = subprocess.run(full, env=env, capture_output=True, text=True, cwd="/",
-                         timeout=timeout)
-    if check and res.returncode != 0:
-        raise RuntimeError(f"{' '.join(full)} failed ({res.returncode}):\n"
-                           f"{res.stderr.strip()[-3000:] or res.stdout.strip()[-3000:]}")
-    return res
-
-
-def timed(cmd: list, env: dict | None = None, sync_after: bool = False) -> dict:
-    """Run cmd as postgres; wall seconds, CPU seconds of the tool (all its reaped children),
-    optionally followed by a `sync` inside the timing (restores: data on disk for every tool)."""
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
-    res = run(cmd, env=env)
-    t_cmd = time.monotonic() - t0
-    if sync_after:
-        os.sync()
-    t = time.monotonic() - t0
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    return {"seconds": t, "command_seconds": t_cmd, "cpu_seconds": cpu,
-            "stdout": res.stdout, "stderr": res.stderr}
-
-
-def chown_pg(path: Path, mode: int = 0o700) -> None:
-    pw = pwd.getpwnam("postgres")
-    os.chown(path, pw.pw_uid, pw.pw_gid)
-    os.chmod(path, mode)
-
-
-def write_private(path: Path, text: str, owner_pg: bool = True) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-    if owner_pg:
-        chown_pg(path, 0o600)
-
-
-def make_pg_dir(path: Path, mode: int = 0o700) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    chown_pg(path, mode)
-    return path
-
-
-def can_drop_caches() -> bool:
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("1")
-        return True
-    except OSError:
-        return False
-
-
-def drop_caches(enabled: bool) -> None:
-    os.sync()
-    if enabled:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3")
-
-
-def wait_archiver_idle(datadir: Path, timeout: float = 120) -> None:
-    """Wait until PostgreSQL has archived every finished WAL segment, so that archiving
-    triggered by one tool's backup does not run during the next tool's timed command."""
-    status = datadir / "pg_wal" / "archive_status"
-    deadline = time.monotonic() + timeout
-    while any(p.suffix == ".ready" for p in status.iterdir()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"WAL archiving stuck: .ready files in {status}")
-        time.sleep(0.2)
-
-
-def du_bytes(path: Path) -> int:
-    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True,
-                              check=True).stdout.split()[0])
-
-
-def parse_json_out(text: str):
-    """The last JSON object printed on stdout, or None (parse defensively)."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-    return None
-
-
-def version_of(cmd: list) -> str:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        return (r.stdout.strip() or r.stderr.strip()).splitlines()[0]
-    except Exception as exc:  # noqa: BLE001 - informational only
-        return f"unknown ({exc})"
-
-
-class Metrics:
-    """S3 request counts per bucket from SeaweedFS' Prometheus endpoint, when the lab exposes
-    one (Seaweed.ports['metrics']); otherwise counts are reported as null."""
-
-    def __init__(self, sw: Seaweed):
-        port = getattr(sw, "ports", {}).get("metrics")
-        self.url = f"http://127.0.0.1:{port}/metrics" if port else None
-
-    def requests(self, bucket: str) -> int | None:
-        if not self.url:
-            return None
-        try:
-            text = urllib.request.urlopen(self.url, timeout=10).read().decode()
-        except OSError:
-            return None
-        total = 0
-        for line in text.splitlines():
-            if line.startswith("SeaweedFS_s3_request_seconds_count{") and \
-                    f'bucket="{bucket}"' in line:
-                total += int(float(line.rsplit(" ", 1)[1]))
-        return total
-
 
 # --------------------------------------------------------------------------- tools
 class Tool:
@@ -213,40 +64,9 @@ class PgBackRest(Tool):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.dir = make_pg_dir(ctx.work / "pgbackrest")
-        self.conf = self.dir / "pgbackrest.conf"
-        https_port = int(ctx.sw.https_endpoint.rsplit(":", 1)[1])
-        # compress-level 3 is pgBackRest's default for zst; set explicitly to match pgdr
-        write_private(self.conf, f"""[global]
-repo1-type=s3
-repo1-s3-endpoint=127.0.0.1
-repo1-storage-port={https_port}
-repo1-s3-uri-style=path
-repo1-storage-verify-tls=n
-repo1-s3-bucket={BUCKETS['pgbackrest']}
-repo1-s3-region={REGION}
-repo1-s3-key={ctx.sw.access_key}
-repo1-s3-key-secret={ctx.sw.secret_key}
-repo1-path=/pgbackrest
-repo1-retention-full=9999
-compress-type=zst
-compress-level={ctx.args.level}
-process-max={ctx.args.workers}
-start-fast=y
-archive-check=y
-log-level-console=warn
-log-level-file=info
-log-path={self.dir / 'log'}
-lock-path={self.dir / 'lock'}
-spool-path={self.dir / 'spool'}
-
-[{STANZA}]
-pg1-path={ctx.pg.datadir}
-pg1-port={ctx.pg.port}
-pg1-socket-path={ctx.pg.socket_dir}
-pg1-user=postgres
-""")
-        for d in ("log", "lock", "spool"):
-            make_pg_dir(self.dir / d)
+        self.conf = pgbackrest_config(ctx, self.dir, BUCKETS["pgbackrest"], ctx.pg,
+                                      before="repo1-retention-full=9999\n",
+                                      after="start-fast=y\narchive-check=y\n")
 
     def base(self) -> list:
         return [PGBACKREST, f"--config={self.conf}", f"--stanza={STANZA}"]
@@ -577,26 +397,16 @@ def main(argv=None) -> int:
     stamp = dt.datetime.now()
     ctx = Ctx()
     ctx.args = args
-    ctx.work = args.workdir or BENCH / ".cache" / f"run-{stamp:%Y%m%d-%H%M%S}"
-    ctx.work.mkdir(parents=True, exist_ok=True)
-    for p in [ctx.work, *ctx.work.parents]:  # postgres must traverse to its files
-        if p == Path("/"):
-            break
-        os.chmod(p, os.stat(p).st_mode | 0o011)
+    ctx.work = make_workdir(args.workdir, stamp)
+    ctx.load_start = load_average()
     ctx.drop = (not args.warm) and can_drop_caches()
 
-    sw = Seaweed(ctx.work / "seaweed", tls=True)
+    sw = None
     pg = None
     try:
-        sw.start()
-        ctx.sw = sw
+        sw = start_seaweed(ctx, BUCKETS.values())
         ctx.metrics = Metrics(sw)
-        ctx.ca_bundle = sw.cert_file
-        os.chmod(sw.cert_file.parent, 0o755)
-        os.chmod(sw.cert_file, 0o644)
         ctx.pgdr_endpoint = sw.endpoint if args.pgdr_http else sw.https_endpoint
-        for b in BUCKETS.values():
-            sw.create_bucket(b)
 
         ctx.walcopy = make_pg_dir(ctx.work / "walcopy")
         pg = PgCluster(PG_VERSION, ctx.work / "pg" / "data",
@@ -640,18 +450,9 @@ def main(argv=None) -> int:
 
         result = {
             "date": stamp.isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                        "cpu_model": next((l.split(":", 1)[1].strip() for l in
-                                           open("/proc/cpuinfo") if l.startswith("model name")), ""),
-                        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-                                         / 2**30, 1)},
-            "versions": {
-                "postgresql": pg.psql("show server_version"),
-                "pgbackrest": version_of([PGBACKREST, "version"]),
-                "barman": version_of([str(BARMAN_VENV / "bin" / "barman-cloud-backup"), "-V"]),
-                "seaweedfs": version_of([str(REPO / ".venv" / "bin" / "weed"), "version"]),
-                "pgdr_git": version_of(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
-            },
+            "machine": machine_info(),
+            "load": {"start": ctx.load_start, "end": load_average()},
+            "versions": versions(pg.psql("show server_version"), "barman-cloud-backup"),
             "settings": {"scale": args.scale, "rounds": args.rounds, "workers": args.workers,
                          "zstd_level": args.level, "barman_compression": "lz4",
                          "caches": "dropped before each timed command" if ctx.drop else "warm",
@@ -662,15 +463,13 @@ def main(argv=None) -> int:
             "data_bytes": ctx.data_bytes, "pgdata_bytes": ctx.pgdata_bytes,
             "summary": summ, "rounds": rounds, "table": table,
         }
-        out = args.out or BENCH / "results" / f"full-{stamp:%Y-%m-%d-%H%M%S}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"results: {out}")
+        write_result(result, args.out, "full", stamp)
         return 0
     finally:
         if pg is not None:
             pg.stop("immediate")
-        sw.stop()
+        if sw is not None:
+            sw.stop()
         if not args.keep and not args.workdir:
             shutil.rmtree(ctx.work, ignore_errors=True)
 

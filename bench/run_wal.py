@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -51,18 +49,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(BENCH))
-from lab.lab import PgCluster, Seaweed, free_port  # noqa: E402
-from run_full import (BARMAN_VENV, MB, PGBACKREST, REGION, can_drop_caches,  # noqa: E402
-                      chown_pg, drop_caches, du_bytes, log, make_pg_dir, run, version_of,
-                      write_private)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (BARMAN_VENV, BENCH, MB, PGBACKREST, PGDR, REGION, STANZA,  # noqa: E402
+                    PgCluster, can_drop_caches, chown_pg, drop_caches, free_port,
+                    load_average, log, machine_info, make_pg_dir, make_workdir,
+                    pgbackrest_config, run, start_seaweed, versions, write_private,
+                    write_result)
 
 PG_VERSION = 15
-PGDR = REPO / "bin" / "pgdr"
-STANZA = "bench"
 SEG = 16 * 1024 * 1024
 BUCKETS = {"pgdr": "wal-pgdr", "pgbackrest": "wal-pgbackrest", "barman": "wal-barman"}
 LABELS = {"pgdr": "pgdr (async, 2 workers)", "pgbackrest": "pgBackRest 2.45 (async, 2)",
@@ -131,37 +125,8 @@ class PgBackRest:
     def __init__(self, ctx):
         self.ctx = ctx
         self.dir = make_pg_dir(ctx.work / "pgbackrest")
-        self.conf = self.dir / "pgbackrest.conf"
-        port = int(ctx.sw.https_endpoint.rsplit(":", 1)[1])
-        write_private(self.conf, f"""[global]
-repo1-type=s3
-repo1-s3-endpoint=127.0.0.1
-repo1-storage-port={port}
-repo1-s3-uri-style=path
-repo1-storage-verify-tls=n
-repo1-s3-bucket={BUCKETS['pgbackrest']}
-repo1-s3-region={REGION}
-repo1-s3-key={ctx.sw.access_key}
-repo1-s3-key-secret={ctx.sw.secret_key}
-repo1-path=/pgbackrest
-compress-type=zst
-compress-level={ctx.args.level}
-process-max={ctx.args.workers}
-archive-async=y
-log-level-console=warn
-log-level-file=info
-log-path={self.dir / 'log'}
-lock-path={self.dir / 'lock'}
-spool-path={self.dir / 'spool'}
-
-[{STANZA}]
-pg1-path={ctx.pg.datadir}
-pg1-port={ctx.pg.port}
-pg1-socket-path={ctx.pg.socket_dir}
-pg1-user=postgres
-""")
-        for d in ("log", "lock", "spool"):
-            make_pg_dir(self.dir / d)
+        self.conf = pgbackrest_config(ctx, self.dir, BUCKETS["pgbackrest"], ctx.pg,
+                                      after="archive-async=y\n")
 
     def setup(self) -> None:
         run([PGBACKREST, f"--config={self.conf}", f"--stanza={STANZA}", "stanza-create"])
@@ -590,25 +555,15 @@ def main(argv=None) -> int:
     stamp = dt.datetime.now()
     ctx = Ctx()
     ctx.args = args
-    ctx.work = args.workdir or BENCH / ".cache" / f"wal-{stamp:%Y%m%d-%H%M%S}"
-    ctx.work.mkdir(parents=True, exist_ok=True)
-    for p in [ctx.work, *ctx.work.parents]:
-        if p == Path("/"):
-            break
-        os.chmod(p, os.stat(p).st_mode | 0o011)
+    ctx.work = make_workdir(args.workdir, stamp, "wal")
+    ctx.load_start = load_average()
     ctx.drop = (not args.warm) and can_drop_caches()
     ctx.corpus = []
 
-    sw = Seaweed(ctx.work / "seaweed", tls=True)
+    sw = None
     pg = None
     try:
-        sw.start()
-        ctx.sw = sw
-        ctx.ca_bundle = sw.cert_file
-        os.chmod(sw.cert_file.parent, 0o755)
-        os.chmod(sw.cert_file, 0o644)
-        for b in BUCKETS.values():
-            sw.create_bucket(b)
+        sw = start_seaweed(ctx, BUCKETS.values())
         pg = PgCluster(PG_VERSION, ctx.work / "pg" / "data",
                        free_port(avoid=set(sw.ports.values())))
         ctx.pg = pg
@@ -686,20 +641,9 @@ def main(argv=None) -> int:
         table = print_table(ctx, summ)
         result = {
             "date": stamp.isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                        "cpu_model": next((l.split(":", 1)[1].strip() for l in
-                                           open("/proc/cpuinfo") if l.startswith("model name")), ""),
-                        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-                                         / 2**30, 1)},
-            "versions": {
-                "postgresql": ctx.server_version,
-                "pgbackrest": version_of([PGBACKREST, "version"]),
-                "barman": version_of([str(BARMAN_VENV / "bin" / "barman-cloud-wal-archive"),
-                                      "-V"]),
-                "seaweedfs": version_of([str(REPO / ".venv" / "bin" / "weed"), "version"]),
-                "pgdr_git": version_of(["git", "-C", str(REPO), "describe", "--always",
-                                        "--dirty"]),
-            },
+            "machine": machine_info(),
+            "load": {"start": ctx.load_start, "end": load_average()},
+            "versions": versions(ctx.server_version, "barman-cloud-wal-archive"),
             "settings": {k: v for k, v in vars(args).items()
                          if k not in ("workdir", "out")} | {
                 "caches_before_recovery": "dropped" if ctx.drop else "warm",
@@ -713,15 +657,13 @@ def main(argv=None) -> int:
             "stored_bytes": {n: sw.usage(b)[0] for n, b in BUCKETS.items()},
             "summary": summ, "archive_runs": arch, "fetch_runs": fetch, "table": table,
         }
-        out = args.out or BENCH / "results" / f"wal-{stamp:%Y-%m-%d-%H%M%S}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
-        log(f"results: {out}")
+        write_result(result, args.out, "wal", stamp, indent=1)
         return 0
     finally:
         if pg is not None:
             pg.stop("immediate")
-        sw.stop()
+        if sw is not None:
+            sw.stop()
         if not args.keep and not args.workdir:
             shutil.rmtree(ctx.work, ignore_errors=True)
 
