@@ -133,13 +133,14 @@ class BackupRun(object):
         except (IOError, OSError):
             raw = b""
         first = part.offset // self.block_size
-        blocks = changed_blocks(raw, self.threshold, self.block_size)
+        runs = as_ranges(changed_blocks(raw, self.threshold, self.block_size))
         record = {"offset": part.offset, "read": len(raw), "blocks": []}
-        if blocks:
-            size = self.block_size
-            data = b"".join(raw[b * size:(b + 1) * size] for b in blocks)
+        if runs:
+            size = self.block_size  # one slice per run of consecutive changed pages
+            data = b"".join(raw[start * size:(start + count) * size] for start, count in runs)
             record.update(self.store(part.key, data))
-            record["blocks"] = as_ranges([first + b for b in blocks])
+            record["blocks"] = [[first + start, count] for start, count in runs]
+            record["block_size"] = size
         else:
             self.progress.advance(len(raw))
         return record
@@ -459,7 +460,7 @@ def _delta_record(parent, parts, backup_id):
     """The reference's base and layers, plus this backup's changed pages."""
     parts = sorted(parts, key=lambda p: p["offset"])
     size = sum(p["read"] for p in parts)
-    fields = ("key", "blocks", "size", "sha256", "stored_size", "stored_sha256")
+    fields = ("key", "blocks", "block_size", "size", "sha256", "stored_size", "stored_sha256")
     stored = [dict((k, p[k]) for k in fields) for p in parts if p["blocks"]]
     layer = {"backup": backup_id, "file_size": size, "parts": stored}
     return {"pieces": parent["pieces"], "size": size,

@@ -274,7 +274,9 @@ class RestoreRun(object):
         """Write one delta part's changed pages over the older layers."""
         raw = codec.decompress(self._download(part), part["size"], part["key"])
         _verify(raw, part["sha256"], part["key"])
-        block_size = part["size"] // sum(count for first, count in part["blocks"])
+        # recorded by the backup: the last run may end in a partial page (a file being
+        # extended while it was read), so size / pages would not give it
+        block_size = part["block_size"]
         fd = os.open(path, os.O_WRONLY)
         try:
             position = 0
