@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY    := .venv/bin/python
 
-.PHONY: setup test unit integration sanity lab-up lab-down lab-status demo bench bench-wal clean distclean
+.PHONY: setup test unit integration sanity lab-up lab-down lab-status demo bench bench-wal bench-diff clean distclean
 
 # apt packages, .venv, PostgreSQL 18 binaries; idempotent and fast when nothing changed
 setup:
@@ -32,6 +32,14 @@ lab-down:
 lab-status:
 	$(PY) lab/lab.py status
 
+# Molecule scenarios on podman (extensions/molecule): default (roles on this machine, under
+# .cache/molecule/default-root) and cluster (primary + standby + S3 in containers: schedule,
+# switchover, PITR). Builds the node image on first use (debootstrap, cached by recipe hash).
+# One scenario or command: scripts/molecule.sh cluster [converge|verify|destroy|...]
+.PHONY: molecule
+molecule: setup
+	bash scripts/molecule.sh
+
 # The main job: a lab cluster, a backup with backup.yml, a restore with restore.yml into a
 # second data directory, the restored copy started and compared table by table, RPO/RTO.
 demo: setup
@@ -40,6 +48,10 @@ demo: setup
 # Full backup and restore side by side with pgBackRest and Barman cloud (docs/benchmarks.md)
 bench: setup
 	bash bench/setup.sh && $(PY) bench/run_full.py --rounds 3
+
+# Differential backups against pgBackRest (PG 15) and pg_basebackup --incremental (PG 18)
+bench-diff: setup
+	bash bench/setup.sh && $(PY) bench/run_diff.py --rounds 2
 
 # WAL archiving lag and WAL fetch throughput against pgBackRest and Barman (docs/benchmarks.md)
 bench-wal: setup
