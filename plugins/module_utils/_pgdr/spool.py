@@ -25,6 +25,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import signal
 import struct
 import time
 
@@ -127,6 +128,10 @@ def spawn(work, log_path):
         os.dup2(devnull, 0)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        # a service stop (systemd kills the unit's cgroup, where this worker lives) ends it
+        # cleanly: results are written only after each store returned, so an interrupted
+        # push simply has no .ok and PostgreSQL calls again
+        signal.signal(signal.SIGTERM, _exit_on_term)
         work()
         code = 0
     except BaseException as exc:  # a worker's failure is logged, never raised
@@ -134,6 +139,10 @@ def spawn(work, log_path):
                                                       exc)).encode("utf-8"))
     finally:
         os._exit(code)  # never return into the caller's code from a forked child
+
+
+def _exit_on_term(signum, frame):
+    raise SystemExit(0)
 
 
 def wait_for(paths, timeout, interval=0.02):
