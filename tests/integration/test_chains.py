@@ -1,5 +1,6 @@
 """Differential and incremental backups at page level, restored as chains (issue 4):
 every backup and points in between restore to exactly the data of their moment."""
+import datetime
 import time
 
 import pytest
@@ -70,7 +71,9 @@ def run_chain(pg_cluster, workdir, seaweed, bucket, version):
     # -- between the full and the diff: a point restored from the full plus WAL
     workload(pg, 1)
     archive_everything(pg)
-    states["mid1"] = (snapshot(pg), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    # the point keeps its microseconds: a whole second could fall before commits made in it
+    states["mid1"] = (snapshot(pg), datetime.datetime.now(datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"))
     time.sleep(1.1)
     pg.psql("""
         TRUNCATE shrinking;

@@ -1,4 +1,7 @@
 """The repository lease: at most one holder, expiry, and a takeover only one node wins."""
+import os
+import socket
+
 import pytest
 
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.lease import Lease
@@ -61,3 +64,12 @@ def test_expired_lease_of_a_dead_node_is_taken_over_once(storage):
     # and the dead node's late release does not remove the new holder's lease
     dead.release()
     assert taker.current()["holder"] == "pg2:2"
+
+
+def test_lease_of_a_dead_process_on_this_host_is_taken_at_once(storage):
+    clock = Clock()
+    dead = lease(storage, clock, "%s:%d" % (socket.gethostname(), 2 ** 22 + 12345))
+    assert dead.acquire()[0]  # a pid above pid_max: no such process
+    taker = lease(storage, clock, "%s:%d" % (socket.gethostname(), os.getpid()))
+    assert taker.acquire() == (True, None)
+    assert taker.current()["holder"] == taker.holder

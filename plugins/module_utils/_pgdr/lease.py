@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import json
 import os
 import socket
@@ -65,7 +66,7 @@ class Lease(object):
             held = self.current()
             if held is None:
                 continue  # released meanwhile: try again
-            if held.get("expires_at", 0) > self.clock():
+            if held.get("expires_at", 0) > self.clock() and not self._dead_here(held):
                 return False, held
             marker = "%s.takeover.%s" % (self.key, held.get("nonce"))
             try:
@@ -74,6 +75,23 @@ class Lease(object):
                 return False, held  # another node is taking it over
             self.storage.delete([self.key])
         return False, self.current()
+
+    @staticmethod
+    def _dead_here(held):
+        """True when the holder ran on this host and its process is gone (killed, or
+        crashed): its lease need not block anyone until it expires."""
+        host, sep, pid = str(held.get("holder", "")).rpartition(":")
+        if not sep or host != socket.gethostname() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except OSError as exc:
+            return exc.errno == errno.ESRCH
+        try:  # a killed process not yet reaped by its parent is a zombie: dead too
+            with open("/proc/%s/stat" % pid) as handle:
+                return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except (IOError, OSError, IndexError):
+            return False
 
     def _start_renewal(self):
         def renew():

@@ -135,7 +135,10 @@ def iso(moment):
 
 
 def _stop_time(manifest):
-    return parse_time(manifest["stop_time"])
+    """When the backup ended: exact when recorded, else the end of its whole second."""
+    if manifest.get("stop_epoch") is not None:
+        return datetime.datetime.fromtimestamp(manifest["stop_epoch"], _UTC)
+    return parse_time(manifest["stop_time"]) + datetime.timedelta(seconds=1)
 
 
 class Plan(object):
@@ -322,12 +325,15 @@ class Planner(object):
             segno += 1
 
     def _window(self, complete, backup, wal, end_segment):
-        latest_time = backup["stop_time"]
+        latest = _stop_time(backup)
         if wal:
             name = wal[-1][0]
             mtime = self.archive.segments()[int(name[:8], 16)][name].mtime
             if mtime:
-                latest_time = iso(datetime.datetime.fromtimestamp(int(mtime), _UTC))
+                # S3 listings give whole seconds: the upload ended before the next one
+                latest = datetime.datetime.fromtimestamp(
+                    mtime if mtime % 1 else mtime + 1, _UTC)
+        latest_time = iso(latest)
         return {"earliest": complete[0]["stop_time"], "backup_end": backup["stop_time"],
                 "latest_segment": wal[-1][0] if wal else backup["stop_wal"],
                 "latest_time": latest_time}
@@ -346,7 +352,8 @@ class Planner(object):
                                format_lsn(point.value), backup["id"],
                                segment_name(backup["timeline"], end_segment, size), gap, reach),
                            code="point_unreachable", stage="plan")
-        if point.kind == "time" and iso(point.value) > window["latest_time"]:
+        # compared as times, not text ("...:35.4Z" sorts before "...:35Z")
+        if point.kind == "time" and point.value > parse_time(window["latest_time"]):
             raise NotFound("point %s is after the last archived WAL (%s)%s; %s" % (
                 iso(point.value), window["latest_time"], gap, reach),
                 code="point_unreachable", stage="plan")

@@ -395,6 +395,7 @@ class BackupRun(object):
             "start_wal": segments[0] if segments else None,
             "stop_wal": segments[-1] if segments else None,
             "start_time": _iso(started), "stop_time": _iso(stopped),
+            "stop_epoch": round(stopped, 6),  # exact: time targets compare with it
             "duration": round(stopped - started, 3),
             "compression": self.codec.name, "backup_label": label, "tablespace_map": spcmap,
             "tablespaces": server["tablespaces"], "settings": server["settings"],
