@@ -8,10 +8,12 @@ PY    := .venv/bin/python
 setup:
 	bash scripts/bootstrap.sh
 
-# Everything CI runs: ansible-test sanity + ansible-lint (production profile), then the unit
-# and integration tests on real PostgreSQL and SeaweedFS. pytest's summary closes the output.
+# Everything CI runs: ansible-test sanity + ansible-lint (production profile), the Molecule
+# scenarios on podman (two real nodes), then the unit and integration tests on real
+# PostgreSQL and SeaweedFS. pytest's summary closes the output.
 test: setup
 	bash tests/sanity.sh
+	bash scripts/molecule.sh
 	$(PY) -m pytest tests/unit tests/integration -q --timeout=900
 
 unit: setup
