@@ -96,3 +96,24 @@ class Codec(object):
         except Exception as exc:  # each codec has its own error class
             raise IntegrityError("cannot decompress %s data: %s" % (self.name, exc),
                                  code="decompress_failed", stage="restore")
+
+
+class CodecsByKey(object):
+    """The codec of each stored object from its key's suffix: a chain or an archive may
+    mix compressions (the setting changed between backups)."""
+
+    def __init__(self):
+        self.codecs = {}
+
+    def for_key(self, key):
+        name = next((n for n, suffix in SUFFIX.items() if suffix and key.endswith(suffix)),
+                    "none")
+        if name not in self.codecs:
+            self.codecs[name] = Codec(name)
+        return self.codecs[name]
+
+    def decompress(self, data, expected_size=None, key=""):
+        return self.for_key(key).decompress(data, expected_size)
+
+    def decompress_into(self, data, write, key=""):
+        return self.for_key(key).decompress_into(data, write)

@@ -378,8 +378,8 @@ class BackupRun(object):
         stopped = time.time()
         segments = [w["name"] for w in wal if not w["name"].endswith(".history")]
         own = catalog.backup_prefix(s.cluster, backup_id)
-        stored = sum(size for key, size in _stored_objects(files, bundles, wal)
-                     if key.startswith(own))
+        stored = sum(o["stored_size"] for o in catalog.chain_objects(
+            {"files": files, "bundles": bundles, "wal": wal}) if o["key"].startswith(own))
         manifest = {
             "format": catalog.FORMAT, "id": backup_id, "cluster": s.cluster, "type": kind,
             "reference": self.reference["id"] if self.reference else None,
@@ -468,25 +468,12 @@ def _delta_record(parent, parts, backup_id):
             "deltas": list(parent.get("deltas", ())) + [layer]}
 
 
-def _stored_objects(files, bundles, wal):
-    """(key, stored size) of every object a backup's records point to."""
-    for item in files:
-        for piece in item.get("pieces", ()):
-            yield piece["key"], piece["stored_size"]
-        for layer in item.get("deltas", ()):
-            for part in layer["parts"]:
-                yield part["key"], part["stored_size"]
-    for bundle in bundles:
-        yield bundle["key"], bundle["stored_size"]
-    for segment in wal:
-        yield segment["key"], segment["stored_size"]
-
-
 def _stored_here(item, prefix):
     """True when a file record points to data this backup stored (a changed file)."""
     if (item.get("bundle") or "").startswith(prefix):
         return True
-    return any(key.startswith(prefix) for key, dummy in _stored_objects([item], [], []))
+    return any(o["key"].startswith(prefix) for o in catalog.chain_objects(
+        {"files": [item], "bundles": [], "wal": []}))
 
 
 def _epoch(text):

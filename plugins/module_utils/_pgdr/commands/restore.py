@@ -22,7 +22,7 @@ import shutil
 import time
 
 from .. import catalog
-from ..compress import Codec
+from ..compress import CodecsByKey
 from ..errors import IntegrityError, TargetRefused
 from ..options import DEFAULT_CONFIG_FILE
 from ..recovery import Planner, parse_point
@@ -243,7 +243,7 @@ class RestoreRun(object):
     def fetch(self, manifest, listing):
         """Base data first (bundles, pieces, WAL: all in parallel), then the delta layers
         of each changed relation file, in backup order (parallel across files)."""
-        codec = _CodecBySuffix()
+        codec = CodecsByKey()
         by_bundle = {}
         for item in listing["files"]:
             if "bundle" in item:
@@ -451,27 +451,6 @@ class RestoreRun(object):
     def _chown(self, path):
         if self.owner:
             os.lchown(path, *self.owner)
-
-
-class _CodecBySuffix(object):
-    """The codec of each object from its key: a chain may mix compressions."""
-
-    def __init__(self):
-        self.codecs = dict((suffix, Codec(name)) for name, suffix in
-                           (("gzip", ".gz"), ("none", "")))
-
-    def _for(self, key):
-        if key.endswith(".zst"):
-            if ".zst" not in self.codecs:
-                self.codecs[".zst"] = Codec("zstd")
-            return self.codecs[".zst"]
-        return self.codecs[".gz" if key.endswith(".gz") else ""]
-
-    def decompress(self, data, expected_size=None, key=""):
-        return self._for(key).decompress(data, expected_size)
-
-    def decompress_into(self, data, write, key=""):
-        return self._for(key).decompress_into(data, write)
 
 
 CARRIED = ("max_connections", "max_prepared_transactions", "max_locks_per_transaction",

@@ -15,10 +15,10 @@ __metaclass__ = type
 import hashlib
 
 from ..catalog import FILE_LIST, Catalog, backup_prefix, chain_objects
+from ..compress import CodecsByKey
 from ..errors import IntegrityError, NotFound, PgdrError
 from ..parallel import run_all
 from ..storage import open_storage
-from .restore import _CodecBySuffix
 
 
 def run(settings, progress, dry_run=False):
@@ -30,7 +30,7 @@ def run(settings, progress, dry_run=False):
     catalog.check_chain(manifest)
     listing = catalog.file_list(manifest)
     objects = chain_objects(listing)
-    codec = _CodecBySuffix()
+    codec = CodecsByKey()
     total = sum(o["stored_size"] for o in objects)
     if dry_run:
         return {"changed": False, "backup_id": manifest["id"], "objects": len(objects),

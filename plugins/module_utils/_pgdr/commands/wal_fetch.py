@@ -77,10 +77,9 @@ def _storage(settings):
 def fetch(storage, settings, name):
     """The original bytes of an archived WAL file, verified (zstd and gzip carry their
     own checksums); NotFound when absent."""
-    from ..compress import Codec
+    from ..compress import CodecsByKey
     key, packed = _fetch_raw(storage, settings, name)
-    suffix = next(s for s in archive.SUFFIXES if key.endswith(s))
-    return Codec({".zst": "zstd", ".gz": "gzip", "": "none"}[suffix]).decompress(packed)
+    return CodecsByKey().decompress(packed, key=key)
 
 
 def _find_key(storage, settings, name):

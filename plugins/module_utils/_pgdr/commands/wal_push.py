@@ -85,7 +85,19 @@ def _worker(settings, pg_wal, lock_path, out):
     lock = spool.Lock(lock_path)
     if not lock.acquire():
         return  # another worker is already pushing
+
+    def report(name, result):
+        """Each segment's result as soon as it is stored: PostgreSQL's call for it
+        returns without waiting for the rest of the batch."""
+        if isinstance(result, Exception):
+            spool.write_atomic(os.path.join(out, name + ".error"),
+                               str(getattr(result, "msg", result)).encode("utf-8"))
+        else:
+            spool.write_atomic(os.path.join(out, name + ".ok"), b"")
+
     try:
+        from ..storage import open_storage
+        storage = open_storage(settings)  # one client for the worker's whole life
         idle_since = time.time()
         while time.time() - idle_since < settings.archive_idle:
             names = _ready_names(pg_wal, out)
@@ -93,22 +105,17 @@ def _worker(settings, pg_wal, lock_path, out):
                 time.sleep(0.05)
                 continue
             batch = names[:max(1, settings.workers) * 4]
-            results = push_files(settings, [(n, os.path.join(pg_wal, n)) for n in batch],
-                                 keep_going=True)
-            for name, result in zip(batch, results):
-                if isinstance(result, Exception):
-                    spool.write_atomic(os.path.join(out, name + ".error"),
-                                       str(getattr(result, "msg", result)).encode("utf-8"))
-                else:
-                    spool.write_atomic(os.path.join(out, name + ".ok"), b"")
+            push_files(settings, [(n, os.path.join(pg_wal, n)) for n in batch],
+                       keep_going=True, on_done=report, storage=storage)
             idle_since = time.time()
     finally:
         lock.release()
 
 
-def push_files(settings, files, keep_going=False):
+def push_files(settings, files, keep_going=False, on_done=None, storage=None):
     """Push (name, path) pairs in parallel; True/False per file (written or
-    already there). With keep_going, failures are returned instead of raised."""
+    already there). With keep_going, failures are returned instead of raised;
+    on_done(name, result) is called as each file finishes."""
     from .. import archive
     from ..compress import Codec
     from ..parallel import run_all
@@ -116,9 +123,15 @@ def push_files(settings, files, keep_going=False):
 
     data_codec = Codec(settings.compression, settings.compression_level)
     plain = Codec("none")  # history files stay readable text in the repository
-    storage = open_storage(settings)
+    storage = storage or open_storage(settings)
 
     def one(item):
+        result = push_one(item)
+        if on_done is not None:
+            on_done(item[0], result)
+        return result
+
+    def push_one(item):
         name, path = item
         codec = plain if archive.HISTORY.match(name) else data_codec
         try:
