@@ -102,7 +102,9 @@ class Catalog(object):
         present = set(m["id"] for m in complete)
         broken = [m["id"] for m in complete if not set(_chain(m)) <= present]
         complete = [m for m in complete if m["id"] not in broken]
-        complete.sort(key=lambda m: (m["stop_time"], m["id"]))
+        # stop_time has whole seconds: a full and its diff can end in the same one, so the
+        # exact stop_epoch orders them (ids would put "-diff" before "-full")
+        complete.sort(key=lambda m: (m["stop_time"], m.get("stop_epoch") or 0, m["id"]))
         return complete, sorted(incomplete + broken)
 
     def check_chain(self, manifest):
