@@ -27,14 +27,14 @@ from ..errors import IntegrityError, TargetRefused
 from ..options import DEFAULT_CONFIG_FILE
 from ..recovery import Planner, parse_point
 from ..parallel import run_all
-from ..postgres.datadir import is_running
+from ..postgres.datadir import RESTORE_MARKER, is_running
 from ..storage import open_storage
 from .backup import summarize
 
 AUTO_CONF = "postgresql.auto.conf"
 # Written last into a restored directory: which backup it holds. A second run
 # of the same restore finds it and changes nothing (idempotence).
-MARKER = "pgdr_restore.json"
+MARKER = RESTORE_MARKER
 
 
 class RestoreRun(object):

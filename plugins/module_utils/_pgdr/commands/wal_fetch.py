@@ -13,22 +13,36 @@ fatal and stops recovery instead.
 With a spool_dir, each call also starts (once) a background worker that
 fetches the next ``prefetch`` segments in parallel, so recovery reads from
 local disk instead of waiting on one request per segment.
+
+In a copy pgdr restored (its restore marker is in the data directory), every
+segment is scanned for CREATE TABLESPACE before PostgreSQL gets it: at a record
+whose location holds another cluster's tablespace the copy's WAL ends, so a
+target before it is reached and recovery past it stops (postgres/walscan.py).
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
+import json
 import os
 import shutil
 import time
 
 from .. import archive, spool
-from ..errors import NotFound, PgdrError
+from ..errors import NotFound, PgdrError, TargetRefused
+from ..postgres import walscan
+from ..postgres.datadir import RESTORE_MARKER
 
 NOT_IN_ARCHIVE = 1
 REQUESTED = "requested"      # the segment recovery asked for last (a hint for the prefetcher)
 MISSING = ".missing"         # the prefetcher found this segment absent from the archive
+SCANNED = ".scan"            # the prefetcher's tablespace scan of a staged segment
 PREFETCH_WAIT = 30.0         # seconds a call waits for a segment the prefetcher is fetching
+SCAN_TAIL = "pgdr_walscan.tail"        # in the copy: the end of the segment scanned last
+SCAN_STOP = "pgdr_walscan.stop"        # in the copy: where its WAL was ended, and why
+RECOVERY_TARGETS = ("recovery_target", "recovery_target_time", "recovery_target_lsn",
+                    "recovery_target_xid", "recovery_target_name")
 
 
 def run(settings, progress, dry_run=False):
@@ -37,20 +51,164 @@ def run(settings, progress, dry_run=False):
     if not (archive.SEGMENT_OR_PARTIAL.match(name) or archive.HISTORY.match(name)):
         raise NotFound("wal-fetch: %r is not a WAL file name" % name, code="wal_name_invalid")
     pgdata = os.getcwd()  # restore_command runs in the data directory
+    _refuse_past_a_stop(pgdata, name)
     if settings.spool_dir and settings.prefetch > 0 and len(name) == 24:
         staged_dir = spool.fetch_dir(settings, pgdata)
         _request(staged_dir, name)
         lock = spool.Lock(os.path.join(staged_dir, "fetch.lock"))
         if not lock.held_elsewhere():
-            spool.spawn(lambda: _prefetch_worker(settings, staged_dir, lock.path),
+            scan = _is_restored_copy(pgdata)
+            spool.spawn(lambda: _prefetch_worker(settings, staged_dir, lock.path, scan),
                         os.path.join(staged_dir, "worker.log"))
         staged = os.path.join(staged_dir, name)
         if _wait_staged(staged, lock):
             _move(staged, dest)
+            _end_before_foreign_tablespaces(pgdata, name, dest, progress,
+                                            _take_scan(staged + SCANNED))
             return {"changed": True, "wal": name, "prefetched": True}
     # history files, no spool, or the prefetcher did not deliver: fetch it here
     _write(dest, fetch(_storage(settings), settings, name))
+    _end_before_foreign_tablespaces(pgdata, name, dest, progress)
     return {"changed": True, "wal": name, "prefetched": False}
+
+
+def _is_restored_copy(pgdata):
+    return os.path.exists(os.path.join(pgdata, RESTORE_MARKER))
+
+
+def _end_before_foreign_tablespaces(pgdata, name, dest, progress, scanned=None):
+    """In a restored copy, never replay a CREATE TABLESPACE whose location holds another
+    cluster's files (the copy would write into them): the segment handed to PostgreSQL
+    ends just before that record (zeros: PostgreSQL reads the end of WAL there), and the
+    stop is recorded for the calls that follow (_refuse_past_a_stop). A recovery target
+    before the record is reached as usual. scanned: the prefetcher's scan of this
+    segment, else it is scanned here (tens of ms on recovery's path)."""
+    if len(name) != 24 or not _is_restored_copy(pgdata):
+        return
+    if scanned is None:
+        with open(dest, "rb") as handle:
+            scanned = walscan.scan(handle.read())
+    creations, head, tail = scanned
+    size = os.path.getsize(dest)
+    straddling = walscan.join(_read_tail(pgdata, name, size), head)
+    _write_tail(pgdata, name, tail)
+    for oid, location, position in straddling + sorted(creations, key=lambda c: c[2]):
+        holds = _foreign_tablespace(pgdata, oid, location)
+        if holds:
+            lsn = _end_segment(dest, name, position)
+            msg = ("WAL %s creates tablespace oid %d at %s (LSN %s), which already holds %s: "
+                   "another cluster's tablespace. Replaying it would make this restored copy "
+                   "write into that directory, so its WAL ends there: a recovery target "
+                   "before %s is reached as usual, recovery that must go past it stops. "
+                   "Restore a backup taken after the tablespace was created, or restore on "
+                   "another host" % (name, oid, location, lsn, ", ".join(holds), lsn))
+            progress.event(msg)
+            _write_json(os.path.join(pgdata, SCAN_STOP), {"segment": name, "lsn": lsn,
+                                                          "msg": msg})
+            return
+
+
+def _end_segment(dest, name, position):
+    """Zero the segment from the record at position (of its record stream) on; its LSN."""
+    from ..postgres.wal import format_lsn
+    size = os.path.getsize(dest)
+    with open(dest, "r+b") as handle:
+        offset = walscan.segment_offset(handle.read(walscan.LONG_PAGE_HEADER), position)
+        handle.seek(offset)
+        remaining = size - offset
+        while remaining > 0:
+            chunk = min(remaining, 1 << 20)
+            handle.write(b"\0" * chunk)
+            remaining -= chunk
+    segno = int(name[8:16], 16) * (0x100000000 // size) + int(name[16:24], 16)
+    return format_lsn(segno * size + offset)
+
+
+def _refuse_past_a_stop(pgdata, name):
+    """After a segment was ended before a foreign CREATE TABLESPACE: a later segment means
+    recovery must go past that record; a history file without a recovery target means
+    recovery ended there and is choosing the timeline to promote on (latest, at an
+    earlier point than asked). Both stop recovery. With a target, recovery asks for
+    history files only once it reached the target (else it fails by itself)."""
+    stop = _read_json(os.path.join(pgdata, SCAN_STOP))
+    if not stop or not _is_restored_copy(pgdata):
+        return
+    if archive.HISTORY.match(name):
+        recovery = (_read_json(os.path.join(pgdata, RESTORE_MARKER)) or {}).get("recovery") or {}
+        if any(key in recovery for key in RECOVERY_TARGETS):
+            return
+    elif name[8:24] <= stop["segment"][8:24]:
+        return
+    raise TargetRefused("%s (recovery asked for %s)" % (stop["msg"], name),
+                        code="tablespace_in_use", stage="wal-fetch")
+
+
+def _read_json(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+
+
+def _write_json(path, value):
+    with open(path + ".tmp", "w") as handle:
+        json.dump(value, handle)
+    os.rename(path + ".tmp", path)
+
+
+def _foreign_tablespace(pgdata, oid, location):
+    """The version directories of this major in location, unless it is the copy's own
+    tablespace (a segment fetched again after its record was replayed)."""
+    if not location or not os.path.isabs(location) or not os.path.isdir(location):
+        return []  # in place, or PostgreSQL itself refuses a missing directory
+    link = os.path.join(pgdata, "pg_tblspc", str(oid))
+    if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(location):
+        return []
+    try:
+        with open(os.path.join(pgdata, "PG_VERSION")) as handle:
+            prefix = "PG_%s_" % handle.read().strip()
+    except (IOError, OSError):
+        prefix = "PG_"
+    return sorted(n for n in os.listdir(location) if n.startswith(prefix))
+
+
+def _read_tail(pgdata, name, segment_size):
+    """The tail of the segment before this one (any timeline: a new timeline's segment
+    continues its parent's), when that is the one scanned last."""
+    try:
+        with open(os.path.join(pgdata, SCAN_TAIL), "rb") as handle:
+            previous, tail = handle.read(24).decode("ascii"), handle.read()
+    except (IOError, OSError, UnicodeDecodeError):
+        return b""
+    if len(previous) == 24 and _next_names(previous, 2, segment_size)[1][8:] == name[8:]:
+        return tail
+    return b""
+
+
+def _write_tail(pgdata, name, tail):
+    path = os.path.join(pgdata, SCAN_TAIL)
+    with open(path + ".tmp", "wb") as handle:
+        handle.write(name.encode("ascii") + tail)
+    os.rename(path + ".tmp", path)
+
+
+def _save_scan(path, scanned):
+    creations, head, tail = scanned
+    _stage(path, json.dumps({"creations": creations, "head": base64.b64encode(head).decode(),
+                             "tail": base64.b64encode(tail).decode()}).encode())
+
+
+def _take_scan(path):
+    """The prefetcher's scan of a staged segment (removed), else None."""
+    try:
+        with open(path) as handle:
+            saved = json.load(handle)
+        os.unlink(path)
+    except (IOError, OSError, ValueError):
+        return None
+    return ([tuple(c) for c in saved["creations"]], base64.b64decode(saved["head"]),
+            base64.b64decode(saved["tail"]))
 
 
 def _wait_staged(staged, lock):
@@ -150,11 +308,12 @@ def _requested(staged_dir):
         return None
 
 
-def _prefetch_worker(settings, staged_dir, lock_path):
+def _prefetch_worker(settings, staged_dir, lock_path, scan=False):
     """One long-lived prefetcher per recovery: keeps the ``prefetch`` segments from the
     one recovery asked for last staged, ``workers`` downloads at a time, and exits when
     recovery stops asking (archive_idle seconds without a new request). A segment the
-    archive lacks is marked missing, so the caller stops waiting and checks itself."""
+    archive lacks is marked missing, so the caller stops waiting and checks itself.
+    With scan (a restored copy), each segment's tablespace scan is saved beside it."""
     from concurrent.futures import ThreadPoolExecutor
     lock = spool.Lock(lock_path)
     if not lock.acquire():
@@ -170,6 +329,8 @@ def _prefetch_worker(settings, staged_dir, lock_path):
             _touch(os.path.join(staged_dir, name + MISSING))
             return
         segment_size[0] = segment_size[0] or len(data)
+        if scan:  # before the segment appears, so the caller finds both
+            _save_scan(os.path.join(staged_dir, name + SCANNED), walscan.scan(data))
         _stage(os.path.join(staged_dir, name), data)
 
     try:
@@ -200,10 +361,13 @@ def _prefetch_worker(settings, staged_dir, lock_path):
 
 
 def _forget_older(staged_dir, current):
-    """Staged segments before the one asked for now (skipped, or of a timeline recovery
-    left) and old 'missing' marks (the archive may have them by now)."""
+    """Staged segments and their scans before the one asked for now (skipped, or of a
+    timeline recovery left) and old 'missing' marks (the archive may have them by now);
+    never a download's temporary file."""
     for entry in os.listdir(staged_dir):
-        base = entry[:-len(MISSING)] if entry.endswith(MISSING) else entry
+        base = entry.split(".", 1)[0]
+        if entry not in (base, base + MISSING, base + SCANNED):
+            continue
         if len(base) == 24 and (base < current or entry.endswith(MISSING)) and base != current:
             try:
                 os.unlink(os.path.join(staged_dir, entry))

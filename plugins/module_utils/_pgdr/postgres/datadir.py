@@ -30,6 +30,9 @@ SKIPPED_FILES = frozenset(("postmaster.pid", "postmaster.opts", "pg_internal.ini
                            "standby.signal", "pgdr_restore.json"))
 TEMP_PREFIX = "pgsql_tmp"
 CONTROL_FILE = "global/pg_control"
+# written by restore into the copy it made (commands/restore.py); wal-fetch scans the WAL
+# it hands to such a copy (commands/wal_fetch.py)
+RESTORE_MARKER = "pgdr_restore.json"
 _RELATION = re.compile(r"^(\d+)(?:_(fsm|vm|init))?(?:\.(\d+))?$")
 _TEMP_RELATION = re.compile(r"^t\d+_\d+")
 
