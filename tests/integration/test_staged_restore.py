@@ -307,6 +307,12 @@ def test_cutover_then_rollback(node):
     kept = list(data.parent.glob("data.pre-restore-*"))
     assert len(kept) == 1 and (kept[0] / "PG_VERSION").exists()
     assert not staging(node).exists()
+    # promoted: no recovery setting is left for a clone or a restore of its backups, and
+    # neither is the restore's marker nor wal-fetch's scan state
+    auto = (data / "postgresql.auto.conf").read_text()
+    assert "recovery_target" not in auto and "restore_command" not in auto, auto
+    assert not [p for p in ("pgdr_restore.json", "pgdr_walscan.tail", "pgdr_walscan.stop")
+                if (data / p).exists()]
 
     again = node.play("restore", "--tags", "cutover")
     assert again.rc == 0 and again.recap["changed"] == 0, again
