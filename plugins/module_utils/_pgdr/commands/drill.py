@@ -84,6 +84,9 @@ def run(settings, progress, dry_run=False):
     report["success"] = all(c["ok"] for c in report["checks"]) and bool(report["checks"])
     report["objectives"] = objectives(settings, report["rto_seconds"],
                                       report["archive_lag_seconds"])
+    # what the drill spent after the RTO ended (stop, removal, archive lag): a wall clock
+    # around the whole drill is RTO + this
+    report["teardown_seconds"] = round(time.time() - (verified or finished), 3)
     report["report_key"] = _publish(storage, settings, report, finished)
     progress.event("drill of %s: %s, RTO %.1f s, RPO %s s" % (
         point, "success" if report["success"] else "FAILED", report["rto_seconds"],
@@ -127,7 +130,11 @@ class Scratch(object):
         self.bindir = settings.pg_bindir or "/usr/lib/postgresql/%d/bin" % (version_num // 10000)
         self.log = os.path.join(os.path.dirname(settings.target),
                                 "pgdr-drill-%d.log" % settings.drill_port)
-        self.conn_settings = resolve({"pg_host": "127.0.0.1", "pg_port": settings.drill_port,
+        # through the socket directory the copy was given (run(): unix_socket_directories):
+        # local connections work with the backup's pg_hba.conf, and with the minimal one a
+        # restore writes for a backup without (Debian's layout: "local all all peer")
+        self.conn_settings = resolve({"pg_host": os.path.dirname(settings.target),
+                                      "pg_port": settings.drill_port,
                                       "pg_user": settings.pg_user,
                                       "pg_database": settings.pg_database}, environ={})
 
