@@ -67,22 +67,23 @@ def located(found):
     return [(oid, path) for oid, path, dummy in found]
 
 
-def test_a_record_in_a_page_and_one_across_a_page_boundary():
+@pytest.mark.parametrize("before_end", [24, 16, 8])
+def test_a_record_in_a_page_and_one_across_a_page_boundary(before_end):
     first = create_record(16390, "/srv/ts/one")
-    # the second record starts 16 bytes before the end of the first page's body
-    gap = (PAGE - 40) - len(aligned([first])) - 16
+    # the second record starts before_end bytes before the end of the first page's body:
+    # its header whole, or cut by the next page's header after 16 or 8 bytes
+    gap = (PAGE - 40) - len(aligned([first])) - before_end
     stream = aligned([first, filler(gap - 24 - 5), create_record(16391, "/srv/ts/two")])
     segment = segments(stream)[0]
     found, tail = walscan.tablespace_creations(segment)
     assert located(found) == [(16390, "/srv/ts/one"), (16391, "/srv/ts/two")]
     assert len(tail) == walscan.CARRY_BYTES
-    # each record's position maps back to its header in the file (the second one's
-    # header is cut by the next page's header: its first 16 bytes end the first page)
-    offsets = [walscan.segment_offset(segment, position) for dummy, dummy, position in found]
-    assert offsets == [40, PAGE - 16]
+    # each record's position maps back to its header in the file
+    offsets = [walscan.segment_offset(PAGE, position) for dummy, dummy, position in found]
+    assert offsets == [40, PAGE - before_end]
     assert segment[offsets[0] + 17] == walscan.RM_TBLSPC_ID
     second = create_record(16391, "/srv/ts/two")
-    assert segment[offsets[1]:offsets[1] + 16] == second[:16]
+    assert segment[offsets[1]:offsets[1] + before_end] == second[:before_end]
 
 
 def test_a_record_across_segments_is_found_with_the_tail():
@@ -94,7 +95,7 @@ def test_a_record_across_segments_is_found_with_the_tail():
     assert found == []
     assert walscan.tablespace_creations(second, tail)[0] == [(16400, "/data/late", -1)]
     assert walscan.tablespace_creations(second)[0] == []  # without it: not seen
-    assert walscan.segment_offset(second, -1) == 0
+    assert walscan.segment_offset(PAGE, -1) == 0
 
 
 @pytest.mark.parametrize("damage", ["crc", "rmgr", "block reference"])

@@ -113,7 +113,8 @@ def _end_segment(dest, name, position):
     from ..postgres.wal import format_lsn
     size = os.path.getsize(dest)
     with open(dest, "r+b") as handle:
-        offset = walscan.segment_offset(handle.read(walscan.LONG_PAGE_HEADER), position)
+        page_size = walscan.page_size_of(handle.read(walscan.LONG_PAGE_HEADER))
+        offset = walscan.segment_offset(page_size, position)
         handle.seek(offset)
         remaining = size - offset
         while remaining > 0:

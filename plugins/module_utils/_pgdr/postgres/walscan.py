@@ -80,18 +80,23 @@ def record_stream(pages, page_size):
     return b"".join(bodies)
 
 
-def _aligned_candidates(data):
-    """Offsets p (multiples of 8) with info 0x00 at p + 16 and rmgr id 5 at p + 17: a
-    CREATE TABLESPACE header could start there (info is exactly 0: without block
-    references none of its flag bits is set). Strided slices keep the search in C (a byte
-    search over one eighth of the data) instead of a loop over every position."""
-    infos, rmgrs = data[16::8], data[17::8]
+def _matches(infos, rmgrs):
+    """The indexes k with infos[k] == 0 and rmgrs[k] == 5: a byte search in C over the
+    rmgr bytes, and a check of each (rare) hit."""
     found, k = [], rmgrs.find(b"\x05")
     while k >= 0:
         if infos[k:k + 1] == b"\x00":
-            found.append(8 * k)
+            found.append(k)
         k = rmgrs.find(b"\x05", k + 1)
     return found
+
+
+def _aligned_candidates(data):
+    """Offsets p (multiples of 8) with info 0x00 at p + 16 and rmgr id 5 at p + 17: a
+    CREATE TABLESPACE header could start there (info is exactly 0: without block
+    references none of its flag bits is set). Strided slices keep the search in C instead
+    of a loop over every position."""
+    return [8 * k for k in _matches(data[16::8], data[17::8])]
 
 
 def _main_data(record):
@@ -137,9 +142,9 @@ def _creation(stream, pos):
     return oid, data[4:-1].decode("utf-8", "replace"), pos, total
 
 
-def _creations_in(stream, positions=None):
+def _creations_in(stream):
     found = []
-    for pos in _aligned_candidates(stream) if positions is None else positions:
+    for pos in _aligned_candidates(stream):
         creation = _creation(stream, pos)
         if creation:
             found.append(creation)
@@ -147,14 +152,15 @@ def _creations_in(stream, positions=None):
 
 
 def _seam_candidates(segment, page_size):
-    """Candidate headers that start in the last 24 bytes of a page: their info and rmgr
-    bytes lie after the next page's header, where the strided search does not see them."""
+    """Candidate headers that start 16 or 8 bytes before a page's end: their info and rmgr
+    bytes lie after the next page's (short) header, where the strided search does not look:
+    at 24 and 32 bytes into that page. One strided slice per offset, as above."""
     found = set()
-    for end in range(page_size, len(segment), page_size):
-        window = segment[end - RECORD_HEADER:end] + segment[end + SHORT_PAGE_HEADER:end + 48]
-        for start in range(0, RECORD_HEADER, 8):
-            if window[start + 16:start + 18] == b"\x00\x05":
-                found.add(stream_position(page_size, end - RECORD_HEADER + start))
+    for start, into_next in ((8, SHORT_PAGE_HEADER), (16, SHORT_PAGE_HEADER + 8)):
+        for k in _matches(segment[page_size + into_next::page_size],
+                          segment[page_size + into_next + 1::page_size]):
+            end = (k + 1) * page_size
+            found.add(stream_position(page_size, end - RECORD_HEADER + start))
     return found
 
 
@@ -162,22 +168,33 @@ def scan(segment):
     """(creations, head, tail) of one segment on its own: [(oid, location, position)] of
     the records that start and end in it (position in its record stream), and the first
     and last CARRY_BYTES of that stream, which join() needs for a record straddling two
-    segments. Only a segment with a candidate header is reassembled without its page
-    headers (page headers are multiples of 8 long, so record alignment holds in the file)."""
+    segments. Candidates are found in the file itself (page headers are multiples of 8 long,
+    so record alignment holds there) and only their few pages are reassembled."""
     page_size = page_size_of(segment)
     if page_size is None:
         return [], b"", b""
-    last = len(segment) - 2 * page_size
     head = record_stream(segment[:2 * page_size], page_size)[:CARRY_BYTES]
-    tail = record_stream(segment[max(0, last - last % page_size):], page_size)[-CARRY_BYTES:]
+    tail = record_stream(segment[max(0, len(segment) - 2 * page_size):],
+                         page_size)[-CARRY_BYTES:]
     positions = set(stream_position(page_size, offset)
                     for offset in _aligned_candidates(segment)) | _seam_candidates(segment, page_size)
-    positions = sorted(p for p in positions if p is not None)
-    if not positions:
-        return [], head, tail
-    stream = record_stream(segment, page_size)
-    return ([(oid, path, pos) for oid, path, pos, dummy in _creations_in(stream, positions)],
-            head, tail)
+    creations = []
+    for position in sorted(p for p in positions if p is not None):
+        creation = _creation(_record_at(segment, page_size, position), 0)
+        if creation:
+            creations.append((creation[0], creation[1], position))
+    return creations, head, tail
+
+
+def _record_at(segment, page_size, position):
+    """The record-stream bytes from position on (at most MAX_RECORD), reassembled from the
+    few pages they lie in: no copy of the whole segment for a look-alike header."""
+    offset = segment_offset(page_size, position)
+    page = offset // page_size
+    pages = segment[page * page_size:(page + 2 + MAX_RECORD // page_size) * page_size]
+    header = LONG_PAGE_HEADER if page == 0 else SHORT_PAGE_HEADER
+    start = offset - page * page_size - header
+    return record_stream(pages, page_size)[start:start + MAX_RECORD]
 
 
 def join(tail, head):
@@ -194,11 +211,10 @@ def tablespace_creations(segment, tail=b""):
     return join(tail, head) + creations, new_tail
 
 
-def segment_offset(segment_header, position):
+def segment_offset(page_size, position):
     """The offset in the segment file of a position in its record stream (-1: 0)."""
     if position < 0:
         return 0
-    page_size = page_size_of(segment_header)
     first = page_size - LONG_PAGE_HEADER
     if position < first:
         return LONG_PAGE_HEADER + position
