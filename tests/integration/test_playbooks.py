@@ -10,6 +10,7 @@ One installation and one backup serve the whole module: the tests run in file or
 (setup, backup, restore) and build on each other; run alone, a test gets the agent and a
 backup from the `agent` and `backup` fixtures.
 """
+import contextlib
 import json
 import os
 import pwd
@@ -145,22 +146,19 @@ class Node:
         return self.seaweed.usage(self.bucket)[1]
 
 
-@pytest.fixture(scope="module")
-def node(lab_root, seaweed):
-    """A PostgreSQL 15 cluster with sample data, an empty bucket and the inventory, in a
-    directory of its own (what pg_cluster, bucket and workdir give one test, for the module)."""
+@contextlib.contextmanager
+def own_node(lab_root, seaweed, prefix, node_class=None):
+    """A node (node_class, default Node) in a directory of its own under lab_root, with a
+    PostgreSQL 15 cluster (not initialised) and an empty bucket; afterwards every cluster
+    it started is stopped and the directory removed (kept with PGDR_KEEP_OUTPUT=1)."""
     subprocess.run([str(REPO / "scripts" / "link-collection.sh")], check=True)
-    root = Path(tempfile.mkdtemp(prefix="playbooks-", dir=lab_root))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=lab_root))
     os.chmod(root, 0o755)
     pg = PgCluster(15, root / "pg15" / "data")
     bucket = "t-" + uuid.uuid4().hex[:16]
     seaweed.create_bucket(bucket)
-    this = Node(root, pg, seaweed, bucket)
+    this = (node_class or Node)(root, pg, seaweed, bucket)
     try:
-        pg.init()
-        pg.start()
-        load_sample_data(pg)
-        pg.psql("CHECKPOINT")
         yield this
     finally:
         for cluster in this.restored + [pg]:
@@ -170,6 +168,18 @@ def node(lab_root, seaweed):
                 print("warning: could not stop cluster %s: %s" % (cluster.datadir, exc))
         if os.environ.get("PGDR_KEEP_OUTPUT") != "1":
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def node(lab_root, seaweed):
+    """A PostgreSQL 15 cluster with sample data, an empty bucket and the inventory, in a
+    directory of its own (what pg_cluster, bucket and workdir give one test, for the module)."""
+    with own_node(lab_root, seaweed, "playbooks-") as this:
+        this.pg.init()
+        this.pg.start()
+        load_sample_data(this.pg)
+        this.pg.psql("CHECKPOINT")
+        yield this
 
 
 @pytest.fixture

@@ -121,46 +121,30 @@ def node(lab_root, seaweed):
 
 
 def _node(lab_root, seaweed):
-    import shutil
-    import subprocess
-    import tempfile
-    import uuid
-    from lab.lab import REPO, load_sample_data
-    subprocess.run([str(REPO / "scripts" / "link-collection.sh")], check=True)
-    root = Path(tempfile.mkdtemp(prefix="staged-", dir=lab_root))
-    os.chmod(root, 0o755)
-    pg = PgCluster(15, root / "pg15" / "data")
-    bucket = "t-" + uuid.uuid4().hex[:16]
-    seaweed.create_bucket(bucket)
-    this = StagedNode(root, pg, seaweed, bucket)
-    this.stamps = {}
-    try:
-        pg.init({"track_commit_timestamp": "on"})
-        pg.start()
-        load_sample_data(pg)
-        for db in ("postgres", "shop"):
-            pg.psql("CREATE EXTENSION amcheck", db=db)
-        pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
-        started = time.time()
-        run = this.play("setup")
-        assert run.rc == 0, run
-        run = this.play("backup")
-        assert run.rc == 0, run
-        this.timings = {"setup and backup": round(time.time() - started, 1)}
-        write_rows(pg, 1, 10, this.stamps)
-        archive_everything(pg)
-        this.point = this.stamps[5]["commit"].astimezone(
-            datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        yield this
-    finally:
-        print("timings: %s" % getattr(this, "timings", {}))
-        for cluster in this.restored + [pg]:
-            try:
-                cluster.stop()
-            except (OSError, RuntimeError) as exc:
-                print("warning: could not stop cluster %s: %s" % (cluster.datadir, exc))
-        if os.environ.get("PGDR_KEEP_OUTPUT") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+    from lab.lab import load_sample_data
+    with tp.own_node(lab_root, seaweed, "staged-", StagedNode) as this:
+        pg = this.pg
+        this.stamps = {}
+        try:
+            pg.init({"track_commit_timestamp": "on"})
+            pg.start()
+            load_sample_data(pg)
+            for db in ("postgres", "shop"):
+                pg.psql("CREATE EXTENSION amcheck", db=db)
+            pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+            started = time.time()
+            run = this.play("setup")
+            assert run.rc == 0, run
+            run = this.play("backup")
+            assert run.rc == 0, run
+            this.timings = {"setup and backup": round(time.time() - started, 1)}
+            write_rows(pg, 1, 10, this.stamps)
+            archive_everything(pg)
+            this.point = this.stamps[5]["commit"].astimezone(
+                datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            yield this
+        finally:
+            print("timings: %s" % getattr(this, "timings", {}))
 
 
 def staging(node):
