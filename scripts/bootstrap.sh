@@ -13,11 +13,8 @@ PG18_DIR="$REPO/.cache/postgresql/18"
 STAMP="$VENV/.pgdr-requirements.sha256"
 
 say() { echo "bootstrap: $*"; }
-# pip, minus the noise of this machine's pip.conf listing local indexes that may not exist
-pip_quiet() {
-    "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-    return "${PIPESTATUS[0]}"
-}
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 die() { echo "bootstrap: ERROR: $*" >&2; exit 1; }
 trap 'echo "bootstrap: ERROR: command failed (line $LINENO): $BASH_COMMAND" >&2' ERR
 
@@ -25,8 +22,6 @@ trap 'echo "bootstrap: ERROR: command failed (line $LINENO): $BASH_COMMAND" >&2'
 [ -r /etc/debian_version ] || die "only Debian 12 is supported"
 
 # --- 1. apt packages, only what is missing --------------------------------------------
-pkg_missing() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" != "install ok installed" ]; }
-
 missing=()
 installed_pg15=no
 if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
@@ -37,10 +32,7 @@ for p in python3 python3-venv cron openssl unzip ca-certificates procps make she
     pkg_missing "$p" && missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    say "installing apt packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
 else
     say "apt packages present"
 fi

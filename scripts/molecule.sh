@@ -37,23 +37,15 @@ die() { echo "molecule.sh: ERROR: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (podman, debootstrap)"
 [ -x "$VENV/bin/python" ] || die "no .venv: run make setup (scripts/bootstrap.sh) first"
 
-pip_quiet() {
-    "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-    return "${PIPESTATUS[0]}"
-}
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 
 setup_apt() {
     local missing=() p
     for p in podman runc debootstrap netavark aardvark-dns iptables; do
-        [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] \
-            || missing+=("$p")
+        pkg_missing "$p" && missing+=("$p")
     done
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing apt packages: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    apt_install "${missing[@]}"
 }
 
 setup_podman_conf() {
