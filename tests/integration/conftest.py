@@ -96,6 +96,27 @@ def pg_cluster(workdir):
             print(f"warning: could not stop cluster {c.datadir}: {exc}")
 
 
+@pytest.fixture
+def small_fs(workdir):
+    """Factory: small_fs(mib, name="small") -> a tmpfs of that size mounted at
+    workdir/name, owned by postgres (mode 0700): a filesystem that fills up. Unmounted
+    after the test."""
+    mounts = []
+
+    def make(mib: int, name: str = "small") -> Path:
+        path = workdir / name
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(mib)}m,mode=0700", "tmpfs",
+                        str(path)], check=True)
+        mounts.append(path)
+        shutil.chown(path, "postgres", "postgres")
+        return path
+
+    yield make
+    for path in reversed(mounts):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 MOTO_SERVER = REPO / ".venv" / "bin" / "moto_server"
 
 
