@@ -17,7 +17,7 @@ import json
 import os
 
 from . import ENGINE_VERSION
-from .errors import EXIT_CODES, PgdrError
+from .errors import EXIT_CODES, ConfigError, PgdrError
 from .options import (BY_NAME, DEFAULT_CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, OPTIONS,
                       resolve)
 from .progress import Progress
@@ -176,8 +176,7 @@ def run(argv, stdout, stderr=None, environ=None):
     try:
         args = build_parser(wanted if wanted in COMMANDS else None).parse_args(argv)
     except _UsageError as exc:
-        stderr.write("pgdr: %s (see pgdr --help)\n" % exc)
-        return 2
+        return _usage_error(argv, str(exc), stdout, stderr)
     if args.version:
         stdout.write("pgdr %s\n" % ENGINE_VERSION)
         return 0
@@ -219,6 +218,19 @@ def run(argv, stdout, stderr=None, environ=None):
         if text:
             stdout.write(text + "\n")
     return 0
+
+
+def _usage_error(argv, message, stdout, stderr):
+    """A command line argparse refuses (unknown option, missing value or argument, bad
+    choice): one line in the same form as every other error, exit as a ConfigError."""
+    command = next((a for a in argv if a in COMMANDS), None)
+    exc = ConfigError("%s (see pgdr %s--help)" % (message, command + " " if command else ""),
+                      code="usage_invalid", stage="config")
+    if "--json" in argv:
+        stdout.write(json.dumps({"failed": True, "error": exc.as_dict()}) + "\n")
+    stderr.write("pgdr%s: error [%s]: %s\n" % (" " + command if command else "", exc.code,
+                                                exc.msg))
+    return _exit_code(command, exc)
 
 
 def _exit_code(command, exc):
