@@ -162,9 +162,8 @@ def _render(command, result):
             return "no backup from this node: %s" % result["reason"]
         if "size" not in backup:
             return "would take a %s backup of %s" % (backup.get("type"), result.get("pg_data"))
-        return "backup %s: %.1f MiB read, %.1f MiB stored, %.1f s" % (
-            backup["id"], backup["size"] / 1048576.0, backup["stored_size"] / 1048576.0,
-            backup["duration"])
+        from .commands.backup import describe  # the log line's text, the same counts
+        return "backup %s: %s" % (backup["id"], describe(backup))
     return "backup %s restored into %s" % (backup.get("id"), result.get("target"))
 
 

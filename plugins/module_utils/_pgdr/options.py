@@ -442,10 +442,10 @@ def invalid(option, value, problem):
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
-_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
-_GUC = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
-_NON_NEGATIVE = re.compile(r"^[0-9]{1,9}$")
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}\Z")
+_GUC = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?\Z")
+_NON_NEGATIVE = re.compile(r"^[0-9]{1,9}\Z")
 NAME_FORM = "letters, digits, '.', '_' and '-', not starting with '.', at most 128 characters"
 # Settings a restore carries from the source and compares as integers (restore.py CARRIED):
 # PostgreSQL refuses to recover with less than the source had.
@@ -498,13 +498,13 @@ def _bucket(option, value):
 
 
 def _url(option, value):
-    if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+    if not re.match(r"^https?://[^/\s]+(/\S*)?\Z", value):
         raise invalid(option, value, "is not an endpoint URL: expected http://HOST[:PORT] "
                       "or https://HOST[:PORT]")
 
 
 def _timeline(option, value):
-    if value.lower() not in ("latest", "current") and not re.match(r"^[1-9][0-9]{0,9}$",
+    if value.lower() not in ("latest", "current") and not re.match(r"^[1-9][0-9]{0,9}\Z",
                                                                    value):
         raise invalid(option, value, "is not a timeline: expected latest, current or a "
                       "timeline number (1, 2, ...)")
