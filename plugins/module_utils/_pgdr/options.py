@@ -568,7 +568,7 @@ def _to_dict(value):
         key, sep, val = item.partition("=")
         if not sep:
             raise ValueError(value)
-        out[key.strip()] = val.strip()
+        out[key.strip(" ")] = val.strip(" ")  # a control character stays, and is refused
     return out
 
 
