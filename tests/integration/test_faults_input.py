@@ -78,6 +78,7 @@ SETTINGS = [  # (--settings value, why it is refused)
     ("port=5999\nlisten_addresses='*'", "control character"),
     ("work_mem=64MB\r", "control character"),
     ("work mem=64MB", "setting name"),
+    ("application_name=ends\\", "backslash"),
     ("max_connections=abc", "non-negative integer"),
     ("max_connections=-5", "non-negative integer"),
     ("max_wal_senders=ten", "non-negative integer"),

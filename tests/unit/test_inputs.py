@@ -113,6 +113,8 @@ def test_d11_11_repo_prefixes_accepted(value):
     ({"port": "5432\nshared_preload_libraries='evil'"}, "has a control character in its value"),
     ({"work_mem": "64MB\r"}, "has a control character in its value"),
     ({"application_name": "a\x1bb"}, "has a control character in its value"),
+    ({"application_name": "a\\"}, "has a backslash in its value"),
+    ({"log_line_prefix": "a\\nb"}, "has a backslash in its value"),
     ({"work mem": "1"}, "has no valid setting name"),
     ({"1port": "1"}, "has no valid setting name"),
     ({"port\n": "1"}, "has no valid setting name"),

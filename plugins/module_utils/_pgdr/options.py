@@ -464,8 +464,8 @@ def _line(option, value):
 def _text(option, value):
     """Text that may span lines (JSON): no other control characters."""
     if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", value):
-        raise invalid(option, value, "contains a control character other than a line "
-                      "break or tab")
+        raise invalid(option, value, "contains a control character: expected text "
+                      "whose only control characters are line breaks and tabs")
 
 
 def _name(option, value):
@@ -522,6 +522,9 @@ def _settings(option, value):
         if _CONTROL.search(setting):
             raise invalid(option, item, "has a control character in its value: expected "
                           "one line of printable text")
+        if "\\" in setting:
+            raise invalid(option, item, "has a backslash in its value: expected none "
+                          "(PostgreSQL's configuration parser reads it as an escape)")
         if name.lower() in INTEGER_SETTINGS and not _NON_NEGATIVE.match(setting):
             raise invalid(option, item, "is not valid: expected a non-negative integer "
                           "for %s" % name)
