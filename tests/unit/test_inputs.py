@@ -168,6 +168,8 @@ def test_d11_11_endpoint_and_bucket_forms():
     s = options.resolve({"s3_endpoint": "https://127.0.0.1:8333", "s3_bucket": "t-1a"},
                         environ={})
     assert s.s3_endpoint == "https://127.0.0.1:8333" and s.s3_bucket == "t-1a"
+    s = options.resolve({"s3_endpoint": "", "s3_bucket": ""}, environ={})  # "" is unset
+    assert s.s3_endpoint == "" and s.s3_bucket == ""
 
 
 @pytest.mark.parametrize("option", LINES, ids=lambda o: o.name)

@@ -492,13 +492,13 @@ def _prefix(option, value):
 
 
 def _bucket(option, value):
-    if not _BUCKET.match(value):
+    if value and not _BUCKET.match(value):  # "" is unset (require() says so)
         raise invalid(option, value, "is not a bucket name: expected 2 to 255 letters, "
                       "digits, '.', '_' and '-', starting with a letter or digit")
 
 
 def _url(option, value):
-    if not re.match(r"^https?://[^/\s]+(/\S*)?\Z", value):
+    if value and not re.match(r"^https?://[^/\s]+(/\S*)?\Z", value):
         raise invalid(option, value, "is not an endpoint URL: expected http://HOST[:PORT] "
                       "or https://HOST[:PORT]")
 
