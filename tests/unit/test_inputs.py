@@ -294,3 +294,24 @@ def test_d11_11_unknown_verb_one_line(tmp_path):
     assert code == 2
     assert re.match(r"^pgdr: error \[usage_invalid\]: .*'frobnicate'", err.getvalue())
     assert len(err.getvalue().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text,fragment", [
+    (b"[pgdr]\ns3_secret_key sekret-value\n", "line(s) 2: expected 'key = value'"),
+    (b"s3_secret_key = sekret-value\n[pgdr]\n", "line 1: text before the [pgdr] section header"),
+    (b"[pgdr]\ns3_secret_key = sekret-value\ns3_secret_key = sekret-value\n",
+     "line 3: key s3_secret_key given twice"),
+    (b"[pgdr]\n[pgdr]\n", "line 2: section [pgdr] given twice"),
+    (b"[pgdr]\ns3_secret_key = sekret-value\xff\n", "not UTF-8 text"),
+])
+def test_d11_11_unreadable_config_file_one_line_without_its_text(text, fragment, tmp_path):
+    """configparser's messages span lines and quote the bad line: a credentials file's
+    secret would be printed."""
+    path = tmp_path / "credentials"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as info:
+        options.resolve(credentials_file=str(path), environ={})
+    msg = info.value.msg
+    assert msg == "cannot read config file %s: %s" % (path, fragment) or fragment in msg, msg
+    assert "\n" not in msg and "sekret" not in msg
+    assert info.value.exit_code == 2

@@ -588,8 +588,8 @@ def read_config_file(path, required):
     try:
         with open(path) as handle:
             parser.read_file(handle)
-    except (OSError, configparser.Error) as exc:
-        raise ConfigError("cannot read config file %s: %s" % (path, exc),
+    except (OSError, UnicodeError, configparser.Error) as exc:
+        raise ConfigError("cannot read config file %s: %s" % (path, _parse_problem(exc)),
                           code="config_invalid", stage="config")
     if not parser.has_section(CONFIG_SECTION):
         return {}
@@ -600,6 +600,25 @@ def read_config_file(path, required):
                           % (", ".join(unknown), path, ", ".join(sorted(BY_NAME))),
                           code="config_invalid", stage="config")
     return values
+
+
+def _parse_problem(exc):
+    """One line, by line number, never quoting the file's text (a credentials file holds
+    secrets): configparser's own messages span lines and repeat the offending line."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return "line %d: text before the [%s] section header" % (exc.lineno, CONFIG_SECTION)
+    if isinstance(exc, configparser.ParsingError):
+        return "line(s) %s: expected 'key = value'" % ", ".join(
+            str(lineno) for lineno, dummy in exc.errors)
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return "line %s: key %s given twice" % (exc.lineno, exc.option)
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return "line %s: section [%s] given twice" % (exc.lineno, exc.section)
+    if isinstance(exc, UnicodeError):
+        return "not UTF-8 text (byte %s)" % getattr(exc, "start", "?")
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
 
 
 def resolve(explicit=None, config_file=None, credentials_file=None, environ=None,
