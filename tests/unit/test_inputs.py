@@ -48,7 +48,7 @@ def test_d11_11_int_bounds_are_inclusive_and_enforced(option):
 
 
 @pytest.mark.parametrize("option", INTS, ids=lambda o: o.name)
-@pytest.mark.parametrize("value", ["abc", "1.5", "", "0x10", True])
+@pytest.mark.parametrize("value", ["abc", "1.5", "", "0x10", True, 2.5, float("inf")])
 def test_d11_11_int_of_wrong_type_names_option_and_value(option, value):
     exc = refused({option.name: value})
     assert exc.msg.startswith("%s=%r is not a valid int" % (option.name, value))

@@ -413,7 +413,7 @@ def coerce(option, value):
             value = _to_dict(value)
         elif kind == "list":
             value = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise invalid(option, value, "is not a valid %s" % kind)
     check(option, value)
     return value
