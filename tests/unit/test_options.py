@@ -64,7 +64,7 @@ def test_int_and_dict_and_path_coercion(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("explicit,fragment", [
     ({"workers": "many"}, "workers='many' is not a valid int"),
-    ({"workers": -1}, "must not be negative"),
+    ({"workers": -1}, "workers=-1 is out of range: expected an integer from 1 to 256"),
     ({"force": "maybe"}, "force='maybe' is not a valid bool"),
     ({"compression": "lz4"}, "is not one of: zstd, gzip, none"),
     ({"settings": "port"}, "is not a valid dict"),

@@ -17,7 +17,7 @@ import json
 import os
 
 from . import ENGINE_VERSION
-from .errors import EXIT_CODES, PgdrError
+from .errors import EXIT_CODES, ConfigError, PgdrError
 from .options import (BY_NAME, DEFAULT_CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, OPTIONS,
                       resolve)
 from .progress import Progress
@@ -162,9 +162,8 @@ def _render(command, result):
             return "no backup from this node: %s" % result["reason"]
         if "size" not in backup:
             return "would take a %s backup of %s" % (backup.get("type"), result.get("pg_data"))
-        return "backup %s: %.1f MiB read, %.1f MiB stored, %.1f s" % (
-            backup["id"], backup["size"] / 1048576.0, backup["stored_size"] / 1048576.0,
-            backup["duration"])
+        from .commands.backup import describe  # the log line's text, the same counts
+        return "backup %s: %s" % (backup["id"], describe(backup))
     return "backup %s restored into %s" % (backup.get("id"), result.get("target"))
 
 
@@ -176,8 +175,7 @@ def run(argv, stdout, stderr=None, environ=None):
     try:
         args = build_parser(wanted if wanted in COMMANDS else None).parse_args(argv)
     except _UsageError as exc:
-        stderr.write("pgdr: %s (see pgdr --help)\n" % exc)
-        return 2
+        return _usage_error(argv, str(exc), stdout, stderr)
     if args.version:
         stdout.write("pgdr %s\n" % ENGINE_VERSION)
         return 0
@@ -219,6 +217,19 @@ def run(argv, stdout, stderr=None, environ=None):
         if text:
             stdout.write(text + "\n")
     return 0
+
+
+def _usage_error(argv, message, stdout, stderr):
+    """A command line argparse refuses (unknown option, missing value or argument, bad
+    choice): one line in the same form as every other error, exit as a ConfigError."""
+    command = next((a for a in argv if a in COMMANDS), None)
+    exc = ConfigError("%s (see pgdr %s--help)" % (message, command + " " if command else ""),
+                      code="usage_invalid", stage="config")
+    if "--json" in argv:
+        stdout.write(json.dumps({"failed": True, "error": exc.as_dict()}) + "\n")
+    stderr.write("pgdr%s: error [%s]: %s\n" % (" " + command if command else "", exc.code,
+                                                exc.msg))
+    return _exit_code(command, exc)
 
 
 def _exit_code(command, exc):

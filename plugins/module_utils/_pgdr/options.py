@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 
 from .errors import ConfigError
 
@@ -29,10 +30,15 @@ CONFIG_SECTION = "pgdr"
 
 
 class Option(object):
-    """One setting. ``groups`` says which commands read it."""
+    """One setting. ``groups`` says which commands read it.
+
+    Every int has declared bounds (``minimum``, ``maximum``: inclusive); ``form``
+    names the shape a str, path or dict value must have (``FORMS``; str and path
+    default to "line": one line of text without control characters). ``check()``
+    applies both, in one place, to every source of a value."""
 
     def __init__(self, name, kind, help, default=None, choices=None, secret=False,
-                 groups=("repo",)):
+                 groups=("repo",), minimum=None, maximum=None, form=None):
         self.name = name
         self.kind = kind  # str, int, bool, path, dict, list
         self.help = help
@@ -40,6 +46,9 @@ class Option(object):
         self.choices = choices
         self.secret = secret
         self.groups = groups
+        self.minimum = minimum
+        self.maximum = maximum
+        self.form = form or ("line" if kind in ("str", "path") else None)
 
     @property
     def env(self):
@@ -53,16 +62,20 @@ class Option(object):
 OPTIONS = (
     # -- what is backed up, and where to -------------------------------------------
     Option("cluster", "str", "Name of the cluster in the repository (its prefix). "
-           "Letters, digits, '.', '_' and '-'.", groups=("repo",)),
+           "Letters, digits, '.', '_' and '-'.", groups=("repo",),
+           form="name"),
     Option("repo_type", "str", "Repository backend.", default="s3",
            choices=("s3", "posix")),
     Option("repo_path", "path", "Root directory of a posix repository (a local disk "
            "or an NFS mount). Required when repo_type is posix."),
     Option("repo_prefix", "str", "Key prefix inside the bucket under which every "
-           "cluster of this repository lives.", default=""),
-    Option("s3_bucket", "str", "Bucket of an S3 repository."),
+           "cluster of this repository lives.", default="",
+           form="prefix"),
+    Option("s3_bucket", "str", "Bucket of an S3 repository.",
+           form="bucket"),
     Option("s3_endpoint", "str", "Endpoint URL of an S3-compatible service, for "
-           "example https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:8333."),
+           "example https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:8333.",
+           form="url"),
     Option("s3_region", "str", "Region of the bucket.", default="us-east-1"),
     Option("s3_addressing", "str", "Bucket addressing: path (bucket in the URL "
            "path, for most S3-compatible servers), virtual (bucket in the host "
@@ -81,14 +94,17 @@ OPTIONS = (
            "servers that reject the default CRC32 checksums).",
            default="when_supported", choices=("when_supported", "when_required")),
     Option("s3_max_attempts", "int", "Attempts per S3 request (retries with "
-           "exponential backoff).", default=8),
+           "exponential backoff).", default=8,
+           minimum=1, maximum=100),
     Option("s3_part_size", "int", "Part size in MiB of multipart transfers.",
-           default=16),
+           default=16,
+           minimum=5, maximum=1024),
     # -- PostgreSQL -------------------------------------------------------------------
     Option("pg_host", "str", "Host or socket directory of the PostgreSQL server.",
            default="/var/run/postgresql", groups=("pg",)),
     Option("pg_port", "int", "Port of the PostgreSQL server.", default=5432,
-           groups=("pg",)),
+           groups=("pg",),
+           minimum=1, maximum=65535),
     Option("pg_user", "str", "Role that runs the backup (superuser, or a role "
            "granted pg_backup_start/pg_backup_stop and pg_read_all_settings).",
            default="postgres", groups=("pg",)),
@@ -105,33 +121,41 @@ OPTIONS = (
            "otherwise).", default="full", choices=("full", "diff", "incr", "auto"),
            groups=("backup",)),
     Option("full_max_age", "int", "With type auto: days after which the next backup is "
-           "a full again.", default=7, groups=("backup",)),
+           "a full again.", default=7, groups=("backup",),
+           minimum=0, maximum=3650),
     Option("compression", "str", "Compression of stored data.", default="zstd",
            choices=("zstd", "gzip", "none"), groups=("backup",)),
     Option("compression_level", "int", "Compression level (zstd 1-19, gzip 1-9). "
-           "Unset means the codec's fast default.", groups=("backup",)),
+           "Unset means the codec's fast default.", groups=("backup",),
+           minimum=1, maximum=19),
     Option("workers", "int", "Parallel workers that read, compress and transfer.",
-           default=4, groups=("backup", "restore", "verify", "wal")),
+           default=4, groups=("backup", "restore", "verify", "wal"),
+           minimum=1, maximum=256),
     Option("chunk_size", "int", "Large files are stored in pieces of this many "
            "MiB, so that one large table is read, compressed and transferred in "
-           "parallel.", default=32, groups=("backup",)),
+           "parallel.", default=32, groups=("backup",),
+           minimum=1, maximum=1024),
     Option("bundle_limit", "int", "Files smaller than this many KiB are bundled "
            "together, so that thousands of small files cost few requests.",
-           default=1024, groups=("backup",)),
+           default=1024, groups=("backup",),
+           minimum=0, maximum=1048576),
     Option("backup_from", "str", "Which node backs up, decided on the node at run time: "
            "primary (only the primary), standby (only a standby), prefer-standby (a "
            "healthy standby when there is one, else the primary). The same schedule can "
            "then run on every node and keeps working after a failover.", default="primary",
            choices=("primary", "standby", "prefer-standby"), groups=("backup",)),
     Option("standby_max_lag", "int", "Seconds of replay lag above which a standby is not "
-           "healthy enough to back up from.", default=300, groups=("backup",)),
+           "healthy enough to back up from.", default=300, groups=("backup",),
+           minimum=0, maximum=604800),
     Option("backup_lease", "int", "Seconds a node's backup lease lasts in the repository "
            "without renewal (renewed while the backup runs; a crashed holder blocks "
-           "others at most this long).", default=600, groups=("backup",)),
+           "others at most this long).", default=600, groups=("backup",),
+           minimum=30, maximum=86400),
     Option("min_interval", "int", "Minutes: skip the backup when one of this type (or a "
            "full) started less than this ago, so that the same schedule on several "
            "nodes gives one backup per run. 0 turns it off.", default=0,
-           groups=("backup",)),
+           groups=("backup",),
+           minimum=0, maximum=525600),
     Option("fast_checkpoint", "bool", "Ask PostgreSQL for an immediate checkpoint "
            "at backup start instead of waiting for a spread one.", default=True,
            groups=("backup",)),
@@ -139,13 +163,15 @@ OPTIONS = (
            "(the latest, or backup_id).", default=False, groups=("info",)),
     # -- drills and objectives ---------------------------------------------------------
     Option("drill_port", "int", "Private port the drill's scratch cluster listens on "
-           "(127.0.0.1 only).", groups=("drill",)),
+           "(127.0.0.1 only).", groups=("drill",),
+           minimum=1, maximum=65535),
     Option("pg_bindir", "path", "Directory of pg_ctl for the restored cluster's version. "
            "Default: /usr/lib/postgresql/<major>/bin.", groups=("drill",)),
     Option("check_sql", "list", "SQL assertions run on the restored copy, each returning "
            "true when the data is right (in database pg_database).", groups=("drill",)),
     Option("drill_timeout", "int", "Seconds the drill waits for recovery to reach the "
-           "point.", default=3600, groups=("drill",)),
+           "point.", default=3600, groups=("drill",),
+           minimum=1, maximum=604800),
     Option("amcheck", "bool", "Check every btree index with amcheck when the extension "
            "is available.", default=True, groups=("drill",)),
     Option("report_file", "path", "Where to write the drill's JSON report too.",
@@ -153,30 +179,37 @@ OPTIONS = (
     Option("textfile", "path", "Prometheus textfile (node exporter textfile collector) "
            "for the drill's metrics.", groups=("drill",)),
     Option("rto_objective", "int", "Declared recovery time objective in seconds.",
-           groups=("drill", "info")),
+           groups=("drill", "info"),
+           minimum=1, maximum=31536000),
     Option("rpo_objective", "int", "Declared recovery point objective in seconds.",
-           groups=("drill", "info")),
+           groups=("drill", "info"),
+           minimum=1, maximum=31536000),
     Option("fail_on_objective", "bool", "Fail (exit 9) when a declared objective is "
            "missed, so that a scheduler or AWX alerts.", default=False,
            groups=("drill", "info")),
     # -- retention ----------------------------------------------------------------------
     Option("retention_full", "int", "Full backups to keep (each with the diff and incr "
-           "backups that depend on it).", groups=("expire",)),
+           "backups that depend on it).", groups=("expire",),
+           minimum=0, maximum=10000),
     Option("retention_days", "int", "Keep every backup needed to restore any point of "
-           "the last this many days.", groups=("expire",)),
+           "the last this many days.", groups=("expire",),
+           minimum=0, maximum=36500),
     # -- restore ------------------------------------------------------------------------
     Option("backup_id", "str", "Backup to restore or verify: an id from info, or latest.",
-           default="latest", groups=("restore", "verify", "info")),
+           default="latest", groups=("restore", "verify", "info"),
+           form="backup_id"),
     Option("target", "path", "Directory to restore into. It must be absent or "
            "empty unless force is set.", groups=("restore",)),
     Option("force", "bool", "Restore into a non-empty target, deleting what it "
            "holds (never the data directory of a running server).",
            default=False, groups=("restore",)),
     Option("tablespace_map", "dict", "New locations of tablespaces, by old "
-           "location, name or OID.", default=None, groups=("restore",)),
+           "location, name or OID.", default=None, groups=("restore",),
+           form="tablespace_map"),
     Option("settings", "dict", "PostgreSQL settings written to the restored "
            "cluster's postgresql.auto.conf (for example port).", default=None,
-           groups=("restore",)),
+           groups=("restore",),
+           form="settings"),
     Option("keep_archiving", "bool", "Keep the source's WAL archiving settings in "
            "the restored cluster. Off by default, so that a restored copy never "
            "archives into the production repository.", default=False,
@@ -202,12 +235,15 @@ OPTIONS = (
            default=True, groups=("wal",)),
     Option("archive_wait", "int", "Seconds one wal-push call waits for its segment's "
            "result before failing (PostgreSQL then calls again).", default=60,
-           groups=("wal",)),
+           groups=("wal",),
+           minimum=1, maximum=3600),
     Option("archive_idle", "int", "Seconds the background push worker stays without work "
-           "before it exits.", default=5, groups=("wal",)),
+           "before it exits.", default=5, groups=("wal",),
+           minimum=0, maximum=3600),
     Option("prefetch", "int", "Segments that wal-fetch fetches ahead, in parallel, "
            "during recovery (needs spool_dir; 0 turns it off).", default=16,
-           groups=("wal",)),
+           groups=("wal",),
+           minimum=0, maximum=1024),
     Option("point", "str", "Point to restore: latest, immediate, a backup id, an ISO 8601 "
            "time (no zone means UTC), an LSN, xid:N or name:RESTORE_POINT "
            "(docs/restore-points.md).", default="latest", groups=("restore",)),
@@ -216,7 +252,8 @@ OPTIONS = (
     Option("target_timeline", "str", "Timeline to recover along: latest (the newest "
            "archived timeline that descends from the backup), current (the backup's own) or "
            "a timeline number - to avoid one abandoned by a rollback.", default="latest",
-           groups=("restore",)),
+           groups=("restore",),
+           form="timeline"),
     Option("target_action", "str", "What the restored server does at the target: "
            "promote (open for writes on a new timeline), pause (read-only, to inspect "
            "before promoting) or shutdown.", default="promote",
@@ -225,11 +262,13 @@ OPTIONS = (
            "(GLACIER, DEEP_ARCHIVE), request their thaw and wait for it, instead of "
            "refusing the restore before it starts.", default=False, groups=("restore",)),
     Option("thaw_days", "int", "Days a thawed copy stays readable.", default=3,
-           groups=("restore",)),
+           groups=("restore",),
+           minimum=1, maximum=3650),
     Option("thaw_tier", "str", "Retrieval tier of thaw requests.", default="Standard",
            choices=("Expedited", "Standard", "Bulk"), groups=("restore",)),
     Option("thaw_timeout", "int", "Seconds to wait for thawed objects.", default=48 * 3600,
-           groups=("restore",)),
+           groups=("restore",),
+           minimum=1, maximum=2592000),
     Option("restore_command", "str", "restore_command written into the restored cluster. "
            "Default: this pgdr, with the same config and credentials files, running "
            "wal-fetch.", groups=("restore",)),
@@ -270,7 +309,8 @@ OPTIONS = (
            "this creates the bucket.", default="none",
            choices=("none", "governance", "compliance"), groups=("bucket",)),
     Option("bucket_object_lock_days", "int", "Days of the Object Lock default retention.",
-           groups=("bucket",)),
+           groups=("bucket",),
+           minimum=1, maximum=36500),
     Option("lifecycle_manage", "bool", "Write the bucket's lifecycle rules (false: leave "
            "them as they are).", default=True, groups=("bucket",)),
     Option("lifecycle_clusters", "str", "Clusters whose backups and WAL the expiry and "
@@ -279,32 +319,38 @@ OPTIONS = (
            "expiry.", groups=("bucket",)),
     Option("lifecycle_margin_days", "int", "Days added to retention_days + full_max_age "
            "before backups and WAL expire, for late or failed backups.", default=7,
-           groups=("bucket",)),
+           groups=("bucket",),
+           minimum=0, maximum=3650),
     Option("lifecycle_backup_transition_days", "int", "Days after which backup objects "
-           "move to lifecycle_backup_storage_class (unset: never).", groups=("bucket",)),
+           "move to lifecycle_backup_storage_class (unset: never).", groups=("bucket",),
+           minimum=0, maximum=36500),
     Option("lifecycle_backup_storage_class", "str", "Storage class backups move to; only "
            "classes read without a thaw, so manifests stay readable.",
            default="STANDARD_IA",
            choices=("STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"),
            groups=("bucket",)),
     Option("lifecycle_wal_transition_days", "int", "Days after which archived WAL moves to "
-           "lifecycle_wal_storage_class (unset: never).", groups=("bucket",)),
+           "lifecycle_wal_storage_class (unset: never).", groups=("bucket",),
+           minimum=0, maximum=36500),
     Option("lifecycle_wal_storage_class", "str", "Storage class archived WAL moves to; "
            "only classes read without a thaw.", default="STANDARD_IA",
            choices=("STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"),
            groups=("bucket",)),
     Option("lifecycle_abort_multipart_days", "int", "Days after which unfinished multipart "
            "uploads are aborted and their parts deleted (0: no rule).", default=7,
-           groups=("bucket",)),
+           groups=("bucket",),
+           minimum=0, maximum=3650),
     Option("lifecycle_noncurrent_days", "int", "Days noncurrent versions (deleted or "
            "replaced objects of a versioned bucket) are kept (0: no rule).", default=30,
-           groups=("bucket",)),
+           groups=("bucket",),
+           minimum=0, maximum=36500),
     Option("lifecycle_expired_delete_markers", "bool", "Remove delete markers that no "
            "longer hide any version.", default=True, groups=("bucket",)),
     Option("lifecycle_rules", "str", "More lifecycle rules, in the shape of boto3's "
            "put_bucket_lifecycle_configuration (JSON text in the CLI and config file). "
            "A rule that would expire, or make unreadable, backups or WAL the retention "
-           "policy needs is refused.", groups=("bucket",)),
+           "policy needs is refused.", groups=("bucket",),
+           form="text"),
     Option("lifecycle_purge", "bool", "Remove the bucket's rules that are neither pgdr's "
            "nor in lifecycle_rules (false keeps them, if they pass the same check).",
            default=False, groups=("bucket",)),
@@ -358,26 +404,149 @@ def coerce(option, value):
         if kind == "bool":
             value = _to_bool(value)
         elif kind == "int":
-            value = int(value)
+            value = _to_int(value)
         elif kind in ("str", "path"):
             value = str(value)
-            if kind == "path" and value:
+            if kind == "path" and value and not _CONTROL.search(value):
                 value = os.path.abspath(os.path.expanduser(value))
         elif kind == "dict":
             value = _to_dict(value)
         elif kind == "list":
             value = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
-    except (TypeError, ValueError):
-        raise ConfigError("%s=%r is not a valid %s" % (option.name, value, kind),
-                          code="config_invalid", stage="config", option=option.name)
-    if option.choices and value not in option.choices:
-        raise ConfigError("%s=%r is not one of: %s"
-                          % (option.name, value, ", ".join(option.choices)),
-                          code="config_invalid", stage="config", option=option.name)
-    if kind == "int" and value is not None and value < 0:
-        raise ConfigError("%s=%r must not be negative" % (option.name, value),
-                          code="config_invalid", stage="config", option=option.name)
+    except (TypeError, ValueError, OverflowError):
+        raise invalid(option, value, "is not a valid %s" % kind)
+    check(option, value)
     return value
+
+
+def check(option, value):
+    """The one place where a value meets its option's declaration: choices, bounds
+    and form. Raises ConfigError naming the option, the value and what is expected."""
+    if value is None:
+        return
+    if option.choices and value not in option.choices:
+        raise invalid(option, value, "is not one of: %s" % ", ".join(option.choices))
+    if option.kind == "int" and not option.minimum <= value <= option.maximum:
+        raise invalid(option, value, "is out of range: expected an integer from %d to %d"
+                      % (option.minimum, option.maximum))
+    if option.form:
+        FORMS[option.form](option, value)
+
+
+def invalid(option, value, problem):
+    """ConfigError (exit 2) of one bad value: one line, the value quoted (repr keeps
+    newlines and control characters visible), a secret never shown."""
+    shown = "'********'" if option.secret else repr(value)
+    return ConfigError("%s=%s %s" % (option.name, shown, problem), code="config_invalid",
+                       stage="config", option=option.name)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}\Z")
+_GUC = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?\Z")
+_NON_NEGATIVE = re.compile(r"^[0-9]{1,9}\Z")
+NAME_FORM = "letters, digits, '.', '_' and '-', not starting with '.', at most 128 characters"
+# Settings a restore carries from the source and compares as integers (restore.py CARRIED):
+# PostgreSQL refuses to recover with less than the source had.
+INTEGER_SETTINGS = ("max_connections", "max_prepared_transactions",
+                    "max_locks_per_transaction", "max_worker_processes", "max_wal_senders")
+
+
+def _line(option, value):
+    """One line of text: a control character (newline, tab, escape...) never reaches
+    a key, a path, a command line or a configuration file."""
+    if _CONTROL.search(value):
+        raise invalid(option, value, "contains a control character: expected one line "
+                      "of printable text")
+
+
+def _text(option, value):
+    """Text that may span lines (JSON): no other control characters."""
+    if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", value):
+        raise invalid(option, value, "contains a control character: expected text "
+                      "whose only control characters are line breaks and tabs")
+
+
+def _name(option, value):
+    if not _NAME.match(value):
+        raise invalid(option, value, "is not a valid %s name: expected %s"
+                      % (option.name.replace("_", " "), NAME_FORM))
+
+
+def _backup_id(option, value):
+    if value != "latest" and not _NAME.match(value):
+        raise invalid(option, value, "is not a backup id: expected latest or an id listed "
+                      "by info (for example 20261124T060012Z-full)")
+
+
+def _prefix(option, value):
+    """Relative key prefix: segments of printable text, no '.', '..' or empty segment
+    (a trailing '/' is allowed), no backslash. The same on every backend."""
+    parts = value[:-1].split("/") if value.endswith("/") else value.split("/")
+    if value and (_CONTROL.search(value) or "\\" in value or len(value) > 512
+                  or any(p in ("", ".", "..") for p in parts)):
+        raise invalid(option, value, "is not a key prefix: expected segments of printable "
+                      "text separated by '/', none empty, '.' or '..', no leading '/', no "
+                      "backslash (for example dr or dr/site-a)")
+
+
+def _bucket(option, value):
+    if value and not _BUCKET.match(value):  # "" is unset (require() says so)
+        raise invalid(option, value, "is not a bucket name: expected 2 to 255 letters, "
+                      "digits, '.', '_' and '-', starting with a letter or digit")
+
+
+def _url(option, value):
+    if value and not re.match(r"^https?://[^/\s]+(/\S*)?\Z", value):
+        raise invalid(option, value, "is not an endpoint URL: expected http://HOST[:PORT] "
+                      "or https://HOST[:PORT]")
+
+
+def _timeline(option, value):
+    if value.lower() not in ("latest", "current") and not re.match(r"^[1-9][0-9]{0,9}\Z",
+                                                                   value):
+        raise invalid(option, value, "is not a timeline: expected latest, current or a "
+                      "timeline number (1, 2, ...)")
+
+
+def _settings(option, value):
+    """PostgreSQL settings written into postgresql.auto.conf: GUC names, one-line values,
+    and the carried integer settings as integers (PostgreSQL would not start otherwise)."""
+    for name, setting in value.items():
+        item = "%s=%s" % (name, setting)
+        if not _GUC.match(name):
+            raise invalid(option, item, "has no valid setting name: expected a PostgreSQL "
+                          "parameter name (letters, digits, '_', '$', one '.' for a "
+                          "custom one) before '='")
+        if _CONTROL.search(setting):
+            raise invalid(option, item, "has a control character in its value: expected "
+                          "one line of printable text")
+        if "\\" in setting:
+            raise invalid(option, item, "has a backslash in its value: expected none "
+                          "(PostgreSQL's configuration parser reads it as an escape)")
+        if name.lower() in INTEGER_SETTINGS and not _NON_NEGATIVE.match(setting):
+            raise invalid(option, item, "is not valid: expected a non-negative integer "
+                          "for %s" % name)
+
+
+def _tablespace_map(option, value):
+    for old, new in value.items():
+        if not old or not new or _CONTROL.search(old + new):
+            raise invalid(option, "%s=%s" % (old, new), "is not valid: expected "
+                          "OLD_LOCATION_NAME_OR_OID=NEW_DIRECTORY, one line each")
+
+
+FORMS = {"line": _line, "text": _text, "name": _name, "backup_id": _backup_id,
+         "prefix": _prefix, "bucket": _bucket, "url": _url, "timeline": _timeline,
+         "settings": _settings, "tablespace_map": _tablespace_map}
+
+
+def _to_int(value):
+    """An integer, from an int or its decimal text (not a bool, not 1.5)."""
+    if isinstance(value, bool) or isinstance(value, float) and value != int(value):
+        raise ValueError(value)
+    return int(value)
 
 
 def _to_bool(value):
@@ -402,7 +571,7 @@ def _to_dict(value):
         key, sep, val = item.partition("=")
         if not sep:
             raise ValueError(value)
-        out[key.strip()] = val.strip()
+        out[key.strip(" ")] = val.strip(" ")  # a control character stays, and is refused
     return out
 
 
@@ -419,8 +588,8 @@ def read_config_file(path, required):
     try:
         with open(path) as handle:
             parser.read_file(handle)
-    except (OSError, configparser.Error) as exc:
-        raise ConfigError("cannot read config file %s: %s" % (path, exc),
+    except (OSError, UnicodeError, configparser.Error) as exc:
+        raise ConfigError("cannot read config file %s: %s" % (path, _parse_problem(exc)),
                           code="config_invalid", stage="config")
     if not parser.has_section(CONFIG_SECTION):
         return {}
@@ -431,6 +600,25 @@ def read_config_file(path, required):
                           % (", ".join(unknown), path, ", ".join(sorted(BY_NAME))),
                           code="config_invalid", stage="config")
     return values
+
+
+def _parse_problem(exc):
+    """One line, by line number, never quoting the file's text (a credentials file holds
+    secrets): configparser's own messages span lines and repeat the offending line."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return "line %d: text before the [%s] section header" % (exc.lineno, CONFIG_SECTION)
+    if isinstance(exc, configparser.ParsingError):
+        return "line(s) %s: expected 'key = value'" % ", ".join(
+            str(lineno) for lineno, dummy in exc.errors)
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return "line %s: key %s given twice" % (exc.lineno, exc.option)
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return "line %s: section [%s] given twice" % (exc.lineno, exc.section)
+    if isinstance(exc, UnicodeError):
+        return "not UTF-8 text (byte %s)" % getattr(exc, "start", "?")
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
 
 
 def resolve(explicit=None, config_file=None, credentials_file=None, environ=None,
@@ -450,15 +638,17 @@ def resolve(explicit=None, config_file=None, credentials_file=None, environ=None
                 raise ConfigError("unknown setting %r" % name, code="config_invalid",
                                   stage="config")
             values[name] = coerce(BY_NAME[name], value)
-    _check_cluster_name(values.get("cluster"))
+    _check_together(values)
     return Settings(values)
 
 
-def _check_cluster_name(name):
-    if name is None:
-        return
-    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-    if not name or set(name) - allowed or name.startswith("."):
-        raise ConfigError("cluster=%r is not a valid cluster name: use letters, digits, "
-                          "'.', '_' and '-'" % name, code="config_invalid", stage="config",
-                          option="cluster")
+# Bounds that depend on another setting: {option: (setting, {its value: (min, max)})}.
+LINKED_BOUNDS = {"compression_level": ("compression", {"gzip": (1, 9), "zstd": (1, 19)})}
+
+
+def _check_together(values):
+    for name, (other, ranges) in sorted(LINKED_BOUNDS.items()):
+        value, low_high = values.get(name), ranges.get(values.get(other))
+        if value is not None and low_high and not low_high[0] <= value <= low_high[1]:
+            raise invalid(BY_NAME[name], value, "is out of range for %s=%s: expected an "
+                          "integer from %d to %d" % ((other, values[other]) + low_high))

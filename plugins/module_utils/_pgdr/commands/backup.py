@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import socket
+import threading
 import time
 
 from .. import catalog
@@ -90,11 +91,39 @@ def plan_pieces(entries, prefix, codec, chunk_size, bundle_limit, parent_files=N
     return tasks
 
 
+class Meter(object):
+    """What the backup reports to progress: bytes read, never past the total announced
+    for the phase. The total is the size of the files when they were listed; a file
+    that grows while it is read (a table still written to, pg_control) stops at 100%
+    instead of showing "105.9% 289/273 MiB", and a phase ends before the next begins."""
+
+    def __init__(self, progress):
+        self.progress = progress
+        self.total = self.done = 0
+        self._lock = threading.Lock()
+
+    def begin(self, task, total):
+        with self._lock:
+            self.total, self.done = total, 0
+        self.progress.begin(task, total)
+
+    def advance(self, nbytes):
+        with self._lock:
+            step = max(0, min(nbytes, self.total - self.done))
+            self.done += step
+        if step:
+            self.progress.advance(step)
+
+    def end(self):
+        self.progress.end()
+
+
 class BackupRun(object):
     def __init__(self, settings, progress):
         settings.require("cluster")
         self.settings = settings
         self.progress = progress
+        self.meter = Meter(progress)
         self.codec = Codec(settings.compression, settings.compression_level)
         self.storage = open_storage(settings)
         self.catalog = catalog.Catalog(self.storage, settings.cluster)
@@ -108,7 +137,7 @@ class BackupRun(object):
         packed = self.codec.compress(raw)
         packed_sha = hashlib.sha256(packed).hexdigest()
         self.storage.put(key, packed, sha256=packed_sha)
-        self.progress.advance(len(raw))
+        self.meter.advance(len(raw))
         return {"key": key, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
                 "stored_size": len(packed), "stored_sha256": packed_sha}
 
@@ -142,7 +171,7 @@ class BackupRun(object):
             record["blocks"] = [[first + start, count] for start, count in runs]
             record["block_size"] = size
         else:
-            self.progress.advance(len(raw))
+            self.meter.advance(len(raw))
         return record
 
     def copy_bundle(self, bundle):
@@ -159,7 +188,7 @@ class BackupRun(object):
             if parent and parent.get("bundle") and parent.get("sha256") == digest \
                     and not parent.get("deltas"):
                 reused.append(entry.path)
-                self.progress.advance(len(data))
+                self.meter.advance(len(data))
                 continue
             parts.append(data)
             members.append({"path": entry.path, "offset": offset, "size": len(data),
@@ -296,12 +325,13 @@ class BackupRun(object):
             control = entries.pop()
             tasks = plan_pieces(entries, prefix, self.codec, s.chunk_size * MIB,
                                 s.bundle_limit * KIB, self.parent_files)
-            self.progress.begin("backup", sum(e.size for e in entries if e.kind == "file"))
+            self.meter.begin("backup", sum(e.size for e in entries + [control]
+                                           if e.kind == "file"))
             records = run_all(self._copy, tasks, s.workers)
             last = Bundle(0, "%sbundle/%06d%s" % (prefix, 0, self.codec.suffix))
             last.members.append(control)
             control_record = self.copy_bundle(last)
-            self.progress.end()
+            self.meter.end()
             stop_lsn, label, spcmap = session.stop()
             server["stop_xmax"] = session.snapshot_xmax()
             timeline = int(_LABEL_TIMELINE.search(label).group(1))
@@ -315,9 +345,7 @@ class BackupRun(object):
         bundles = self._referenced_bundles(files, bundles)
         manifest = self._manifest(backup_id, server, pgdata, start_lsn, stop_lsn, timeline,
                                   label, spcmap, started, files, bundles, wal, kind)
-        self.progress.event("backup %s complete: %d files, %.1f MiB read, %.1f MiB stored, "
-                            "%.1f s" % (backup_id, len(files), manifest["size"] / MIB,
-                                        manifest["stored_size"] / MIB, manifest["duration"]))
+        self.progress.event("backup %s complete: %s" % (backup_id, describe(manifest)))
         return {"changed": True, "backup": summarize(manifest)}
 
     def _copy(self, task):
@@ -344,6 +372,8 @@ class BackupRun(object):
         if timeline > 1 and os.path.exists(os.path.join(wal_dir, history)):
             names = [history] + names
 
+        self.meter.begin("backup WAL", sum(_size(os.path.join(wal_dir, n)) for n in names))
+
         def copy(name):
             path = os.path.join(wal_dir, name)
             try:
@@ -358,7 +388,9 @@ class BackupRun(object):
             record["name"] = name
             return record
 
-        return run_all(copy, names, self.settings.workers)
+        records = run_all(copy, names, self.settings.workers)
+        self.meter.end()
+        return records
 
     def _discard(self, prefix):
         """Best effort: a failed backup's objects are removed (they are never
@@ -474,6 +506,22 @@ def _stored_here(item, prefix):
         return True
     return any(o["key"].startswith(prefix) for o in catalog.chain_objects(
         {"files": [item], "bundles": [], "wal": []}))
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # reported when it is copied
+
+
+def describe(manifest):
+    """The one text of a backup's counts, for the log line and the CLI: file_count is
+    the manifest's (regular files, pg_control included; directories and tablespace
+    links are not files), the same number --json and info give."""
+    return "%d files, %.1f MiB read, %.1f MiB stored, %.1f s" % (
+        manifest["file_count"], manifest["size"] / MIB, manifest["stored_size"] / MIB,
+        manifest["duration"])
 
 
 def _epoch(text):
