@@ -105,8 +105,19 @@ def test_d11_9_backup_killed_at_each_point(point, pg_cluster, seaweed, bucket, w
     assert [b["id"] for b in state["backups"]] == listed + [latest["id"]]
     for removed in done["incomplete_removed"]:
         assert objects(s3, bucket, "main/backup/%s/" % removed) == {}
+    assert (done["bytes_removed"] > 0) == (point != "backup.after_manifest")
     for backup_id, stored in complete_objects.items():
         assert objects(s3, bucket, "main/backup/%s/" % backup_id) == stored, backup_id
+
+
+def backup_started(repo, s3, bucket):
+    """A backup running in the background that has stored its first objects."""
+    proc = repo.popen("backup")
+    deadline = time.time() + 120
+    while not objects(s3, bucket, "main/backup/") and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the backup ended before the test could act beside it"
+    return proc
 
 
 def test_d11_7_backup_that_loses_its_lease_stops_and_removes_what_it_stored(
@@ -114,11 +125,7 @@ def test_d11_7_backup_that_loses_its_lease_stops_and_removes_what_it_stored(
     pg, repo = dataset(pg_cluster, workdir, seaweed, bucket, rows=1500000, workers=1,
                        backup_lease=6)
     s3 = seaweed.client()
-    proc = repo.popen("backup")
-    deadline = time.time() + 120
-    while not objects(s3, bucket, "main/backup/") and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the backup ended before the lease could be taken from it"
+    proc = backup_started(repo, s3, bucket)
     # another node takes the lease over (as after an expiry): this backup must stop
     foreign = {"holder": "pg9:99", "nonce": "f" * 32, "acquired_at": time.time(),
                "expires_at": time.time() + 3600}
@@ -168,11 +175,7 @@ def test_d11_10_cleanup_never_touches_the_backup_a_live_lease_names(pg_cluster, 
                                                                      bucket, workdir):
     pg, repo = dataset(pg_cluster, workdir, seaweed, bucket, rows=400000, workers=1)
     s3 = seaweed.client()
-    proc = repo.popen("backup")
-    deadline = time.time() + 120
-    while not objects(s3, bucket, "main/backup/") and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the backup ended before cleanup could run beside it"
+    proc = backup_started(repo, s3, bucket)
     code, out, err = repo.run("cleanup", "--incomplete-grace-seconds", "0")
     assert code == 0 and out["incomplete_removed"] == [], err
     for entry in out["incomplete_kept"]:  # empty only if the backup completed meanwhile

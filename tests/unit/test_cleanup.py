@@ -1,11 +1,13 @@
 """Orphans of failed and killed backups (issue 11, defects 9 and 10): what a failed backup
 removes, what cleanup and expire remove, and what they never touch."""
+import io
 import json
 import os
 import time
 
 import pytest
 
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import cli
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.catalog import Catalog
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import (backup,
                                                                                      cleanup,
@@ -149,6 +151,8 @@ def test_d11_10_never_the_backup_a_live_lease_names(storage, settings):
 
 def test_d11_10_unreadable_lease_removes_nothing(storage, settings, monkeypatch):
     monkeypatch.setattr(cleanup, "open_storage", lambda settings: storage)
+    real_lease = cleanup.Lease
+    monkeypatch.setattr(cleanup, "Lease", lambda *args: real_lease(*args, sleep=lambda s: None))
     put_backup(storage, OLD, complete=False)
     lease_of(storage, NOW_ID)
     storage.failing["get"], storage.match["get"] = READ_ATTEMPTS, "/lock/"
@@ -172,3 +176,20 @@ def test_d11_10_cleanup_dry_run_then_run(storage, settings):
     assert done["incomplete_removed"] == [OLD] and keys(storage, OLD) == []
     assert len(keys(storage, NEW)) == 3
     assert cleanup.run(run_settings, Progress())["changed"] is False
+
+
+def test_d11_10_cleanup_verb_exit_codes(storage, settings):
+    put_backup(storage, OLD, complete=False)
+    put_backup(storage, NEW, complete=True)
+    argv = ["cleanup", "--repo-type", "posix", "--repo-path", settings.repo_path,
+            "--cluster", "main"]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.run(argv + ["--dry-run"], out, err, environ={}) == 0
+    assert out.getvalue().startswith("incomplete backups removed: %s (2 objects" % OLD)
+    assert len(keys(storage, OLD)) == 2
+    # a damaged lease rewritten just now: maybe a running backup's; exit 3, nothing removed
+    storage.put("main/lock/backup.json", b'{"holder": "pg9:9", "nonce"')
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.run(argv + ["--json"], out, err, environ={}) == 3
+    assert json.loads(out.getvalue())["error"]["code"] == "lease_unreadable"
+    assert "error [lease_unreadable]" in err.getvalue() and len(keys(storage, OLD)) == 2

@@ -269,6 +269,7 @@ class Lease(object):
             self.lost = ("the lease is now %s" % ("held by %s" % held.get("holder")
                                                   if held else "gone"))
             self.check()
+        self.check()  # the read may have taken long: never write a lease after its expiry
         body = self._body()
         self.storage.put(self.key, _encode(body))
         self.expires_at = max(self.expires_at or 0, body["expires_at"])
