@@ -118,7 +118,7 @@ events:
   returned: always
   type: list
   elements: str
-  sample: ["expired backup 20261117T010000Z-full"]
+  sample: ["removed backup 20261117T010000Z-full (412 objects)"]
 error_code:
   description: Stable code of the failure, for example V(config_missing), V(bucket_not_found).
   returned: failure
