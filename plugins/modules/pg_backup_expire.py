@@ -15,8 +15,9 @@ description:
     point of the last O(retention_days) days (so also the newest full older than that
     window), each with its whole chain - a diff keeps its full, an incr every ancestor.
   - Deletes the other backups (their manifest first, so a half-deleted backup is never
-    offered for restore), backups left without a manifest for more than a day, and archived
-    WAL older than the start of the oldest kept backup. Timeline history files are kept.
+    offered for restore; a diff or incr before the backups it needs), the objects of
+    incomplete backups (no manifest) that no backup is still writing, and archived WAL older
+    than the start of the oldest kept backup. Timeline history files are kept.
   - In check mode, lists exactly what would be deleted and deletes nothing; C(changed)
     predicts the real run.
 author:
@@ -30,6 +31,13 @@ options:
     description:
       - Keep every backup needed to restore any point of the last this many days.
     type: int
+  incomplete_grace_seconds:
+    description:
+      - Seconds after its last object was written before the objects of an incomplete
+        backup (killed, no manifest) are removed by expire and cleanup; a backup that a live
+        lease names is never removed, and one older than a complete backup needs no wait.
+    type: int
+    default: 3600
 extends_documentation_fragment:
   - pgdr.postgresql.repository
   - pgdr.postgresql.repository.cluster
@@ -76,10 +84,17 @@ expired:
   elements: str
   sample: ["20261117T010000Z-full", "20261118T010000Z-diff"]
 incomplete_removed:
-  description: Ids of backups without a manifest for more than a day, deleted.
+  description: Ids of incomplete backups (no manifest) whose objects were deleted.
   returned: success
   type: list
   elements: str
+  sample: []
+incomplete_kept:
+  description: Incomplete backups left in place, each with why (a live lease names it, the
+    lease cannot be read, or it was written less than O(incomplete_grace_seconds) ago).
+  returned: success
+  type: list
+  elements: dict
   sample: []
 kept:
   description: Ids of the backups kept.
@@ -103,7 +118,7 @@ events:
   returned: always
   type: list
   elements: str
-  sample: ["expired backup 20261117T010000Z-full"]
+  sample: ["removed backup 20261117T010000Z-full (412 objects)"]
 error_code:
   description: Stable code of the failure, for example V(config_missing), V(bucket_not_found).
   returned: failure
@@ -120,7 +135,7 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import Pg
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import expire
 
 
-ARGS = dict(groups=("repo", "expire"), needs=("cluster",))
+ARGS = dict(groups=("repo", "expire", "cleanup"), needs=("cluster",))
 
 
 def main():

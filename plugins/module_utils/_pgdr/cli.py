@@ -30,7 +30,9 @@ COMMANDS = {
     "verify": ("Download and check every object of a backup's chain.",
                ("repo", "verify")),
     "expire": ("Delete backups and WAL outside the retention policy, keeping chains whole.",
-               ("repo", "expire")),
+               ("repo", "expire", "cleanup")),
+    "cleanup": ("Remove the objects of incomplete backups that no backup is still writing.",
+                ("repo", "cleanup")),
     "drill": ("Restore a point into a scratch directory, verify it, measure RTO and RPO.",
               ("repo", "restore", "wal", "drill", "pg")),
     "wal-push": ("Archive one WAL file (archive_command = 'pgdr wal-push %p').",
@@ -156,6 +158,12 @@ def _render(command, result):
             ", ".join(result["expired"]) or "nothing",
             ", ".join(result["incomplete_removed"]) or "none", result["wal_removed"],
             ", ".join(result["kept"]))
+    if command == "cleanup":
+        return "incomplete backups removed: %s (%d objects, %.1f MiB); kept: %s" % (
+            ", ".join(result["incomplete_removed"]) or "none", result["objects_removed"],
+            result["bytes_removed"] / 1048576.0,
+            "; ".join("%s (%s)" % (k["id"], k["why"]) for k in result["incomplete_kept"])
+            or "none")
     backup = result.get("backup") or {}
     if command == "backup":
         if result.get("skipped"):
@@ -250,6 +258,8 @@ def _command_module(name):
         from .commands import verify as module
     elif name == "expire":
         from .commands import expire as module
+    elif name == "cleanup":
+        from .commands import cleanup as module
     elif name == "drill":
         from .commands import drill as module
     elif name == "wal-push":

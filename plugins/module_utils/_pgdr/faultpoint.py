@@ -19,6 +19,10 @@ ENV = "PGDR_FAULT_POINT"
 
 # one line each, sorted: <verb>.<step>
 POINTS = (
+    "backup.after_bundles",
+    "backup.after_manifest",
+    "backup.before_manifest",
+    "expire.mid_delete",
 )
 
 

@@ -194,6 +194,11 @@ OPTIONS = (
     Option("retention_days", "int", "Keep every backup needed to restore any point of "
            "the last this many days.", groups=("expire",),
            minimum=0, maximum=36500),
+    Option("incomplete_grace_seconds", "int", "Seconds after its last object was written "
+           "before the objects of an incomplete backup (killed, no manifest) are removed "
+           "by expire and cleanup; a backup that a live lease names is never removed, and "
+           "one older than a complete backup needs no wait.", default=3600,
+           groups=("cleanup",), minimum=0, maximum=31 * 86400),
     # -- restore ------------------------------------------------------------------------
     Option("backup_id", "str", "Backup to restore or verify: an id from info, or latest.",
            default="latest", groups=("restore", "verify", "info"),

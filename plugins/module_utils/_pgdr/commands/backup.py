@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 
-from .. import catalog
+from .. import catalog, faultpoint
 from ..compress import Codec
 from ..errors import ConfigError, IntegrityError, PgdrError, PostgresError
 from ..lease import Lease
@@ -132,8 +132,10 @@ class BackupRun(object):
         self.parent_bundles = {}   # its bundles (and those it points to), by key
         self.threshold = 0         # pages with an LSN at or after this changed
         self.block_size = 8192
+        self.lease = None          # held while the backup runs: lost -> the backup stops
 
     def store(self, key, raw):
+        self._lease_check()
         packed = self.codec.compress(raw)
         packed_sha = hashlib.sha256(packed).hexdigest()
         self.storage.put(key, packed, sha256=packed_sha)
@@ -221,12 +223,14 @@ class BackupRun(object):
                         "backup": {"type": kind, "cluster": s.cluster,
                                    "reference": self.reference["id"] if self.reference
                                    else None}}
-            lease = Lease(self.storage, s.cluster, "backup", s.backup_lease)
-            held, holder = lease.acquire()
-            if not held:
+            lease = Lease(self.storage, s.cluster, "backup", s.backup_lease,
+                          log=self.progress.event)
+            held, holder = lease.acquire()  # an unreadable lease raises: never a skip
+            if not held:  # a valid lease of another holder, read back: a live node backs up
                 return self._skip("node %s holds the backup lease of cluster %s until %s"
                                   % (holder.get("holder"), s.cluster,
                                      _iso(holder.get("expires_at", 0))))
+            self.lease = lease
             try:
                 kind = self._choose_reference(server)
                 recent = self._recent(kind, server)
@@ -312,6 +316,8 @@ class BackupRun(object):
     def _backup(self, session, server, pgdata, kind):
         s = self.settings
         backup_id = self._new_id(kind)
+        if self.lease is not None:
+            self.lease.set_backup(backup_id)  # cleanup never removes what it protects
         prefix = catalog.backup_prefix(s.cluster, backup_id)
         started = time.time()
         self.progress.event("backup %s of %s starting" % (backup_id, pgdata))
@@ -332,19 +338,24 @@ class BackupRun(object):
             last.members.append(control)
             control_record = self.copy_bundle(last)
             self.meter.end()
+            faultpoint.reached("backup.after_bundles")
             stop_lsn, label, spcmap = session.stop()
             server["stop_xmax"] = session.snapshot_xmax()
             timeline = int(_LABEL_TIMELINE.search(label).group(1))
             wal = self._copy_wal(pgdata, prefix, timeline, start_lsn, stop_lsn,
                                  server["wal_segment_size"])
-        except BaseException:
-            self._discard(prefix)
+            files, bundles = _file_records(entries + [control], tasks,
+                                           records + [control_record], last,
+                                           self.parent_files, backup_id)
+            bundles = self._referenced_bundles(files, bundles)
+            self._lease_check()
+            manifest = self._manifest(backup_id, server, pgdata, start_lsn, stop_lsn,
+                                      timeline, label, spcmap, started, files, bundles, wal,
+                                      kind)
+        except BaseException as exc:
+            self._discard(backup_id, prefix, exc)
             raise
-        files, bundles = _file_records(entries + [control], tasks, records + [control_record],
-                                       last, self.parent_files, backup_id)
-        bundles = self._referenced_bundles(files, bundles)
-        manifest = self._manifest(backup_id, server, pgdata, start_lsn, stop_lsn, timeline,
-                                  label, spcmap, started, files, bundles, wal, kind)
+        faultpoint.reached("backup.after_manifest")
         self.progress.event("backup %s complete: %s" % (backup_id, describe(manifest)))
         return {"changed": True, "backup": summarize(manifest)}
 
@@ -392,13 +403,31 @@ class BackupRun(object):
         self.meter.end()
         return records
 
-    def _discard(self, prefix):
-        """Best effort: a failed backup's objects are removed (they are never
-        offered for restore either way, having no manifest)."""
+    def _lease_check(self):
+        if self.lease is not None:
+            self.lease.check()
+
+    def _discard(self, backup_id, prefix, error):
+        """A failed backup removes what it stored (never offered for restore either way,
+        having no manifest), best effort: what cannot be removed now is left to `pgdr
+        cleanup`. A backup whose manifest is stored is complete and never removed; one
+        whose manifest cannot be checked is left alone too."""
+        why = getattr(error, "msg", None) or type(error).__name__
         try:
-            self.storage.delete(info.key for info in self.storage.list(prefix))
-        except PgdrError:
-            pass
+            if self.storage.head(prefix + catalog.MANIFEST) is not None:
+                self.progress.event("backup %s failed (%s) after its manifest was stored: "
+                                    "it is complete and kept" % (backup_id, why))
+                return
+            keys = [info.key for info in self.storage.list(prefix)]
+            self.storage.delete(keys)
+        except PgdrError as exc:
+            self.progress.event("warning: backup %s failed (%s) and what it stored under %s "
+                                "could not be removed (%s): `pgdr cleanup` removes it later"
+                                % (backup_id, why, prefix, exc.msg))
+            return
+        if keys:
+            self.progress.event("backup %s failed (%s): removed the %d object(s) it had "
+                                "stored" % (backup_id, why, len(keys)))
 
     def _manifest(self, backup_id, server, pgdata, start_lsn, stop_lsn, timeline, label,
                   spcmap, started, files, bundles, wal, kind):
@@ -407,6 +436,7 @@ class BackupRun(object):
         file_list = catalog.encode_file_list({"files": files, "bundles": bundles,
                                               "wal": wal})
         self.storage.put(prefix + catalog.FILE_LIST, file_list, if_absent=True)
+        faultpoint.reached("backup.before_manifest")
         stopped = time.time()
         segments = [w["name"] for w in wal if not w["name"].endswith(".history")]
         own = catalog.backup_prefix(s.cluster, backup_id)

@@ -7,9 +7,12 @@ Kept: the newest ``retention_full`` full backups and/or every backup needed to
 restore any point of the last ``retention_days`` days (so the newest full
 older than the window too), each with its whole chain (a diff's full, an
 incr's every ancestor), and all WAL from the oldest kept backup's start on.
-Everything else of the cluster is deleted: expired backups (manifest first,
-so a half-deleted backup is never offered), backups left incomplete for more
-than a day, and WAL that no kept backup needs. --dry-run lists exactly that.
+Everything else of the cluster is deleted: expired backups (newest first, so
+that a diff never outlives its full, and each manifest first, so a half-deleted
+backup is never offered), the objects of incomplete backups that no backup can
+still be writing (cleanup.py says which), and WAL that no kept backup needs.
+--dry-run lists exactly that. Killed half-way, a rerun finishes the work: a
+half-deleted backup is an incomplete one older than a complete backup.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -19,19 +22,14 @@ import calendar
 import time
 
 from ..archive import ArchiveIndex
-from ..catalog import MANIFEST, Catalog, backup_prefix
+from ..catalog import Catalog, backup_prefix
 from ..errors import ConfigError
 from ..storage import open_storage
-
-STALE_INCOMPLETE = 24 * 3600  # a backup without manifest for a day is not in progress
+from . import cleanup
 
 
 def _epoch(text):
     return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
-
-
-def _id_time(backup_id):
-    return calendar.timegm(time.strptime(backup_id.split("-")[0], "%Y%m%dT%H%M%SZ"))
 
 
 def retained(complete, retention_full, retention_days, now):
@@ -66,19 +64,22 @@ def run(settings, progress, dry_run=False):
     now = time.time()
     keep = retained(complete, settings.retention_full, settings.retention_days, now)
     expired = [m["id"] for m in complete if m["id"] not in keep]
-    stale = [i for i in incomplete if now - _id_time(i) > STALE_INCOMPLETE
-             and (not complete or i < complete[-1]["id"])]
+    stale, held = cleanup.plan(storage, settings, complete, incomplete, now)
+    for entry in held:
+        progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
     kept = [m for m in complete if m["id"] in keep]
     wal = _expired_wal(storage, settings.cluster, kept)
-    plan = {"expired": expired, "incomplete_removed": stale, "kept": sorted(keep),
-            "wal_removed": len(wal), "wal_keys": wal[:1000] if dry_run else []}
+    plan = {"expired": expired, "incomplete_removed": sorted(stale), "incomplete_kept": held,
+            "kept": sorted(keep), "wal_removed": len(wal),
+            "wal_keys": wal[:1000] if dry_run else []}
     if dry_run or not (expired or stale or wal):
         return dict(plan, changed=bool(expired or stale or wal))
-    for backup_id in expired + stale:
-        prefix = backup_prefix(settings.cluster, backup_id)
-        storage.delete([prefix + MANIFEST])  # first: never offered half-deleted
-        storage.delete(info.key for info in storage.list(prefix))
-        progress.event("expired backup %s" % backup_id)
+    # newest first: a diff or incr goes before the backups it needs
+    for backup_id in reversed(expired):
+        objects = storage.list(backup_prefix(settings.cluster, backup_id))
+        cleanup.remove(storage, settings.cluster, backup_id, objects, progress)
+    for backup_id in sorted(stale):
+        cleanup.remove(storage, settings.cluster, backup_id, stale[backup_id], progress)
     storage.delete(wal)
     if wal:
         progress.event("removed %d WAL file(s) older than the oldest kept backup" % len(wal))

@@ -16,6 +16,7 @@ from ..postgres.session import archive_lag
 from ..recovery import Planner
 from ..storage import open_storage
 from .backup import summarize
+from .cleanup import stored
 
 
 def run(settings, progress=None, dry_run=False):
@@ -24,6 +25,7 @@ def run(settings, progress=None, dry_run=False):
     storage.check()
     catalog = Catalog(storage, settings.cluster)
     complete, incomplete = catalog.scan()
+    incomplete = sorted(stored(storage, settings.cluster, incomplete))  # not empty prefixes
     backups = [summarize(m) for m in complete]
     checked = None
     if settings.verify and backups:

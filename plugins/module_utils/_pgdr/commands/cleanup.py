@@ -1,0 +1,108 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backups that never completed: which exist, and removing their objects.
+
+A backup without manifest is never offered for restore, but its objects cost
+storage. A failed backup removes them itself; a killed one cannot. They are
+removed here (``pgdr cleanup``, and by ``expire``) once no backup can still be
+writing them: not the backup the live lease names (of any node), nothing at
+all while a live lease names no backup or the lease cannot be read, and only
+when nothing was written under the prefix for ``incomplete_grace_seconds`` or
+a complete backup started after it. A prefix that holds no object (SeaweedFS
+keeps empty "directories", posix keeps empty directories) is not a backup.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import calendar
+import time
+
+from .. import faultpoint
+from ..catalog import MANIFEST, Catalog, backup_prefix
+from ..errors import RepositoryError
+from ..lease import Lease
+from ..storage import open_storage
+
+
+def id_time(backup_id):
+    """Start time of a backup from its id (20261124T060012Z-full), or None."""
+    try:
+        return calendar.timegm(time.strptime(backup_id.split("-")[0], "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return None
+
+
+def stored(storage, cluster, ids):
+    """{backup id: [ObjectInfo]} of the ids whose prefix holds at least one object."""
+    found = {}
+    for backup_id in ids:
+        objects = storage.list(backup_prefix(cluster, backup_id))
+        if objects:
+            found[backup_id] = objects
+    return found
+
+
+def plan(storage, settings, complete, incomplete, now):
+    """(removable {id: [ObjectInfo]}, kept [{"id", "why"}]) of the incomplete backups that
+    hold objects."""
+    grace = settings.incomplete_grace_seconds
+    newest_start = max([id_time(m["id"]) or 0 for m in complete] or [0])
+    status, held = Lease(storage, settings.cluster, "backup", settings.backup_lease).state()
+    removable, kept = {}, []
+    for backup_id, objects in sorted(stored(storage, settings.cluster, incomplete).items()):
+        last_write = max([o.mtime or 0 for o in objects] + [id_time(backup_id) or now])
+        why = None
+        if any(o.key.endswith("/" + MANIFEST) for o in objects):
+            why = "it has a manifest, but a backup of its chain is missing"
+        elif status == "unknown":
+            why = "the backup lease cannot be read, so a backup may be writing it: %s" % held
+        elif status == "live" and held.get("backup_id") in (None, backup_id):
+            why = "node %s is writing %s (its lease lasts until %s)" % (
+                held.get("holder"), "it" if held.get("backup_id") else "a backup",
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(held["expires_at"])))
+        elif now - last_write <= grace and (id_time(backup_id) or now) >= newest_start:
+            why = ("its last object was written %.0f s ago (incomplete_grace_seconds=%d) "
+                   "and no complete backup started after it" % (now - last_write, grace))
+        if why:
+            kept.append({"id": backup_id, "why": why})
+        else:
+            removable[backup_id] = objects
+    return removable, kept
+
+
+def remove(storage, cluster, backup_id, objects, progress):
+    """Delete a backup's objects, its manifest first (never offered half-deleted)."""
+    prefix = backup_prefix(cluster, backup_id)
+    manifest = prefix + MANIFEST
+    rest = [o.key for o in objects if o.key != manifest]
+    storage.delete([manifest])
+    half = len(rest) // 2
+    storage.delete(rest[:half])
+    faultpoint.reached("expire.mid_delete")
+    storage.delete(rest[half:])
+    progress.event("removed backup %s (%d objects)" % (backup_id, len(rest)))
+
+
+def run(settings, progress, dry_run=False):
+    settings.require("cluster")
+    storage = open_storage(settings)
+    storage.check()
+    complete, incomplete = Catalog(storage, settings.cluster).scan()
+    removable, kept = plan(storage, settings, complete, incomplete, time.time())
+    blocked = [k for k in kept if k["why"].startswith("the backup lease cannot be read")]
+    if blocked:
+        raise RepositoryError("cannot tell whether a backup is running: %s" % blocked[0]["why"],
+                              code="lease_unreadable", stage="lease",
+                              incomplete_kept=kept)
+    result = {"changed": bool(removable), "incomplete_removed": sorted(removable),
+              "incomplete_kept": kept,
+              "objects_removed": sum(len(o) for o in removable.values()),
+              "bytes_removed": sum(i.size for o in removable.values() for i in o)}
+    for entry in kept:
+        progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
+    if not dry_run:
+        for backup_id in sorted(removable):
+            remove(storage, settings.cluster, backup_id, removable[backup_id], progress)
+    return result

@@ -1,0 +1,195 @@
+"""Orphans of failed and killed backups (issue 11, defects 9 and 10): what a failed backup
+removes, what cleanup and expire remove, and what they never touch."""
+import io
+import json
+import os
+import time
+
+import pytest
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import cli
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.catalog import Catalog
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import (backup,
+                                                                                     cleanup,
+                                                                                     info)
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import RepositoryError
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.lease import READ_ATTEMPTS
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.options import resolve
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.progress import Progress
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.storage.posix import PosixStorage
+
+OLD = "20260101T000000Z-full"     # killed long ago
+NEW = "20260102T000000Z-full"     # complete, started after OLD
+NOW_ID = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-full"  # just started
+
+
+class FaultyStorage(object):
+    """A real PosixStorage whose chosen methods raise a transient S3-like error: the next
+    ``failing[method]`` calls of that method (on keys containing ``match[method]``)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.failing, self.match = {}, {}
+
+    def __getattr__(self, name):
+        real = getattr(self.inner, name)
+        if not callable(real):
+            return real
+
+        def call(*args, **kwargs):
+            key = str(args[0]) if args else ""
+            if self.failing.get(name, 0) > 0 and self.match.get(name, "") in key:
+                self.failing[name] -= 1
+                raise RepositoryError("S3 %s failed: InternalError" % name, code="s3_error")
+            return real(*args, **kwargs)
+        return call
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return resolve({"repo_type": "posix", "repo_path": str(tmp_path), "cluster": "main"},
+                   environ={})
+
+
+@pytest.fixture
+def storage(settings):
+    return FaultyStorage(PosixStorage(settings))
+
+
+def put_backup(storage, backup_id, complete):
+    prefix = "main/backup/%s/" % backup_id
+    storage.put(prefix + "bundle/000001.zst", b"data")
+    storage.put(prefix + "data/base/1/1234.zst", b"data" * 10)
+    if complete:
+        storage.put(prefix + "manifest.json", json.dumps({
+            "format": 1, "id": backup_id, "type": "full", "chain": [backup_id],
+            "stop_time": backup_id[:4] + "-01-01T00:00:00Z"}).encode())
+
+
+def keys(storage, backup_id):
+    return [i.key for i in storage.list("main/backup/%s/" % backup_id)]
+
+
+def discarding(storage):
+    run = backup.BackupRun.__new__(backup.BackupRun)
+    run.storage, run.progress = storage, Progress()
+    return run
+
+
+def test_d11_9_failed_backup_removes_what_it_stored(storage):
+    put_backup(storage, OLD, complete=False)
+    run = discarding(storage)
+    run._discard(OLD, "main/backup/%s/" % OLD, RepositoryError("boom", code="s3_error"))
+    assert keys(storage, OLD) == []
+    assert any("boom" in e and "removed the 2 object(s)" in e for e in run.progress.events)
+
+
+def test_d11_9_failed_backup_never_removes_a_complete_one(storage):
+    put_backup(storage, OLD, complete=True)
+    run = discarding(storage)
+    run._discard(OLD, "main/backup/%s/" % OLD, RepositoryError("late", code="s3_error"))
+    assert len(keys(storage, OLD)) == 3
+    assert any("complete and kept" in e for e in run.progress.events)
+
+
+def test_d11_9_what_cannot_be_removed_is_left_for_cleanup(storage):
+    put_backup(storage, OLD, complete=False)
+    storage.failing["delete"] = 1
+    run = discarding(storage)
+    run._discard(OLD, "main/backup/%s/" % OLD, RepositoryError("boom", code="s3_error"))
+    assert len(keys(storage, OLD)) == 2
+    assert any("pgdr cleanup" in e for e in run.progress.events)
+    # and a manifest check that fails leaves everything in place too
+    storage.failing["head"] = 1
+    run._discard(OLD, "main/backup/%s/" % OLD, RepositoryError("boom", code="s3_error"))
+    assert len(keys(storage, OLD)) == 2
+
+
+def test_d11_10_empty_prefixes_are_not_backups(storage, settings):
+    put_backup(storage, OLD, complete=False)
+    storage.delete(keys(storage, OLD))  # an empty directory stays (as SeaweedFS keeps one)
+    assert os.path.isdir(os.path.join(settings.repo_path, "main", "backup", OLD))
+    assert Catalog(storage, "main").scan()[1] == [OLD]
+    assert info.run(settings.replace(pg_host="/nonexistent"))["incomplete"] == []
+
+
+def plan(storage, settings, grace=3600):
+    complete, incomplete = Catalog(storage, "main").scan()
+    return cleanup.plan(storage, settings.replace(incomplete_grace_seconds=grace),
+                        complete, incomplete, time.time())
+
+
+def lease_of(storage, backup_id=None, expires_in=600):
+    body = {"holder": "pg9:99", "nonce": "n" * 32, "expires_at": time.time() + expires_in}
+    if backup_id:
+        body["backup_id"] = backup_id
+    storage.put("main/lock/backup.json", json.dumps(body).encode())
+
+
+def test_d11_10_old_orphans_go_a_fresh_one_waits(storage, settings):
+    put_backup(storage, OLD, complete=False)
+    put_backup(storage, NEW, complete=True)
+    put_backup(storage, NOW_ID, complete=False)
+    removable, kept = plan(storage, settings)
+    assert sorted(removable) == [OLD]  # older than a complete backup
+    assert [k["id"] for k in kept] == [NOW_ID] and "incomplete_grace_seconds" in kept[0]["why"]
+    assert sorted(plan(storage, settings, grace=0)[0]) == [OLD, NOW_ID]
+
+
+def test_d11_10_never_the_backup_a_live_lease_names(storage, settings):
+    put_backup(storage, OLD, complete=False)
+    put_backup(storage, NOW_ID, complete=False)
+    lease_of(storage, NOW_ID)
+    removable, kept = plan(storage, settings, grace=0)
+    assert sorted(removable) == [OLD]
+    assert kept == [{"id": NOW_ID, "why": kept[0]["why"]}] and "pg9:99" in kept[0]["why"]
+    lease_of(storage)  # a live lease that names no backup yet: nothing goes
+    assert plan(storage, settings, grace=0)[0] == {}
+    lease_of(storage, NOW_ID, expires_in=-1)  # expired: its holder is gone
+    assert sorted(plan(storage, settings, grace=0)[0]) == [OLD, NOW_ID]
+
+
+def test_d11_10_unreadable_lease_removes_nothing(storage, settings, monkeypatch):
+    monkeypatch.setattr(cleanup, "open_storage", lambda settings: storage)
+    real_lease = cleanup.Lease
+    monkeypatch.setattr(cleanup, "Lease", lambda *args: real_lease(*args, sleep=lambda s: None))
+    put_backup(storage, OLD, complete=False)
+    lease_of(storage, NOW_ID)
+    storage.failing["get"], storage.match["get"] = READ_ATTEMPTS, "/lock/"
+    removable, kept = plan(storage, settings, grace=0)
+    assert removable == {} and "cannot be read" in kept[0]["why"]
+    storage.failing["get"] = READ_ATTEMPTS
+    with pytest.raises(RepositoryError) as raised:
+        cleanup.run(settings.replace(incomplete_grace_seconds=0), Progress())
+    assert raised.value.code == "lease_unreadable"
+    assert len(keys(storage, OLD)) == 2
+
+
+def test_d11_10_cleanup_dry_run_then_run(storage, settings):
+    put_backup(storage, OLD, complete=False)
+    put_backup(storage, NEW, complete=True)
+    run_settings = settings.replace(incomplete_grace_seconds=0)
+    dry = cleanup.run(run_settings, Progress(), dry_run=True)
+    assert dry["incomplete_removed"] == [OLD] and dry["objects_removed"] == 2
+    assert len(keys(storage, OLD)) == 2
+    done = cleanup.run(run_settings, Progress())
+    assert done["incomplete_removed"] == [OLD] and keys(storage, OLD) == []
+    assert len(keys(storage, NEW)) == 3
+    assert cleanup.run(run_settings, Progress())["changed"] is False
+
+
+def test_d11_10_cleanup_verb_exit_codes(storage, settings):
+    put_backup(storage, OLD, complete=False)
+    put_backup(storage, NEW, complete=True)
+    argv = ["cleanup", "--repo-type", "posix", "--repo-path", settings.repo_path,
+            "--cluster", "main"]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.run(argv + ["--dry-run"], out, err, environ={}) == 0
+    assert out.getvalue().startswith("incomplete backups removed: %s (2 objects" % OLD)
+    assert len(keys(storage, OLD)) == 2
+    # a damaged lease rewritten just now: maybe a running backup's; exit 3, nothing removed
+    storage.put("main/lock/backup.json", b'{"holder": "pg9:9", "nonce"')
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.run(argv + ["--json"], out, err, environ={}) == 3
+    assert json.loads(out.getvalue())["error"]["code"] == "lease_unreadable"
+    assert "error [lease_unreadable]" in err.getvalue() and len(keys(storage, OLD)) == 2
