@@ -31,6 +31,7 @@ def run_for(progress):
     run.storage = Storage()
     run.parent_files, run.parent_bundles = {}, {}
     run.threshold, run.block_size = 0, 8192
+    run.lease = None
     return run
 
 
