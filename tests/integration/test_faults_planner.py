@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from lab.lab import REPO
-from tests.integration.pgdr_run import (archive_everything, archiving_cluster, restore_args,
-                                        wait_until_promoted, write_rows)
+from tests.integration.pgdr_run import (archive_everything, archiving_cluster,
+                                        promote_restored_copy, restore_rows, write_rows)
 
 HISTORY_KEY = "main/wal/history/00000002.history"
 
@@ -30,19 +29,15 @@ def refused(repo, target, *point_args, exit_code=7, codes=("point_unreachable",)
     return error
 
 
-def restored_rows(repo, target, *point_args):
-    """Restore, start, and (count, max k) of the copy; asserts there is no hole."""
-    restored, args = restore_args(15, target)
-    code, out, err = repo.run("restore", "--target", target, *point_args, *args)
+def backed_up(pg_cluster, workdir, seaweed, bucket):
+    """An archiving PostgreSQL 15, a backup, then rows 1-10 committed (not yet switched):
+    (pg, repo, backup result, stamps)."""
+    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
+    code, backup, err = repo.run("backup")
     assert code == 0, err
-    restored.start()
-    try:
-        wait_until_promoted(restored)
-        count, top = restored.psql("SELECT count(*), coalesce(max(k), 0) FROM ticks").split("|")
-    finally:
-        restored.stop()
-    assert count == top, (count, top)  # rows 1..max, none missing
-    return int(top), out
+    stamps = {}
+    write_rows(pg, 1, 10, stamps)
+    return pg, repo, backup, stamps
 
 
 def _segments(seaweed, bucket):
@@ -57,11 +52,7 @@ def _segments(seaweed, bucket):
 
 
 def test_d11_3_latest_with_a_deleted_segment_is_refused(pg_cluster, workdir, seaweed, bucket):
-    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
-    code, backup, err = repo.run("backup")
-    assert code == 0, err
-    stamps = {}
-    write_rows(pg, 1, 10, stamps)
+    pg, repo, backup, stamps = backed_up(pg_cluster, workdir, seaweed, bucket)
     archive_everything(pg)
     write_rows(pg, 11, 20, stamps)
     middle = archive_everything(pg)           # rows 11-20 end in this segment
@@ -79,7 +70,7 @@ def test_d11_3_latest_with_a_deleted_segment_is_refused(pg_cluster, workdir, sea
     reachable = error["reachable_lsn"]
     assert "LSN %s" % reachable in error["msg"]
     # the restore to the reported reachable end works, with exactly the rows before the gap
-    rows, out = restored_rows(repo, workdir / "end", "--point", "lsn:" + reachable)
+    rows, out = restore_rows(repo, workdir, "end", "--point", "lsn:" + reachable)
     assert rows == 10, rows
     assert out["plan"]["backup_id"] == backup["backup"]["id"]
 
@@ -88,22 +79,10 @@ def test_d11_3_latest_with_a_deleted_segment_is_refused(pg_cluster, workdir, sea
 def promoted(pg_cluster, workdir, seaweed, bucket):
     """A backup on timeline 1, rows 1-10; the primary dies; a restored copy is promoted
     (timeline 2) and archives rows 11-20 into the same repository."""
-    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
-    code, dummy, err = repo.run("backup")
-    assert code == 0, err
-    stamps = {}
-    write_rows(pg, 1, 10, stamps)
+    pg, repo, dummy, stamps = backed_up(pg_cluster, workdir, seaweed, bucket)
     archive_everything(pg)
     pg.stop()
-    primary, args = restore_args(15, workdir / "new-primary" / "data")
-    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
-            f"--credentials {repo.credentials} %p")
-    code, dummy, err = repo.run("restore", "--target", primary.datadir, "--point", "latest",
-                                "--keep-archiving", "--settings", f"archive_command={push}",
-                                *args)
-    assert code == 0, err
-    primary.start()
-    wait_until_promoted(primary)
+    primary = promote_restored_copy(repo, workdir)
     primary.psql("CHECKPOINT")
     write_rows(primary, 11, 20, stamps)
     archive_everything(primary)
@@ -127,17 +106,13 @@ def test_d11_3_deleted_or_edited_history_is_refused(promoted, workdir, bucket):
             codes=("history_invalid", "checksum_mismatch"))
     # never a silent restore of timeline 1: with the original back, all 20 rows
     s3.put_object(Bucket=bucket, Key=HISTORY_KEY, Body=original)
-    rows, out = restored_rows(repo, workdir / "tl2", "--point", "latest")
+    rows, out = restore_rows(repo, workdir, "tl2", "--point", "latest")
     assert rows == 20 and out["plan"]["timeline"] == 2
 
 
 def test_d11_12_points_after_the_last_record_or_commit_are_refused(pg_cluster, workdir,
                                                                    seaweed, bucket):
-    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
-    code, dummy, err = repo.run("backup")
-    assert code == 0, err
-    stamps = {}
-    write_rows(pg, 1, 10, stamps)
+    pg, repo, dummy, stamps = backed_up(pg_cluster, workdir, seaweed, bucket)
     time.sleep(2.5)  # the last commit is well before the last segment's upload
     switch = pg.psql("SELECT pg_switch_wal()")
     last = archive_everything(pg)
@@ -157,5 +132,5 @@ def test_d11_12_points_after_the_last_record_or_commit_are_refused(pg_cluster, w
     # the invariant's other side: a time just before the last commit restores exactly
     before = (last_commit - (last_commit - stamps[9]["commit"]) / 2).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
-    rows, out = restored_rows(repo, workdir / "ok", "--point", before)
+    rows, out = restore_rows(repo, workdir, "ok", "--point", before)
     assert rows == 9, rows

@@ -128,6 +128,12 @@ def put_segment(storage, tli, segno, records):
     return name, starts
 
 
+def put_commits(storage, commits, tli=1):
+    """{segment number: seconds after T0}: one segment with one commit then a filler."""
+    for segno, seconds in sorted(commits.items()):
+        put_segment(storage, tli, segno, [commit(at(seconds)), filler()])
+
+
 def put_history(storage, tli, text):
     storage.put("main/wal/history/%08X.history" % tli, text.encode("utf-8"))
 
@@ -196,10 +202,7 @@ def test_backup_choice_by_time_and_lsn(repo):
     storage, cat = repo
     add_backup(storage, "20261124T055900Z-full", "0/200000", at(0))
     add_backup(storage, "20261124T060100Z-full", "0/400000", at(60))
-    put_segment(storage, 1, 2, [commit(at(10)), filler()])
-    put_segment(storage, 1, 3, [commit(at(50)), filler()])
-    put_segment(storage, 1, 4, [commit(at(70)), filler()])
-    put_segment(storage, 1, 5, [commit(at(80)), filler()])
+    put_commits(storage, {2: 10, 3: 50, 4: 70, 5: 80})
     assert plan(repo, stamp(at(30))).backup["id"] == "20261124T055900Z-full"
     assert plan(repo, stamp(at(75))).backup["id"] == "20261124T060100Z-full"
     assert plan(repo, "lsn:0/300000").backup["id"] == "20261124T055900Z-full"
@@ -295,9 +298,7 @@ def test_d11_12_backup_id_is_the_base_of_the_point(repo):
     storage, cat = repo
     add_backup(storage, "20261124T055900Z-full", "0/200000", at(0))
     add_backup(storage, "20261124T060100Z-full", "0/300000", at(60))
-    put_segment(storage, 1, 2, [commit(at(10)), filler()])
-    put_segment(storage, 1, 3, [commit(at(70)), filler()])
-    put_segment(storage, 1, 4, [commit(at(80)), filler()])
+    put_commits(storage, {2: 10, 3: 70, 4: 80})
     # the planner alone would take the newer backup; the base given is used
     result = plan(repo, stamp(at(75)), base="20261124T055900Z-full")
     assert result.backup["id"] == "20261124T055900Z-full"
