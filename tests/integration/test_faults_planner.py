@@ -31,11 +31,11 @@ def refused(repo, target, *point_args, exit_code=7, codes=("point_unreachable",)
 
 def backed_up(pg_cluster, workdir, seaweed, bucket):
     """An archiving PostgreSQL 15, a backup, then rows 1-10 committed (not yet switched):
-    (pg, repo, backup result, stamps)."""
+    (pg, repo, backup result, stamps); stamps[0]["xid"] committed before the backup."""
     pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
+    stamps = {0: {"xid": int(pg.psql("SELECT txid_current() % (2^32)::bigint"))}}
     code, backup, err = repo.run("backup")
     assert code == 0, err
-    stamps = {}
     write_rows(pg, 1, 10, stamps)
     return pg, repo, backup, stamps
 
@@ -129,6 +129,10 @@ def test_d11_12_points_after_the_last_record_or_commit_are_refused(pg_cluster, w
     after = "%s/%X" % (hi, int(lo, 16) + 0x1000)
     error = refused(repo, workdir / "lsn", "--point", "lsn:" + after)
     assert "last complete record" in error["msg"]
+    # an xid that committed before the (only) backup started: refused, not replayed for
+    # nothing until recovery fails at the end of the archive
+    error = refused(repo, workdir / "xid", "--point", "xid:%d" % stamps[0]["xid"])
+    assert "ended before the oldest backup" in error["msg"]
     # the invariant's other side: a time just before the last commit restores exactly
     before = (last_commit - (last_commit - stamps[9]["commit"]) / 2).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
