@@ -401,6 +401,14 @@ def test_d11_3_invalid_history_is_refused(promoted, repo, text, why):
     assert why in info.value.msg and "00000002.history" in info.value.msg
 
 
+def test_d11_3_info_window_reports_a_history_problem(promoted, repo):
+    storage, starts = promoted
+    storage.delete(["main/wal/history/00000002.history"])
+    put_history(storage, 2, "garbage\n")
+    window = planner(repo).window()
+    assert "history_invalid" in window["problem"] and window["timeline"] == 1
+
+
 def test_d11_3_history_must_extend_its_parent(promoted, repo):
     storage, starts = promoted
     put_segment(storage, 3, 5, [commit(at(60)), filler()])

@@ -493,7 +493,11 @@ class Planner(object):
         size = self._segment_size(backup)
         serving = _serving(path, end_segment)
         later_timelines = set(t for t, first in path if t >= serving)
-        later_timelines.update(t for t, entries in self.histories().items()
+        try:
+            histories = self.histories()
+        except PgdrError:  # reported by window() as its problem
+            histories = {}
+        later_timelines.update(t for t, entries in histories.items()
                                if any(e[0] == target for e in entries))
         later = None
         for tli in sorted(later_timelines):
