@@ -164,8 +164,10 @@ last_drill:
 window:
   description:
     - The recoverable window from the newest backup along the archive, or null when there
-      is no backup. C(latest_time) is when the last contiguous WAL segment was
-      archived; C(gap_before) names WAL archived after a missing segment.
+      is no backup. C(latest_lsn) and C(latest_time) are the start of the last complete
+      record and the time of the last commit in the WAL archived contiguously after the
+      newest backup; C(gap_before) names WAL archived after a missing segment
+      (C(missing_segment)); C(problem) says why the timeline could not be followed.
   returned: success
   type: dict
   sample:

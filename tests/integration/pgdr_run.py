@@ -194,6 +194,37 @@ def archive_everything(pg):
         segment, pg.psql("SELECT * FROM pg_stat_archiver")))
 
 
+def restore_rows(repo, workdir, label, *point_args):
+    """Restore to a point into workdir/label/data, start it, wait for the end of recovery:
+    (max k of table ticks, the restore's JSON); asserts rows 1..max are all there."""
+    target = workdir / label / "data"
+    restored, args = restore_args(15, target)
+    code, out, err = repo.run("restore", "--target", target, *point_args, *args)
+    assert code == 0, err
+    restored.start()
+    try:
+        wait_until_promoted(restored)
+        rows = restored.psql("SELECT count(*), coalesce(max(k), 0) FROM ticks").split("|")
+    finally:
+        restored.stop()
+    assert rows[0] == rows[1], rows  # no holes: rows 1..max
+    return int(rows[1]), out
+
+
+def promote_restored_copy(repo, workdir, version=15):
+    """Restore latest into workdir/new-primary/data and start it as the new primary,
+    archiving its new timeline into the same repository (stop the old primary first)."""
+    promoted, args = restore_args(version, workdir / "new-primary" / "data")
+    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
+            f"--credentials {repo.credentials} %p")
+    code, dummy, err = repo.run("restore", "--target", promoted.datadir, "--point", "latest",
+                                "--keep-archiving", "--settings", f"archive_command={push}", *args)
+    assert code == 0, err
+    promoted.start()
+    wait_until_promoted(promoted)
+    return promoted
+
+
 def wait_until_promoted(pg, timeout=120):
     """pg_ctl -w returns once a hot standby accepts read-only connections, while
     recovery may still be replaying: wait for the end of recovery (action promote)."""

@@ -5,9 +5,8 @@ import os
 
 import pytest
 
-from lab.lab import REPO
 from tests.integration.pgdr_run import (Repo, archive_everything, archiving_cluster,
-                                        postgres_dir, restore_args, wait_until_promoted,
+                                        postgres_dir, promote_restored_copy, restore_rows,
                                         write_rows)
 
 ROWS = 40
@@ -17,21 +16,6 @@ def between(stamps, k):
     """A time strictly between the commits of rows k and k+1, as ISO 8601 UTC."""
     mid = stamps[k]["commit"] + (stamps[k + 1]["commit"] - stamps[k]["commit"]) / 2
     return mid.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def restore_rows(repo, workdir, label, *point_args):
-    target = workdir / label / "data"
-    restored, args = restore_args(15, target)
-    code, out, err = repo.run("restore", "--target", target, *point_args, *args)
-    assert code == 0, err
-    restored.start()
-    try:
-        wait_until_promoted(restored)
-        rows = restored.psql("SELECT count(*), coalesce(max(k), 0) FROM ticks").split("|")
-    finally:
-        restored.stop()
-    assert rows[0] == rows[1], rows  # no holes: rows 1..max
-    return int(rows[1]), out
 
 
 @pytest.fixture
@@ -118,14 +102,7 @@ def test_restore_across_a_promotion(pg_cluster, workdir, seaweed, bucket):
     archive_everything(pg)
     pg.stop()
 
-    promoted, args = restore_args(15, workdir / "new-primary" / "data")
-    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
-            f"--credentials {repo.credentials} %p")
-    code, dummy, err = repo.run("restore", "--target", promoted.datadir, "--point", "latest",
-                                "--keep-archiving", "--settings", f"archive_command={push}", *args)
-    assert code == 0, err
-    promoted.start()
-    wait_until_promoted(promoted)
+    promoted = promote_restored_copy(repo, workdir)
     assert promoted.psql("SELECT timeline_id FROM pg_control_checkpoint()") in ("1", "2")
     promoted.psql("CHECKPOINT")
     assert promoted.psql("SELECT timeline_id FROM pg_control_checkpoint()") == "2"

@@ -22,7 +22,7 @@ __metaclass__ = type
 import hashlib
 import re
 
-from .errors import Conflict
+from .errors import Conflict, IntegrityError
 
 SEGMENT_OR_PARTIAL = re.compile(r"^([0-9A-F]{24})(\.partial|\.[0-9A-F]{8}\.backup)?$")
 HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
@@ -62,15 +62,23 @@ def push(storage, key, packed, raw, name, codec):
 
 
 def parse_history(text):
-    """[(parent timeline, switch LSN as int)] from a .history file, oldest first."""
+    """[(parent timeline, switch LSN as int)] from a .history file, oldest first.
+    ValueError naming the line when one is not ``<timeline> <LSN> [reason]``."""
     from .postgres.wal import parse_lsn
+    from .errors import ConfigError
     entries = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split()
-        entries.append((int(parts[0]), parse_lsn(parts[1])))
+        parts = line.split(None, 2)
+        try:
+            if len(parts) < 2 or not parts[0].isdigit():
+                raise ValueError
+            entries.append((int(parts[0]), parse_lsn(parts[1])))
+        except (ValueError, ConfigError):
+            raise ValueError("line %d is not '<timeline> <LSN> <reason>': %r"
+                             % (number, line[:80]))
     return entries
 
 
@@ -99,6 +107,11 @@ class ArchiveIndex(object):
         for info in self.storage.list("%s/wal/history/" % self.cluster):
             match = HISTORY.match(info.key.rsplit("/", 1)[-1])
             if match:
-                text = self.storage.get(info.key).decode("utf-8", "replace")
-                out[int(match.group(1), 16)] = parse_history(text)
+                try:
+                    text = self.storage.get(info.key).decode("utf-8")
+                    out[int(match.group(1), 16)] = parse_history(text)
+                except ValueError as exc:  # UnicodeDecodeError is one
+                    raise IntegrityError("history file %s is not a valid timeline history "
+                                         "(%s)" % (info.key, exc), code="history_invalid",
+                                         stage="plan", key=info.key)
         return out

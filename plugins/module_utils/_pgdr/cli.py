@@ -136,6 +136,8 @@ def _render(command, result):
                 window["latest_segment"],
                 "; GAP: segment %s missing" % window["missing_segment"]
                 if window.get("gap_before") else ""))
+            if window.get("problem"):
+                lines.append("timeline problem: %s" % window["problem"])
         if archive.get("available"):
             lines.append("archive lag now: %d segment(s), %.1f s (archive_mode %s, "
                          "failures %d)" % (archive["pending_segments"], archive["lag_seconds"],

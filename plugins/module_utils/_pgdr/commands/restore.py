@@ -113,10 +113,15 @@ class RestoreRun(object):
     def run(self, dry_run=False):
         self.storage.check()
         s = self.settings
-        self.point = parse_point("backup:" + s.backup_id if s.backup_id not in (None, "", "latest")
-                                 else s.point)
+        # backup_id with a point: that backup is the base the point is reached from
+        # (docs/restore-points.md); with point latest (the default) or immediate, the
+        # backup's own consistency point
+        base = s.backup_id if s.backup_id not in (None, "", "latest") else None
+        self.point = parse_point(s.point)
+        if base and self.point.kind in ("latest", "immediate"):
+            self.point, base = parse_point("backup:" + base), None
         recovery = Planner(self.storage, self.catalog, s.cluster, s.target_inclusive,
-                           s.target_action, s.target_timeline).plan(self.point)
+                           s.target_action, s.target_timeline).plan(self.point, base)
         manifest = recovery.backup
         if self.already_restored(manifest):
             needed = catalog.chain_objects(self.catalog.file_list(manifest))
