@@ -137,6 +137,11 @@ OPTIONS = (
            groups=("backup",)),
     Option("verify", "bool", "Also download and check every object of the backup's chain "
            "(the latest, or backup_id).", default=False, groups=("info",)),
+    Option("verify_wal", "str", "What verify checks of the WAL archive the backup needs: "
+           "full (read every segment and history file against its recorded SHA-256, and "
+           "continuity), list (continuity and recorded checksums from the listing, no "
+           "segment read) or none.", default="full", choices=("full", "list", "none"),
+           groups=("verify",)),
     # -- drills and objectives ---------------------------------------------------------
     Option("drill_port", "int", "Private port the drill's scratch cluster listens on "
            "(127.0.0.1 only).", groups=("drill",)),

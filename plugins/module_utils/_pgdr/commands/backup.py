@@ -5,8 +5,8 @@
 
 Order matters for safety: start the backup on one session (a temporary slot
 holds the WAL), copy the files in parallel, copy pg_control last, stop the
-backup, copy the WAL from start to stop, write the file list, and only then
-the manifest. A backup killed at any point before the manifest has no
+backup, copy the WAL from start to stop, write the file list, the manifest's
+digest (manifest.sha256), and only then the manifest. A backup killed at any point before the manifest has no
 manifest, so it is never offered for restore.
 """
 from __future__ import absolute_import, division, print_function
@@ -407,8 +407,8 @@ class BackupRun(object):
             "stored_size": stored + len(file_list),
             "file_list_sha256": hashlib.sha256(file_list).hexdigest(),
         }
-        self.storage.put(prefix + catalog.MANIFEST, catalog.encode_manifest(manifest),
-                         if_absent=True)
+        # its digest, then the manifest itself: the backup's completion mark
+        catalog.write_manifest(self.storage, s.cluster, manifest)
         return manifest
 
 
