@@ -30,7 +30,7 @@ from ..catalog import FILE_LIST, Catalog, backup_prefix, chain_objects
 from ..compress import CodecsByKey
 from ..errors import IntegrityError, NotFound, PgdrError
 from ..parallel import run_all
-from ..postgres.wal import history_name, parse_lsn, segment_name
+from ..postgres.wal import format_lsn, history_name, parse_lsn, segment_name
 from ..storage import open_storage
 
 WAL_MODES = ("full", "list", "none")
@@ -50,16 +50,19 @@ def run(settings, progress, dry_run=False):
     catalog.scan()  # every manifest once: damaged ones are reported below
     manifest = catalog.resolve(settings.backup_id)
     catalog.check_chain(manifest)
-    listing = catalog.file_list(manifest)
-    objects = chain_objects(listing)
+    problems = dict((name, []) for name, dummy in CLASSES)
+    problems["manifests"] = [d["msg"] for d in catalog.damaged]
+    try:
+        objects = chain_objects(catalog.file_list(manifest))
+    except IntegrityError as exc:  # the file list itself: nothing else of it can be read
+        objects = []
+        problems["objects"].append(exc.msg)
     codec = CodecsByKey()
     total = sum(o["stored_size"] for o in objects)
     mode = getattr(settings, "verify_wal", None) or "full"
     if dry_run:
         return {"changed": False, "backup_id": manifest["id"], "objects": len(objects),
                 "stored_bytes": total, "verify_wal": mode}
-    problems = dict((name, []) for name, dummy in CLASSES)
-    problems["manifests"] = [d["msg"] for d in catalog.damaged]
     progress.begin("verify", sum(o["size"] for o in objects))
 
     def check(stored):
@@ -78,7 +81,7 @@ def run(settings, progress, dry_run=False):
             progress.advance(stored["size"])
         return None
 
-    problems["objects"] = [p for p in run_all(check, objects, settings.workers) if p]
+    problems["objects"] += [p for p in run_all(check, objects, settings.workers) if p]
     progress.end()
     chain = [catalog.manifest(b) for b in manifest.get("chain") or [manifest["id"]]]
     wal = None
@@ -131,6 +134,14 @@ class WalCheck(object):
                     "segments of timeline %d are archived (%s...) but its history file %s "
                     "is missing or unusable: a restore cannot follow that timeline"
                     % (tli, sorted(segments[tli])[0], history_name(tli)))
+            elif tli > 1:
+                begin = histories[tli][-1][1] // self.size  # where the timeline starts
+                early = sorted(n for n in segments[tli] if self._segno(n) < begin)
+                if early:
+                    problems["history"].append(
+                        "%s says timeline %d starts at %s, but its segment %s is archived "
+                        "before that" % (history_name(tli), tli,
+                                         format_lsn(histories[tli][-1][1]), early[0]))
         items = sorted((name, info) for names in segments.values() for name, info in names.items())
         self.progress.begin("verify-wal", sum(info.size for dummy, info in items))
         problems["wal"] = [p for p in run_all(self.segment, items, self.workers) if p]
