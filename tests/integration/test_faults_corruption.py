@@ -12,8 +12,8 @@ import json
 import pytest
 
 from tests.integration.pgdr_run import (archive_everything, archiving_cluster, checksums,
-                                        restore_args, wait_until_promoted, write_rows)
-from lab.lab import REPO
+                                        promoted_copy, restore_args, wait_until_promoted,
+                                        write_rows)
 
 SMALL = dict(chunk_size=1, bundle_limit=64)  # pieces, bundles and deltas even here
 
@@ -87,7 +87,8 @@ def restore_refused(repo, workdir, label, point, exit_code, codes, names):
     assert out["error"]["code"] in codes, out["error"]
     for name in names:
         assert name in out["error"]["msg"], (name, out["error"]["msg"])
-    assert err.strip().splitlines()[-1].startswith("pgdr restore: error [%s]" % out["error"]["code"])
+    last = err.strip().splitlines()[-1]  # one readable line naming the cause
+    assert last.startswith("pgdr restore: error [%s]" % out["error"]["code"]), err
     assert target_empty(target), list(target.iterdir())
     return out["error"]
 
@@ -287,15 +288,7 @@ def test_d11_5_corrupt_history_file(pg_cluster, workdir, seaweed, bucket):
     write_rows(pg, 1, 10, {})
     archive_everything(pg)
     pg.stop()
-    promoted, args = restore_args(15, workdir / "new-primary" / "data")
-    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
-            f"--credentials {repo.credentials} %p")
-    code, dummy, err = repo.run("restore", "--target", promoted.datadir, "--point", "latest",
-                                "--keep-archiving", "--settings", f"archive_command={push}",
-                                *args)
-    assert code == 0, err
-    promoted.start()
-    wait_until_promoted(promoted)
+    promoted = promoted_copy(repo, workdir / "new-primary" / "data")
     promoted.psql("CHECKPOINT")
     assert promoted.psql("SELECT timeline_id FROM pg_control_checkpoint()") == "2"
     write_rows(promoted, 11, 20, {})
