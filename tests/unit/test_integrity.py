@@ -71,6 +71,9 @@ def add_backup(storage, backup_id, stop_time, chain=None, timeline=1, stop_lsn="
                 "stop_time": stop_time, "timeline": timeline, "stop_lsn": stop_lsn,
                 "system_identifier": SYSID, "settings": {"wal_segment_size": SIZE},
                 "file_list_sha256": hashlib.sha256(listing).hexdigest()}
+    if chain:
+        manifest["chain_manifest_sha256"] = catalog.Catalog(storage, "main").manifest_digests(
+            chain[:-1])
     catalog.write_manifest(storage, "main", manifest)
     return manifest
 
@@ -293,3 +296,23 @@ def test_d11_5_history_switch_point_edited(repo):
     result, problems = wal_check(repo)
     assert any("segment 000000020000000000000005 is archived before" in p
                for p in problems["history"]), problems
+
+
+def test_d11_5_replaced_full_is_caught_by_the_diff_built_on_it(repo):
+    """The full's manifest edited, resealed and its digest object rewritten to match:
+    consistent by itself, but not the manifest the diff was built on."""
+    prefix = catalog.backup_prefix("main", FULL2)
+    manifest = json.loads(repo.get(prefix + catalog.MANIFEST))
+    manifest["stop_lsn"] = "0/200000"
+    data = catalog.encode_manifest(manifest)
+    repo.rewrite(prefix + catalog.MANIFEST, data)
+    repo.rewrite(prefix + catalog.MANIFEST_DIGEST, catalog.digest_line(data))
+    cat = catalog.Catalog(repo, "main")
+    assert cat.manifest(FULL2)["stop_lsn"] == "0/200000"  # undetectable alone
+    with pytest.raises(IntegrityError) as info:
+        cat.check_chain(cat.manifest(DIFF2))
+    assert info.value.code == "manifest_damaged"
+    assert "not the one it was built on" in info.value.msg and FULL2 in info.value.msg
+    complete, incomplete = cat.scan()
+    assert [m["id"] for m in complete] == [FULL1, FULL2]
+    assert [d["id"] for d in cat.damaged] == [DIFF2]

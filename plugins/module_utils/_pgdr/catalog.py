@@ -95,6 +95,7 @@ class Catalog(object):
         self.storage = storage
         self.cluster = cluster
         self._manifests = {}   # backup id -> manifest or its IntegrityError, read once
+        self._digests = {}     # backup id -> SHA-256 of its manifest's stored bytes
         self.damaged = []      # after scan(): [{id, code, key, msg}] of damaged backups
 
     def backup_ids(self):
@@ -169,7 +170,17 @@ class Catalog(object):
         if manifest.get("id") != backup_id or manifest.get("cluster") != self.cluster:
             raise damaged("it describes backup %s of cluster %s" % (
                 manifest.get("id"), manifest.get("cluster")))
+        self._digests[backup_id] = line[0]
         return manifest
+
+    def manifest_digests(self, backup_ids):
+        """{id: SHA-256 of its manifest's stored bytes}: what a diff or incr records of
+        the backups it needs, so that their manifests are checked against it too."""
+        digests = {}
+        for backup_id in backup_ids:
+            self.manifest(backup_id)  # read and checked once
+            digests[backup_id] = self._digests[backup_id]
+        return digests
 
     def file_list(self, manifest):
         key = backup_prefix(self.cluster, manifest["id"]) + FILE_LIST
@@ -199,6 +210,10 @@ class Catalog(object):
             bad = [b for b in _chain(manifest) if b in damaged]
             if bad:
                 damaged[manifest["id"]] = self._chain_damaged(manifest, damaged[bad[0]])
+                continue
+            problem = self._chain_digest_problem(manifest)
+            if problem:
+                damaged[manifest["id"]] = problem
         broken = [m["id"] for m in complete
                   if m["id"] not in damaged and not set(_chain(m)) <= present]
         complete = [m for m in complete if m["id"] not in broken and m["id"] not in damaged]
@@ -221,6 +236,26 @@ class Catalog(object):
                                code="chain_broken", backup_id=manifest["id"])
             except IntegrityError as exc:
                 raise self._chain_damaged(manifest, exc)
+        problem = self._chain_digest_problem(manifest)
+        if problem:
+            raise problem
+
+    def _chain_digest_problem(self, manifest):
+        """IntegrityError when a backup this one needs has a manifest other than the one
+        this one recorded (replaced whole, digest object included); None when all match."""
+        recorded = manifest.get("chain_manifest_sha256") or {}
+        for backup_id in _chain(manifest)[:-1]:
+            if backup_id not in recorded or backup_id not in self._digests:
+                continue  # absent or unreadable: reported as such elsewhere
+            if recorded[backup_id] != self._digests[backup_id]:
+                key = backup_prefix(self.cluster, backup_id) + MANIFEST
+                return IntegrityError(
+                    "backup %s needs backup %s, whose manifest is not the one it was built "
+                    "on (its SHA-256 differs from the one recorded in %s's manifest; object "
+                    "%s)" % (manifest["id"], backup_id, manifest["id"], key),
+                    code="manifest_damaged", stage="catalog", backup_id=manifest["id"],
+                    key=key)
+        return None
 
     @staticmethod
     def _chain_damaged(manifest, exc):

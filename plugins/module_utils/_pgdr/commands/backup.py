@@ -386,6 +386,10 @@ class BackupRun(object):
             "chain": (self.reference.get("chain") or [self.reference["id"]]) + [backup_id]
             if self.reference else [backup_id],
             "reference_start_lsn": self.reference["start_lsn"] if self.reference else None,
+            # the manifests this one builds on, as read: checked again at every restore
+            "chain_manifest_sha256": self.catalog.manifest_digests(
+                self.reference.get("chain") or [self.reference["id"]])
+            if self.reference else {},
             "pg_version": server["version_num"],
             "system_identifier": server["system_identifier"],
             "from_standby": server["in_recovery"], "pg_data": pgdata,
