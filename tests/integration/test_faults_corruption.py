@@ -258,6 +258,8 @@ def test_d11_5_corrupt_archived_wal(pg_cluster, workdir, seaweed, bucket, compre
     segment = pg.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
     write_rows(pg, 1, 40, {})
     archive_everything(pg)
+    pg.psql("CREATE TABLE later AS SELECT 1 AS x")  # WAL archived after that segment
+    archive_everything(pg)
     expected = checksums(pg)
     pg.stop()
     key = "main/wal/%s/%s%s" % (segment[:16], segment, ".zst" if compression == "zstd" else "")
@@ -278,6 +280,11 @@ def test_d11_5_corrupt_archived_wal(pg_cluster, workdir, seaweed, bucket, compre
     damage.undo()
     code, out, err = repo.run("verify")
     assert code == 0 and out["wal"]["segments"] >= 1, err
+    # a segment gone while later WAL exists: a gap, named, in both modes
+    damage.s3.delete_object(Bucket=bucket, Key=key)
+    for mode in ("full", "list"):
+        error = verify_fails(repo, [segment, "gaps in the WAL archive"], "--verify-wal", mode)
+        assert error["problem_counts"]["gaps"] == 1 and error["problem_counts"]["wal"] == 0
 
 
 def test_d11_5_corrupt_history_file(pg_cluster, workdir, seaweed, bucket):
