@@ -287,40 +287,53 @@ def test_d11_5_corrupt_archived_wal(pg_cluster, workdir, seaweed, bucket, compre
         assert error["problem_counts"]["gaps"] == 1 and error["problem_counts"]["wal"] == 0
 
 
-def test_d11_5_corrupt_history_file(pg_cluster, workdir, seaweed, bucket):
-    """A history file damaged after a promotion: timeline 2's rows must never be dropped
-    in silence."""
+HISTORY = "main/wal/history/00000002.history"
+
+
+@pytest.fixture
+def promoted(pg_cluster, workdir, seaweed, bucket):
+    """Rows 1-10 on timeline 1, a promoted copy archiving rows 11-20 on timeline 2 into the
+    same repository: (repo, the data at the end of timeline 2)."""
     pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
     backup(repo, "full")
     write_rows(pg, 1, 10, {})
     archive_everything(pg)
     pg.stop()
-    promoted = promoted_copy(repo, workdir / "new-primary" / "data")
-    promoted.psql("CHECKPOINT")
-    assert promoted.psql("SELECT timeline_id FROM pg_control_checkpoint()") == "2"
-    write_rows(promoted, 11, 20, {})
-    archive_everything(promoted)
-    expected = checksums(promoted)
-    promoted.stop()
-    key = "main/wal/history/00000002.history"
-    damage = Damage(seaweed, bucket)
+    copy = promoted_copy(repo, workdir / "new-primary" / "data")
+    copy.psql("CHECKPOINT")
+    assert copy.psql("SELECT timeline_id FROM pg_control_checkpoint()") == "2"
+    write_rows(copy, 11, 20, {})
+    archive_everything(copy)
+    expected = checksums(copy)
+    copy.stop()
     code, out, err = repo.run("verify")
     assert code == 0 and out["wal"]["history_files"] == 1, err
     assert out["wal"]["continuity"][0]["timeline"] == 2
+    return repo, expected
 
-    # 1. a flipped bit (storage checksum kept): the parent timeline digit 1 -> 3
-    damage.flip(key, offset=0)
-    verify_fails(repo, [key.split("/", 1)[1], "history files"])
+
+def test_d11_5_corrupt_history_file_flipped(promoted, workdir, seaweed, bucket):
+    """A flipped bit, storage checksum kept: the parent timeline digit 1 -> 3. Timeline
+    2's rows must never be dropped in silence (the restore needs verified reads)."""
+    repo, expected = promoted
+    damage = Damage(seaweed, bucket)
+    damage.flip(HISTORY, offset=0)
+    verify_fails(repo, [HISTORY.split("/", 1)[1], "history files"])
     restore_never_wrong(repo, workdir, "h1", "latest", expected, "00000002.history")
     damage.undo()
+    restore_exact(repo, workdir, "h-after", "latest", expected)
 
-    # 2. the switch point moved, rewritten with a recomputed checksum
+
+def test_d11_5_corrupt_history_file_switch_moved(promoted, workdir, seaweed, bucket):
+    """The switch point moved later, rewritten with a recomputed checksum: only the
+    content can tell (segments of timeline 2 before its start, a gap on timeline 1)."""
+    repo, expected = promoted
+    damage = Damage(seaweed, bucket)
+
     def later_switch(data):
         parent, lsn, rest = data.decode().split("\t", 2)
         high, low = lsn.split("/")
         return ("%s\t%s/%X\t%s" % (parent, high, int(low, 16) + 0x5000000, rest)).encode()
-    damage.rewrite(key, later_switch)
+    damage.rewrite(HISTORY, later_switch)
     verify_fails(repo, ["00000002.history", "history files"])
     restore_never_wrong(repo, workdir, "h2", "latest", expected, "00000002.history")
-    damage.undo()
-    restore_exact(repo, workdir, "h-after", "latest", expected)
