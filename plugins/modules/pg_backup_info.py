@@ -130,6 +130,19 @@ incomplete:
   type: list
   elements: str
   sample: ["20261124T050000Z-full"]
+damaged:
+  description:
+    - Backups whose manifest fails its checks (or whose chain goes through one), with the
+      error code (C(manifest_damaged), C(manifest_format)), the damaged object's key and
+      why. They are never restored, and never silently dropped from this list.
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - id: 20261124T070000Z-full
+      code: manifest_damaged
+      key: main/backup/20261124T070000Z-full/manifest.json
+      msg: "manifest of backup 20261124T070000Z-full is damaged: ..."
 verified:
   description:
     - With O(verify=true), the verified backup's id, chain, object count and bytes (null

@@ -232,3 +232,18 @@ def wait_until_promoted(pg, timeout=120):
     while pg.psql("SELECT pg_is_in_recovery()") == "t":
         assert time.time() < deadline, "recovery did not finish in %d s" % timeout
         time.sleep(0.1)
+
+
+def promoted_copy(repo: Repo, target: Path, version: int = 15) -> PgCluster:
+    """Restore latest into target as a new primary that archives into the same repository
+    (a new timeline), started and promoted; the caller stops it."""
+    promoted, args = restore_args(version, target)
+    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
+            f"--credentials {repo.credentials} %p")
+    code, dummy, err = repo.run("restore", "--target", target, "--point", "latest",
+                                "--keep-archiving", "--settings", f"archive_command={push}",
+                                *args)
+    assert code == 0, err
+    promoted.start()
+    wait_until_promoted(promoted)
+    return promoted

@@ -36,7 +36,7 @@ def add_backup(storage, backup_id, stop_time, files=None):
     manifest = {"format": catalog.FORMAT, "id": backup_id, "cluster": "main",
                 "stop_time": stop_time,
                 "file_list_sha256": hashlib.sha256(listing).hexdigest()}
-    storage.put(prefix + catalog.MANIFEST, catalog.encode_manifest(manifest))
+    catalog.write_manifest(storage, "main", manifest)
     return manifest
 
 
@@ -71,9 +71,9 @@ def test_damaged_manifest_and_file_list(repo):
     assert info.value.code == "checksum_mismatch"
     storage.put(prefix + catalog.MANIFEST, b"{not json")
     with pytest.raises(IntegrityError) as info:
-        cat.manifest(manifest["id"])
-    assert info.value.code == "manifest_invalid"
+        catalog.Catalog(storage, "main").manifest(manifest["id"])
+    assert info.value.code == "manifest_damaged"
     storage.put(prefix + catalog.MANIFEST, json.dumps({"format": 99}).encode())
     with pytest.raises(IntegrityError) as info:
-        cat.manifest(manifest["id"])
-    assert info.value.code == "manifest_format"
+        catalog.Catalog(storage, "main").manifest(manifest["id"])
+    assert info.value.code == "manifest_damaged"

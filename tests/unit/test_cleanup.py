@@ -8,6 +8,7 @@ import time
 import pytest
 
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import cli
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import catalog
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.catalog import Catalog
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import (backup,
                                                                                      cleanup,
@@ -61,9 +62,10 @@ def put_backup(storage, backup_id, complete):
     storage.put(prefix + "bundle/000001.zst", b"data")
     storage.put(prefix + "data/base/1/1234.zst", b"data" * 10)
     if complete:
-        storage.put(prefix + "manifest.json", json.dumps({
-            "format": 1, "id": backup_id, "type": "full", "chain": [backup_id],
-            "stop_time": backup_id[:4] + "-01-01T00:00:00Z"}).encode())
+        catalog.write_manifest(storage, "main", {
+            "format": catalog.FORMAT, "id": backup_id, "cluster": "main", "type": "full",
+            "chain": [backup_id],
+            "stop_time": backup_id[:4] + "-01-01T00:00:00Z"})
 
 
 def keys(storage, backup_id):
@@ -88,7 +90,7 @@ def test_d11_9_failed_backup_never_removes_a_complete_one(storage):
     put_backup(storage, OLD, complete=True)
     run = discarding(storage)
     run._discard(OLD, "main/backup/%s/" % OLD, RepositoryError("late", code="s3_error"))
-    assert len(keys(storage, OLD)) == 3
+    assert len(keys(storage, OLD)) == 4  # + manifest.sha256
     assert any("complete and kept" in e for e in run.progress.events)
 
 
@@ -174,7 +176,7 @@ def test_d11_10_cleanup_dry_run_then_run(storage, settings):
     assert len(keys(storage, OLD)) == 2
     done = cleanup.run(run_settings, Progress())
     assert done["incomplete_removed"] == [OLD] and keys(storage, OLD) == []
-    assert len(keys(storage, NEW)) == 3
+    assert len(keys(storage, NEW)) == 4  # + manifest.sha256
     assert cleanup.run(run_settings, Progress())["changed"] is False
 
 

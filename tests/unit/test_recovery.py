@@ -117,7 +117,7 @@ def add_backup(storage, backup_id, stop_lsn, stop_at, timeline=1, stop_xmax=None
                 "stop_time": stop_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "stop_epoch": stop_at.timestamp(), "settings": {"wal_segment_size": SEG},
                 "file_list_sha256": hashlib.sha256(listing).hexdigest()}
-    storage.put(prefix + catalog.MANIFEST, catalog.encode_manifest(manifest))
+    catalog.write_manifest(storage, "main", manifest)
     return manifest
 
 

@@ -9,11 +9,18 @@ Layout (docs/repository-format.md is the reference)::
     <cluster>/backup/<id>/bundle/<NNNNNN><suffix>           small files, bundled
     <cluster>/backup/<id>/wal/<segment><suffix>             WAL from start to stop
     <cluster>/backup/<id>/files.json.gz                     the file list
+    <cluster>/backup/<id>/manifest.sha256                   the manifest's digest
     <cluster>/backup/<id>/manifest.json                     written last
 
 There is no index object: the backups are the prefixes under
 ``<cluster>/backup/``, and a backup exists for restore only once its
 ``manifest.json`` does. Every object is written once and never replaced.
+
+A manifest is checked twice before use: it carries ``manifest_sha256``, the
+SHA-256 of its canonical JSON without that field, and ``manifest.sha256``
+(written just before it) holds the SHA-256 of its stored bytes. A manifest
+that fails either check is *damaged*: never treated as absent (the backup
+would silently vanish from the list) but named, with the key, in every error.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -22,13 +29,17 @@ __metaclass__ = type
 import gzip
 import hashlib
 import json
+import re
 import time
 
 from .errors import IntegrityError, NotFound
 
-FORMAT = 1
+FORMAT = 2  # 1: manifests without checksums (refused: docs/repository-format.md)
 MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest.sha256"
+DIGEST_FIELD = "manifest_sha256"
 FILE_LIST = "files.json.gz"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def backup_prefix(cluster, backup_id):
@@ -40,8 +51,36 @@ def new_backup_id(kind, now=None):
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + kind
 
 
+def canonical_digest(manifest):
+    """SHA-256 of the manifest's canonical JSON (sorted keys, no spaces, ASCII), without
+    its own ``manifest_sha256``: what the field holds."""
+    body = dict((k, v) for k, v in manifest.items() if k != DIGEST_FIELD)
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def encode_manifest(manifest):
-    return json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+    """The stored bytes of a manifest, sealed with its ``manifest_sha256``."""
+    sealed = dict(manifest)
+    sealed[DIGEST_FIELD] = canonical_digest(manifest)
+    return json.dumps(sealed, indent=1, sort_keys=True).encode("utf-8")
+
+
+def digest_line(data):
+    """The text of manifest.sha256: sha256sum's format, so `sha256sum -c` checks it."""
+    return ("%s  %s\n" % (hashlib.sha256(data).hexdigest(), MANIFEST)).encode("ascii")
+
+
+def write_manifest(storage, cluster, manifest):
+    """Store a backup's digest, then its manifest (the completion mark), both once.
+    The digest goes first: a manifest never exists without it, so a missing digest is
+    damage, not an interrupted backup, and manifest.json alone decides completeness.
+    Returns the manifest's stored bytes."""
+    prefix = backup_prefix(cluster, manifest["id"])
+    data = encode_manifest(manifest)
+    storage.put(prefix + MANIFEST_DIGEST, digest_line(data), if_absent=True)
+    storage.put(prefix + MANIFEST, data, if_absent=True)
+    return data
 
 
 def encode_file_list(files):
@@ -55,13 +94,37 @@ class Catalog(object):
     def __init__(self, storage, cluster):
         self.storage = storage
         self.cluster = cluster
+        self._manifests = {}   # backup id -> manifest or its IntegrityError, read once
+        self._digests = {}     # backup id -> SHA-256 of its manifest's stored bytes
+        self.damaged = []      # after scan(): [{id, code, key, msg}] of damaged backups
 
     def backup_ids(self):
         return self.storage.list_dirs("%s/backup/" % self.cluster)
 
     def manifest(self, backup_id):
-        """The manifest of a backup; NotFound when the backup is incomplete or absent."""
-        key = backup_prefix(self.cluster, backup_id) + MANIFEST
+        """The verified manifest of a backup. NotFound (backup_not_found) when the backup
+        is incomplete or absent; IntegrityError manifest_damaged when its manifest fails
+        a check, manifest_format when another pgdr format wrote it."""
+        if backup_id not in self._manifests:
+            try:
+                self._manifests[backup_id] = self._read_manifest(backup_id)
+            except IntegrityError as exc:
+                self._manifests[backup_id] = exc
+        found = self._manifests[backup_id]
+        if isinstance(found, IntegrityError):
+            raise found
+        return found
+
+    def _read_manifest(self, backup_id):
+        prefix = backup_prefix(self.cluster, backup_id)
+        key = prefix + MANIFEST
+
+        def damaged(why, at=key):
+            return IntegrityError("manifest of backup %s is damaged: %s (object %s); pgdr "
+                                  "does not restore or verify that backup, nor any diff "
+                                  "or incr built on it" % (backup_id, why, at),
+                                  code="manifest_damaged", stage="catalog",
+                                  backup_id=backup_id, key=at)
         try:
             data = self.storage.get(key)
         except NotFound:
@@ -69,16 +132,55 @@ class Catalog(object):
                            "not exist in %s" % (backup_id, self.cluster, MANIFEST,
                                                 self.storage.describe()),
                            code="backup_not_found", backup_id=backup_id)
+        except IntegrityError as exc:  # the storage's own checksum of the object
+            raise damaged(exc.msg)
         try:
             manifest = json.loads(data.decode("utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
         except ValueError as exc:
-            raise IntegrityError("manifest of backup %s is not valid JSON: %s"
-                                 % (backup_id, exc), code="manifest_invalid")
+            raise damaged("not valid JSON (%s)" % exc)
+        recorded = manifest.get(DIGEST_FIELD)
+        if recorded is None and manifest.get("format", 1) == 1:
+            raise IntegrityError(
+                "backup %s has repository format 1 (a manifest without checksums, written "
+                "by pgdr before 0.2); this pgdr reads format %d only and never uses an "
+                "unverifiable manifest: restore it with the pgdr that wrote it, or take a "
+                "new full backup (object %s)" % (backup_id, FORMAT, key),
+                code="manifest_format", stage="catalog", backup_id=backup_id, key=key)
+        if recorded != canonical_digest(manifest):
+            raise damaged("its content does not match its own manifest_sha256 (%s)"
+                          % (recorded or "missing"))
+        digest_key = prefix + MANIFEST_DIGEST
+        try:
+            line = self.storage.get(digest_key).decode("ascii", "replace").split()
+        except NotFound:
+            raise damaged("its digest object is missing", digest_key)
+        except IntegrityError as exc:
+            raise damaged(exc.msg, digest_key)
+        if not line or not _HEX64.match(line[0]):
+            raise damaged("its digest object does not hold a SHA-256", digest_key)
+        if line[0] != hashlib.sha256(data).hexdigest():
+            raise damaged("its bytes do not match the SHA-256 in %s" % digest_key)
         if manifest.get("format") != FORMAT:
             raise IntegrityError("backup %s has manifest format %r; this pgdr reads %d"
                                  % (backup_id, manifest.get("format"), FORMAT),
-                                 code="manifest_format")
+                                 code="manifest_format", stage="catalog",
+                                 backup_id=backup_id, key=key)
+        if manifest.get("id") != backup_id or manifest.get("cluster") != self.cluster:
+            raise damaged("it describes backup %s of cluster %s" % (
+                manifest.get("id"), manifest.get("cluster")))
+        self._digests[backup_id] = line[0]
         return manifest
+
+    def manifest_digests(self, backup_ids):
+        """{id: SHA-256 of its manifest's stored bytes}: what a diff or incr records of
+        the backups it needs, so that their manifests are checked against it too."""
+        digests = {}
+        for backup_id in backup_ids:
+            self.manifest(backup_id)  # read and checked once
+            digests[backup_id] = self._digests[backup_id]
+        return digests
 
     def file_list(self, manifest):
         key = backup_prefix(self.cluster, manifest["id"]) + FILE_LIST
@@ -92,23 +194,39 @@ class Catalog(object):
 
     def scan(self):
         """(complete manifests, incomplete ids), oldest first. A diff or incr whose chain
-        has a missing or incomplete backup is incomplete too: it cannot be restored."""
-        complete, incomplete = [], []
+        has a missing or incomplete backup is incomplete too: it cannot be restored.
+        Damaged backups (a manifest that fails its checks, or a chain through one) are
+        in neither list but in ``self.damaged``: they are never silently dropped."""
+        complete, incomplete, damaged = [], [], {}
         for backup_id in self.backup_ids():
             try:
                 complete.append(self.manifest(backup_id))
             except NotFound:
                 incomplete.append(backup_id)
+            except IntegrityError as exc:
+                damaged[backup_id] = exc
         present = set(m["id"] for m in complete)
-        broken = [m["id"] for m in complete if not set(_chain(m)) <= present]
-        complete = [m for m in complete if m["id"] not in broken]
+        for manifest in complete:
+            bad = [b for b in _chain(manifest) if b in damaged]
+            if bad:
+                damaged[manifest["id"]] = self._chain_damaged(manifest, damaged[bad[0]])
+                continue
+            problem = self._chain_digest_problem(manifest)
+            if problem:
+                damaged[manifest["id"]] = problem
+        broken = [m["id"] for m in complete
+                  if m["id"] not in damaged and not set(_chain(m)) <= present]
+        complete = [m for m in complete if m["id"] not in broken and m["id"] not in damaged]
         # stop_time has whole seconds: a full and its diff can end in the same one, so the
         # exact stop_epoch orders them (ids would put "-diff" before "-full")
         complete.sort(key=lambda m: (m["stop_time"], m.get("stop_epoch") or 0, m["id"]))
+        self.damaged = [dict(exc.as_dict(), id=backup_id)
+                        for backup_id, exc in sorted(damaged.items())]
         return complete, sorted(incomplete + broken)
 
     def check_chain(self, manifest):
-        """NotFound naming the first backup of the chain that is missing."""
+        """NotFound naming the first backup of the chain that is missing; IntegrityError
+        naming the first one whose manifest is damaged."""
         for backup_id in _chain(manifest)[:-1]:
             try:
                 self.manifest(backup_id)
@@ -116,17 +234,63 @@ class Catalog(object):
                 raise NotFound("backup %s needs backup %s, which is missing or incomplete: "
                                "the chain cannot be restored" % (manifest["id"], backup_id),
                                code="chain_broken", backup_id=manifest["id"])
+            except IntegrityError as exc:
+                raise self._chain_damaged(manifest, exc)
+        problem = self._chain_digest_problem(manifest)
+        if problem:
+            raise problem
+
+    def _chain_digest_problem(self, manifest):
+        """IntegrityError when a backup this one needs has a manifest other than the one
+        this one recorded (replaced whole, digest object included); None when all match."""
+        recorded = manifest.get("chain_manifest_sha256") or {}
+        for backup_id in _chain(manifest)[:-1]:
+            if backup_id not in recorded or backup_id not in self._digests:
+                continue  # absent or unreadable: reported as such elsewhere
+            if recorded[backup_id] != self._digests[backup_id]:
+                key = backup_prefix(self.cluster, backup_id) + MANIFEST
+                return IntegrityError(
+                    "backup %s needs backup %s, whose manifest is not the one it was built "
+                    "on (its SHA-256 differs from the one recorded in %s's manifest; object "
+                    "%s)" % (manifest["id"], backup_id, manifest["id"], key),
+                    code="manifest_damaged", stage="catalog", backup_id=manifest["id"],
+                    key=key)
+        return None
+
+    @staticmethod
+    def _chain_damaged(manifest, exc):
+        if exc.details.get("backup_id") == manifest["id"]:
+            return exc
+        return IntegrityError("backup %s needs backup %s, whose manifest cannot be used: "
+                              "%s" % (manifest["id"], exc.details.get("backup_id"), exc.msg),
+                              code=exc.code, stage=exc.stage, backup_id=manifest["id"],
+                              key=exc.details.get("key"))
 
     def resolve(self, wanted):
-        """The manifest of ``wanted``: a backup id, or 'latest'."""
+        """The manifest of ``wanted``: a backup id, or 'latest' (refused when a backup
+        started after the newest usable one is damaged: 'latest' would silently mean
+        an older backup)."""
         if wanted in (None, "", "latest"):
             complete = self.scan()[0]
+            newest = complete[-1]["id"] if complete else ""
+            later = [d for d in self.damaged if _started(d["id"]) > _started(newest)]
+            if later:
+                raise IntegrityError("the newest backup %s of cluster %s cannot be used: %s; "
+                                     "name an older backup explicitly"
+                                     % (later[-1]["id"], self.cluster, later[-1]["msg"]),
+                                     code=later[-1]["code"], stage="catalog",
+                                     backup_id=later[-1]["id"], key=later[-1].get("key"))
             if not complete:
                 raise NotFound("no complete backup of cluster %s in %s"
                                % (self.cluster, self.storage.describe()),
                                code="no_backup", stage="plan")
             return complete[-1]
         return self.manifest(wanted)
+
+
+def _started(backup_id):
+    """The start time part of a backup id (ids sort by it)."""
+    return backup_id.split("-", 1)[0]
 
 
 def _chain(manifest):

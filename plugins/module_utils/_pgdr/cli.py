@@ -27,7 +27,8 @@ COMMANDS = {
     "restore": ("Restore a backup into a new data directory.", ("repo", "restore", "wal")),
     "info": ("List the backups, the recoverable window and the archive lag.",
              ("repo", "pg", "info")),
-    "verify": ("Download and check every object of a backup's chain.",
+    "verify": ("Download and check every object of a backup's chain and the WAL "
+               "archive it needs.",
                ("repo", "verify")),
     "expire": ("Delete backups and WAL outside the retention policy, keeping chains whole.",
                ("repo", "expire", "cleanup")),
@@ -129,6 +130,9 @@ def _render(command, result):
             lines.append("  no complete backup")
         for backup_id in result["incomplete"]:
             lines.append("  %-24s incomplete (no manifest; never restored)" % backup_id)
+        for damaged in result.get("damaged") or ():
+            lines.append("  %-24s DAMAGED [%s]: %s" % (damaged["id"], damaged["code"],
+                                                      damaged["msg"]))
         window, archive = result.get("window"), result.get("archive") or {}
         if window:
             lines.append("recoverable from %s to %s (timeline %s, last segment %s)%s" % (
@@ -146,7 +150,11 @@ def _render(command, result):
     if command in ("wal-push", "wal-fetch"):
         return None  # archive_command and restore_command stay quiet when all is well
     if command == "verify":
-        return "backup %s: %d objects verified" % (result["backup_id"], result["objects"])
+        wal = result.get("wal")
+        return "backup %s: %d objects verified%s" % (
+            result["backup_id"], result["objects"],
+            "; WAL archive (%s): %d segment(s), %d history file(s), no gap" % (
+                wal["mode"], wal["segments"], wal["history_files"]) if wal else "")
     if command == "drill":
         verdicts = "".join("; %s objective %s s %s" % (
             name.upper(), value["objective"], "met" if value["met"] else "MISSED")

@@ -150,7 +150,7 @@ OPTIONS = (
     Option("backup_lease", "int", "Seconds a node's backup lease lasts in the repository "
            "without renewal (renewed while the backup runs; a crashed holder blocks "
            "others at most this long).", default=600, groups=("backup",),
-           minimum=30, maximum=86400),
+           minimum=5, maximum=86400),
     Option("min_interval", "int", "Minutes: skip the backup when one of this type (or a "
            "full) started less than this ago, so that the same schedule on several "
            "nodes gives one backup per run. 0 turns it off.", default=0,
@@ -161,6 +161,11 @@ OPTIONS = (
            groups=("backup",)),
     Option("verify", "bool", "Also download and check every object of the backup's chain "
            "(the latest, or backup_id).", default=False, groups=("info",)),
+    Option("verify_wal", "str", "What verify checks of the WAL archive the backup needs: "
+           "full (read every segment and history file against its recorded SHA-256, and "
+           "continuity), list (continuity and recorded checksums from the listing, no "
+           "segment read) or none.", default="full", choices=("full", "list", "none"),
+           groups=("verify",)),
     # -- drills and objectives ---------------------------------------------------------
     Option("drill_port", "int", "Private port the drill's scratch cluster listens on "
            "(127.0.0.1 only).", groups=("drill",),

@@ -5,8 +5,8 @@
 
 Order matters for safety: start the backup on one session (a temporary slot
 holds the WAL), copy the files in parallel, copy pg_control last, stop the
-backup, copy the WAL from start to stop, write the file list, and only then
-the manifest. A backup killed at any point before the manifest has no
+backup, copy the WAL from start to stop, write the file list, the manifest's
+digest (manifest.sha256), and only then the manifest. A backup killed at any point before the manifest has no
 manifest, so it is never offered for restore.
 """
 from __future__ import absolute_import, division, print_function
@@ -448,6 +448,10 @@ class BackupRun(object):
             "chain": (self.reference.get("chain") or [self.reference["id"]]) + [backup_id]
             if self.reference else [backup_id],
             "reference_start_lsn": self.reference["start_lsn"] if self.reference else None,
+            # the manifests this one builds on, as read: checked again at every restore
+            "chain_manifest_sha256": self.catalog.manifest_digests(
+                self.reference.get("chain") or [self.reference["id"]])
+            if self.reference else {},
             "pg_version": server["version_num"],
             "system_identifier": server["system_identifier"],
             "from_standby": server["in_recovery"], "pg_data": pgdata,
@@ -469,8 +473,8 @@ class BackupRun(object):
             "stored_size": stored + len(file_list),
             "file_list_sha256": hashlib.sha256(file_list).hexdigest(),
         }
-        self.storage.put(prefix + catalog.MANIFEST, catalog.encode_manifest(manifest),
-                         if_absent=True)
+        # its digest, then the manifest itself: the backup's completion mark
+        catalog.write_manifest(self.storage, s.cluster, manifest)
         return manifest
 
 

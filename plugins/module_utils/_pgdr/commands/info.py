@@ -41,6 +41,7 @@ def run(settings, progress=None, dry_run=False):
         "backups": backups,
         "latest": backups[-1] if backups else None,
         "incomplete": incomplete,
+        "damaged": catalog.damaged,  # manifests that fail their checks: never restored
         "window": Planner(storage, catalog, settings.cluster).window(),
         "archive": archive,
         "last_drill": drill,
