@@ -212,6 +212,26 @@ def test_backup_choice_by_time_and_lsn(repo):
     assert info.value.code == "point_unreachable"
 
 
+def test_d11_5_immediate_never_falls_back_past_a_damaged_newest_backup(repo):
+    """The newest backup's manifest is damaged: 'immediate' refuses instead of restoring
+    the older intact one as if it were the newest; every backup gone -> no_backup names
+    the damaged ones."""
+    storage, cat = repo
+    add_backup(storage, "20261124T055900Z-full", "0/200000", at(0))
+    add_backup(storage, "20261124T060100Z-full", "0/400000", at(60))
+    key = catalog.backup_prefix("main", "20261124T060100Z-full") + catalog.MANIFEST
+    storage.put(key, storage.get(key).replace(b'"timeline": 1', b'"timeline": 2'))
+    with pytest.raises(IntegrityError) as info:
+        plan(repo, "immediate")
+    assert info.value.code == "manifest_damaged" and "20261124T060100Z-full" in info.value.msg
+    assert plan(repo, "20261124T055900Z-full").backup["id"] == "20261124T055900Z-full"
+    storage.delete([catalog.backup_prefix("main", "20261124T055900Z-full") + catalog.MANIFEST])
+    with pytest.raises(NotFound) as info:
+        planner((storage, catalog.Catalog(storage, "main"))).plan(
+            recovery.parse_point("immediate"))
+    assert info.value.code == "no_backup" and "20261124T060100Z-full" in info.value.msg
+
+
 def test_d11_12_window_ends_at_the_last_record_and_the_last_commit(linear, repo):
     storage, starts = linear
     result = plan(repo, "latest")

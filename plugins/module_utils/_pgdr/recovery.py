@@ -213,10 +213,20 @@ class Planner(object):
             self.catalog.check_chain(backup)
             return Plan(point, backup, {})
         complete = self.catalog.scan()[0]
+        damaged = [d["id"] for d in self.catalog.damaged]
         if not complete:
-            raise NotFound("no complete backup of cluster %s in %s"
-                           % (self.catalog.cluster, self.storage.describe()),
+            raise NotFound("no complete backup of cluster %s in %s%s"
+                           % (self.catalog.cluster, self.storage.describe(),
+                              "; damaged (refused): %s" % ", ".join(damaged) if damaged else ""),
                            code="no_backup", stage="plan")
+        newer_damaged = [d for d in damaged if d[:16] > complete[-1]["id"][:16]]
+        if point.kind == "immediate" and base is None and newer_damaged:
+            # the newest backup's consistency point is the damaged one's, not an older one's
+            raise IntegrityError("point immediate means the newest backup, %s, whose manifest "
+                                 "is damaged (see pgdr info); restore an older backup by id "
+                                 "(newest intact: %s) if that is what you want"
+                                 % (newer_damaged[-1], complete[-1]["id"]),
+                                 code="manifest_damaged", stage="plan")
         notes = []
         if base is not None:
             backup = self.catalog.manifest(base)
