@@ -19,6 +19,9 @@ ENV = "PGDR_FAULT_POINT"
 
 # one line each, sorted: <verb>.<step>
 POINTS = (
+    "wal_fetch.mid_write",
+    "wal_push.after_put",
+    "wal_push.before_put",
 )
 
 
