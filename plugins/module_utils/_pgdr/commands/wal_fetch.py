@@ -198,9 +198,20 @@ def _read_json(path):
 
 
 def _write_json(path, value):
-    with open(path + ".tmp", "w") as handle:
-        json.dump(value, handle)
-    os.rename(path + ".tmp", path)
+    _replace(path, json.dumps(value).encode("utf-8"))
+
+
+def _replace(path, data, tmp=None):
+    """A file replaced whole through tmp (no fsync: hints, scan state and the spool are
+    caches); the temporary file never stays behind."""
+    tmp = tmp or path + ".tmp"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.rename(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def _foreign_tablespace(pgdata, oid, location):
@@ -233,10 +244,7 @@ def _read_tail(pgdata, name, segment_size):
 
 
 def _write_tail(pgdata, name, tail):
-    path = os.path.join(pgdata, SCAN_TAIL)
-    with open(path + ".tmp", "wb") as handle:
-        handle.write(name.encode("ascii") + tail)
-    os.rename(path + ".tmp", path)
+    _replace(os.path.join(pgdata, SCAN_TAIL), name.encode("ascii") + tail)
 
 
 def _save_scan(path, scanned):
@@ -377,10 +385,7 @@ def _next_names(name, count, segment_size):
 
 def _request(staged_dir, name):
     """Tell the prefetcher which segment recovery asks for now (no fsync: a hint)."""
-    path = os.path.join(staged_dir, REQUESTED)
-    with open(path + ".tmp", "w") as handle:
-        handle.write(name)
-    os.rename(path + ".tmp", path)
+    _replace(os.path.join(staged_dir, REQUESTED), name.encode("ascii"))
 
 
 def _requested(staged_dir):
@@ -481,14 +486,7 @@ def _forget_older(staged_dir, current):
 def _stage(path, data):
     """Write a prefetched segment: renamed into place when complete, removed when not
     (a full spool); no fsync, the spool is a cache (a lost file is fetched again)."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.rename(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+    _replace(path, data, "%s.tmp.%d" % (path, os.getpid()))
 
 
 def _remove_staging(staged_dir):
