@@ -62,6 +62,8 @@ def source(pg_cluster, workdir, seaweed, bucket, segments=4, name="primary", **s
     for i in range(segments):
         pg.psql("INSERT INTO ticks (k) SELECT g FROM generate_series(%d, %d) g"
                 % (i * 100 + 1, i * 100 + 100))
+        if i == 1:
+            pg.psql("SELECT pg_create_restore_point('early')")
         pg.psql("SELECT pg_switch_wal()")
     archive_everything(pg)
     return pg, repo, checksums(pg)
@@ -86,7 +88,6 @@ def assert_stopped_unpromoted(restored, *fragments):
     log = restored.log.read_text()
     for fragment in fragments:
         assert fragment in log, log[-3000:]
-    assert "end of archive" not in log or "error [" in log
     return log
 
 
@@ -221,14 +222,15 @@ def test_d11_4_forced_restore_of_another_system_into_the_same_path(pg_cluster, w
         repo.write()
         systems[label] = (repo, expected)
     target = workdir / "copy" / "data"
-    # A to its backup's end only: its prefetcher stages A's later segments, which have the
+    # A to an early point only: its prefetcher stages A's later segments, which have the
     # names B's recovery asks for
-    restored, dummy = restored_copy(systems["a"][0], target, "--point", "immediate")
+    restored, dummy = restored_copy(systems["a"][0], target, "--point", "name:early")
     restored.start()
     try:
         wait_until_promoted(restored)
     finally:
         restored.stop()
+    _wait_worker_gone(spool, "fetch.lock")
     staged = [f for r, d, fs in os.walk(spool / "fetch") for f in fs if len(f) == 24]
     restored, dummy = restored_copy(systems["b"][0], target, "--force")
     restored.start()
@@ -239,6 +241,8 @@ def test_d11_4_forced_restore_of_another_system_into_the_same_path(pg_cluster, w
         restored.stop()
     assert "different database system" not in restored.log.read_text()
     assert staged, "A's restore staged nothing ahead: the test would prove nothing"
+    _wait_worker_gone(spool, "fetch.lock")
+    assert len(os.listdir(spool / "fetch")) == 1  # B's first call removed A's staged WAL
 
 
 # -- defect 5: a damaged archived segment stops recovery, whatever the compression -----------

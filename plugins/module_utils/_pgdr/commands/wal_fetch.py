@@ -320,7 +320,7 @@ def _fetch_raw(storage, settings, name):
             return key, storage.get(key)
         except NotFound:
             continue
-    raise WalNotFound("wal-fetch: %s is not in the archive of cluster %s"
+    raise WalNotFound("WAL %s is not in the archive of cluster %s"
                       % (name, settings.cluster), stage="wal-fetch")
 
 
