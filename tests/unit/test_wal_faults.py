@@ -308,6 +308,7 @@ def test_d11_13_results_of_done_segments_are_removed(tmp_path):
     pending = [next_name(FIRST, i) for i in range(3)]
     done = [next_name(FIRST, i) for i in range(3, 100)]
     for name in pending:
+        (pg_wal / name).write_bytes(b"")
         (pg_wal / "archive_status" / (name + ".ready")).write_text("")
     for name in pending + done:
         (out / (name + ".ok")).write_text("")
@@ -328,6 +329,7 @@ def test_d11_13_stale_ok_race_is_closed(tmp_path):
     pg_wal, out = tmp_path / "pg_wal", tmp_path / "out"
     (pg_wal / "archive_status").mkdir(parents=True)
     out.mkdir()
+    (pg_wal / FIRST).write_bytes(b"")
     (pg_wal / "archive_status" / (FIRST + ".ready")).write_text("")
     (out / (FIRST + ".ok")).write_text("")
     assert wal_push._ready_names(str(pg_wal), str(out)) == []  # not pushed again
@@ -357,3 +359,22 @@ def test_d11_13_timeout_names_the_workers_last_error(tmp_path, monkeypatch):
     assert failed.value.code == "wal_push_timeout"
     assert "endpoint unreachable: Connection refused" in failed.value.msg
     assert "is not running" in failed.value.msg
+
+
+def test_d11_13_an_older_result_is_never_taken_for_a_newer_file(tmp_path):
+    """wal-push exits 0 only once this file is stored: an .ok left from an earlier file of
+    the same name (same system identifier: a restored or re-initialised cluster) is not
+    this file's result."""
+    pg_wal, out = tmp_path / "pg_wal", tmp_path / "out"
+    (pg_wal / "archive_status").mkdir(parents=True)
+    out.mkdir()
+    (pg_wal / FIRST).write_bytes(segment(FIRST))
+    (pg_wal / "archive_status" / (FIRST + ".ready")).write_text("")
+    (out / (FIRST + ".ok")).write_text("")
+    os.utime(str(out / (FIRST + ".ok")), ns=(10 ** 18, 10 ** 18))
+    os.utime(str(pg_wal / FIRST), ns=(2 * 10 ** 18, 2 * 10 ** 18))
+    assert wal_push._ready_names(str(pg_wal), str(out)) == [FIRST]
+    assert not (out / (FIRST + ".ok")).exists()
+    (out / (FIRST + ".ok")).write_text("")
+    os.utime(str(out / (FIRST + ".ok")), ns=(3 * 10 ** 18, 3 * 10 ** 18))
+    assert wal_push._ready_names(str(pg_wal), str(out)) == []

@@ -103,6 +103,8 @@ def _push_async(settings, path, name):
     out = spool.archive_dir(settings, os.path.dirname(pg_wal))
     ok, error = os.path.join(out, name + ".ok"), os.path.join(out, name + ".error")
     found = spool.wait_for([ok, error], 0)
+    if found == ok and not _pushed(pg_wal, out, name):
+        found = None  # an older file's result (a recycled name): never taken for this one
     if found is None:
         lock = os.path.join(out, "push.lock")
         if not spool.Lock(lock).held_elsewhere():
@@ -161,8 +163,25 @@ def _ready_names(pg_wal, out):
         names = [n[:-len(READY_SUFFIX)] for n in os.listdir(status) if n.endswith(READY_SUFFIX)]
     except OSError:
         return []
-    names = [n for n in names if not os.path.exists(os.path.join(out, n + ".ok"))]
+    names = [n for n in names if not _pushed(pg_wal, out, n)]
     return sorted(names, key=lambda n: (not n.endswith(".history"), n))
+
+
+def _pushed(pg_wal, out, name):
+    """True when name has an .ok result written after the file was last changed: a
+    result older than the file (a name PostgreSQL used again, a re-initialised or
+    restored cluster with the same system identifier) is not this file's, and is removed."""
+    ok = os.path.join(out, name + ".ok")
+    try:
+        if os.stat(ok).st_mtime_ns >= os.stat(os.path.join(pg_wal, name)).st_mtime_ns:
+            return True
+    except OSError:
+        return False
+    try:
+        os.unlink(ok)
+    except OSError:
+        pass
+    return False
 
 
 def _worker(settings, pg_wal, lock_path, out):
