@@ -17,7 +17,7 @@ import json
 import os
 
 from . import ENGINE_VERSION
-from .errors import EXIT_CODES, ConfigError, PgdrError
+from .errors import EXIT_CODES, ConfigError, PgdrError, WalNotFound
 from .options import (BY_NAME, DEFAULT_CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, OPTIONS,
                       resolve)
 from .progress import Progress
@@ -42,11 +42,13 @@ COMMANDS = {
                   ("repo", "wal")),
 }
 POSITIONAL = {"wal-push": ("wal_path",), "wal-fetch": ("wal_name", "wal_dest")}
-# restore_command: 1 means 'not in the archive' and lets recovery go on; any other
-# failure exits above 125, which PostgreSQL treats as fatal, so that recovery stops
-# instead of ending early and promoting at the wrong point.
+# restore_command: 1 means 'not in the archive' (WalNotFound, and nothing else) and lets
+# recovery go on; any other failure, a usage error or a bug included, exits above 125,
+# which PostgreSQL treats as fatal, so that recovery stops instead of ending early and
+# promoting at the wrong point.
 WAL_FETCH_NOT_FOUND = 1
 WAL_FETCH_FATAL_BASE = 128
+INTERNAL_EXIT = PgdrError.exit_code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -214,20 +216,26 @@ def run(argv, stdout, stderr=None, environ=None):
         progress = Progress(stderr, interval=10.0)
         module = _command_module(args.command)
         result = module.run(settings, progress, dry_run=args.dry_run)
+    except WalNotFound as exc:  # the normal end of the archive: not an error
+        if as_json:
+            stdout.write(json.dumps({"failed": True, "error": exc.as_dict()}) + "\n")
+        stderr.write("pgdr %s: %s (end of archive)\n" % (args.command, exc.msg))
+        return _exit_code(args.command, exc)
     except PgdrError as exc:
         if as_json:
             stdout.write(json.dumps({"failed": True, "error": exc.as_dict()}) + "\n")
         stderr.write("pgdr %s: error [%s]: %s\n" % (args.command, exc.code, exc.msg))
         return _exit_code(args.command, exc)
-    except Exception as exc:  # a bug: one clear line, the traceback only on request
+    except Exception as exc:  # a bug or a local fault (OSError): one clear line
         if environ.get("PGDR_DEBUG"):
-            raise
+            import traceback
+            traceback.print_exc(file=stderr)
         error = {"msg": "internal error: %s: %s (set PGDR_DEBUG=1 for a traceback)"
                         % (type(exc).__name__, exc), "code": "internal", "stage": None}
         if as_json:
             stdout.write(json.dumps({"failed": True, "error": error}) + "\n")
         stderr.write("pgdr %s: error [internal]: %s\n" % (args.command, error["msg"]))
-        return 1
+        return _fatal_exit(args.command, INTERNAL_EXIT)
     if as_json:
         stdout.write(json.dumps(result, sort_keys=True) + "\n")
     else:
@@ -251,11 +259,18 @@ def _usage_error(argv, message, stdout, stderr):
 
 
 def _exit_code(command, exc):
-    if command != "wal-fetch":
-        return exc.exit_code
-    if exc.code == "wal_not_found":
+    """The exit code of a PgdrError: its class's; for wal-fetch 1 only for WalNotFound
+    (raised by wal-fetch alone), else 128 + the class's code."""
+    if command == "wal-fetch" and isinstance(exc, WalNotFound):
         return WAL_FETCH_NOT_FOUND
-    return WAL_FETCH_FATAL_BASE + exc.exit_code
+    return _fatal_exit(command, exc.exit_code)
+
+
+def _fatal_exit(command, code):
+    """A failure's exit code: for wal-fetch above 125, so PostgreSQL stops recovery."""
+    if command == "wal-fetch":
+        return WAL_FETCH_FATAL_BASE + code
+    return code
 
 
 def _command_module(name):

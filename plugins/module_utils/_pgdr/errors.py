@@ -73,6 +73,14 @@ class NotFound(PgdrError):
     default_code = "not_found"
 
 
+class WalNotFound(NotFound):
+    """wal-fetch only: this WAL file is certainly not in the repository (the archive was
+    listed or read and answered 'absent'). The one failure that restore_command reports
+    as exit 1; any other wal-fetch failure exits 128 + its class's code."""
+
+    default_code = "wal_not_found"
+
+
 class Conflict(PgdrError):
     """An object that must never be overwritten already exists (exit 8)."""
 

@@ -23,6 +23,9 @@ POINTS = (
     "backup.after_manifest",
     "backup.before_manifest",
     "expire.mid_delete",
+    "wal_fetch.mid_write",
+    "wal_push.after_put",
+    "wal_push.before_put",
 )
 
 

@@ -11,8 +11,11 @@ will ask for next, and leaves a result file per segment here:
 - ``archive/<cluster>-<system id>/<name>.ok``: the segment is durably stored in
   the repository (written only after the store returned). wal-push consumes it.
 - ``archive/<cluster>-<system id>/<name>.error``: the push failed; the message inside.
-- ``fetch/<cluster>-<target id>/<name>``: a prefetched, verified segment that
-  wal-fetch moves into place.
+- ``fetch/<cluster>-<target id>-<restore id>/<name>``: a prefetched, verified segment
+  that wal-fetch moves into place. The restore id covers the repository, the cluster,
+  the system identifier and the restore (pgdr's restore marker in the data directory):
+  a new restore into the same path never uses what an earlier one staged, and the
+  first call of a new restore removes the earlier restores' directories.
 
 The spool holds no data that is not also in pg_wal or the repository: losing
 it costs time, never WAL.
@@ -24,7 +27,9 @@ __metaclass__ = type
 import errno
 import fcntl
 import hashlib
+import json
 import os
+import shutil
 import signal
 import struct
 import time
@@ -65,9 +70,66 @@ def system_identifier(pgdata):
 
 
 def fetch_dir(settings, pgdata):
-    """Per restore target, so two recoveries on one node never share segments."""
-    tag = hashlib.sha256(os.path.realpath(pgdata).encode("utf-8")).hexdigest()[:12]
-    return directory(settings, "fetch", "%s-%s" % (settings.cluster, tag))
+    """Per restore target and per restore: two recoveries on one node never share
+    segments, and a restore into a path used before (another system, another repository
+    with the same cluster name, or the same one restored again) starts from an empty
+    directory: the earlier restores' directories for that path are removed."""
+    place = _tag(os.path.realpath(pgdata))
+    name = "%s-%s-%s" % (settings.cluster, place, _tag(restore_identity(settings, pgdata)))
+    _remove_other_restores(os.path.join(settings.spool_dir or "", "fetch"), place, name)
+    return directory(settings, "fetch", name)
+
+
+def restore_identity(settings, pgdata):
+    """What a staged segment belongs to: the repository (endpoint, bucket and prefix, or
+    path), the cluster, the system identifier and the restore (pgdr's restore marker:
+    its restored_at and the file's identity, so two restores in one second differ)."""
+    from .postgres.datadir import RESTORE_MARKER
+    marker_path = os.path.join(pgdata, RESTORE_MARKER)
+    try:
+        with open(marker_path) as handle:
+            marker = json.load(handle)
+        stamp = os.stat(marker_path)
+        restore = "%s/%d/%d" % (marker.get("restored_at"), stamp.st_ino, stamp.st_mtime_ns)
+    except (IOError, OSError, ValueError, AttributeError):
+        marker, restore = {}, ""  # not restored by pgdr (a standby set up by hand)
+    system = marker.get("system_identifier")
+    if not system:
+        try:
+            system = system_identifier(pgdata)
+        except ConfigError:
+            system = ""
+    if settings.repo_type == "posix":
+        repository = "posix:%s" % os.path.realpath(settings.repo_path or "")
+    else:
+        repository = "s3:%s/%s" % (settings.s3_endpoint or "", settings.s3_bucket or "")
+    return "\n".join((repository, settings.repo_prefix or "", settings.cluster,
+                       str(system), restore))
+
+
+def _tag(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _remove_other_restores(parent, place, keep):
+    """Remove the fetch directories of earlier restores into the same path (never one
+    whose prefetcher is still running: it holds the lock)."""
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return
+    for entry in entries:
+        parts = entry.rsplit("-", 2)
+        if entry == keep or len(parts) != 3 or parts[1] != place:
+            continue
+        path = os.path.join(parent, entry)
+        lock = os.path.join(path, "fetch.lock")
+        try:
+            if os.path.exists(lock) and Lock(lock).held_elsewhere():
+                continue
+        except (IOError, OSError):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_atomic(path, data):
@@ -123,6 +185,7 @@ def spawn(work, log_path):
         if os.fork():
             code = 0
             return
+        _rotate(log_path)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -139,6 +202,15 @@ def spawn(work, log_path):
                                                       exc)).encode("utf-8"))
     finally:
         os._exit(code)  # never return into the caller's code from a forked child
+
+
+def _rotate(log_path, limit=1 << 20):
+    """Keep a worker log bounded: past limit bytes it becomes log_path.1 (one kept)."""
+    try:
+        if os.path.getsize(log_path) > limit:
+            os.rename(log_path, log_path + ".1")
+    except OSError:
+        pass
 
 
 def _exit_on_term(signum, frame):

@@ -3,12 +3,15 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """``pgdr wal-fetch %f %p``: PostgreSQL's restore_command.
 
-Exit 0 when the file is in place, 1 when the archive does not have it (the
-normal end of the archive: PostgreSQL then ends recovery or tries pg_wal).
-Any other failure (repository unreachable, damaged object) must not look like
-'not found', or PostgreSQL would end recovery early and promote at the wrong
-point: the CLI exits with 128 + the error's code, which PostgreSQL treats as
-fatal and stops recovery instead.
+Exit 0 when the file is in place, 1 when the archive certainly does not have it
+(WalNotFound, raised here only: the normal end of the archive, PostgreSQL then
+ends recovery or tries pg_wal). Any other failure (repository unreachable,
+damaged object, a full or missing destination, a bug) must not look like 'not
+found', or PostgreSQL would end recovery early and promote at the wrong point:
+the CLI exits with 128 + the error's code, which PostgreSQL treats as fatal and
+stops recovery instead. Every file handed to PostgreSQL was read through
+storage.get, which verifies it against the SHA-256 recorded when it was stored;
+a failed call leaves no temporary file behind.
 
 With a spool_dir, each call also starts (once) a background worker that
 fetches the next ``prefetch`` segments in parallel, so recovery reads from
@@ -24,19 +27,25 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import errno
 import json
 import os
-import shutil
+import re
 import time
 
-from .. import archive, spool
-from ..errors import NotFound, PgdrError, TargetRefused
+from .. import archive, faultpoint, spool
+from ..errors import ConfigError, NotFound, PgdrError, TargetRefused, WalNotFound
 from ..postgres import walscan
 from ..postgres.datadir import RESTORE_MARKER
 
 NOT_IN_ARCHIVE = 1
 REQUESTED = "requested"      # the segment recovery asked for last (a hint for the prefetcher)
 MISSING = ".missing"         # the prefetcher found this segment absent from the archive
+FAILED = ".failed"           # the prefetcher could not read it: the call fetches it itself
+PAUSED = "paused"            # the spool was full or unwritable: calls fetch directly a while
+PAUSE_SECONDS = 60
+TMP = ".pgdr-tmp"            # dest + TMP: written, then renamed to dest
+STAGING = re.compile(r"^[0-9A-F]{24}(\.scan)?\.tmp\.[0-9]+$")   # a download being staged
 SCANNED = ".scan"            # the prefetcher's tablespace scan of a staged segment
 PREFETCH_WAIT = 30.0         # seconds a call waits for a segment the prefetcher is fetching
 SCAN_TAIL = "pgdr_walscan.tail"        # in the copy: the end of the segment scanned last
@@ -49,27 +58,63 @@ def run(settings, progress, dry_run=False):
     settings.require("cluster", "wal_name", "wal_dest")
     name, dest = settings.wal_name, settings.wal_dest
     if not (archive.SEGMENT_OR_PARTIAL.match(name) or archive.HISTORY.match(name)):
-        raise NotFound("wal-fetch: %r is not a WAL file name" % name, code="wal_name_invalid")
+        raise ConfigError("wal-fetch: %r is not a WAL file name (expected a segment like "
+                          "000000010000000000000001 or a history file like 00000002.history)"
+                          % name, code="wal_name_invalid", stage="wal-fetch")
     pgdata = os.getcwd()  # restore_command runs in the data directory
     _refuse_past_a_stop(pgdata, name)
-    if settings.spool_dir and settings.prefetch > 0 and len(name) == 24:
+    placed = False
+    try:
+        staged_dir = None
+        if settings.spool_dir and settings.prefetch > 0 and len(name) == 24:
+            staged_dir = _prefetcher(settings, progress, pgdata, name)
+        if staged_dir is not None:
+            staged = os.path.join(staged_dir, name)
+            if _wait_staged(staged, spool.Lock(os.path.join(staged_dir, "fetch.lock"))):
+                placed = _move(staged, dest)
+                _end_before_foreign_tablespaces(pgdata, name, dest, progress,
+                                                _take_scan(staged + SCANNED))
+                return {"changed": True, "wal": name, "prefetched": True}
+        # history files, no spool, or the prefetcher did not deliver: fetch it here
+        placed = _write(dest, fetch(_storage(settings), settings, name))
+        _end_before_foreign_tablespaces(pgdata, name, dest, progress)
+        return {"changed": True, "wal": name, "prefetched": False}
+    except BaseException:
+        # whatever failed, PostgreSQL gets no file: neither a half-written temporary
+        # file nor a segment that was not completely checked
+        _remove(dest + TMP)
+        if placed:
+            _remove(dest)
+        raise
+
+
+def _prefetcher(settings, progress, pgdata, name):
+    """The spool directory of this restore, with its prefetcher asked for name (started
+    when none runs); None when the spool is unusable (full, unwritable): the call then
+    fetches directly, and recovery goes on at the speed of one request per segment."""
+    try:
         staged_dir = spool.fetch_dir(settings, pgdata)
+        if _paused(staged_dir):
+            return None
         _request(staged_dir, name)
         lock = spool.Lock(os.path.join(staged_dir, "fetch.lock"))
         if not lock.held_elsewhere():
             scan = _is_restored_copy(pgdata)
             spool.spawn(lambda: _prefetch_worker(settings, staged_dir, lock.path, scan),
                         os.path.join(staged_dir, "worker.log"))
-        staged = os.path.join(staged_dir, name)
-        if _wait_staged(staged, lock):
-            _move(staged, dest)
-            _end_before_foreign_tablespaces(pgdata, name, dest, progress,
-                                            _take_scan(staged + SCANNED))
-            return {"changed": True, "wal": name, "prefetched": True}
-    # history files, no spool, or the prefetcher did not deliver: fetch it here
-    _write(dest, fetch(_storage(settings), settings, name))
-    _end_before_foreign_tablespaces(pgdata, name, dest, progress)
-    return {"changed": True, "wal": name, "prefetched": False}
+        return staged_dir
+    except (IOError, OSError, ConfigError) as exc:
+        progress.event("wal-fetch: spool %s is unusable (%s): fetching %s directly"
+                       % (settings.spool_dir, getattr(exc, "msg", exc), name))
+        return None
+
+
+def _paused(staged_dir):
+    """True while the prefetcher stopped recently because the spool was full."""
+    try:
+        return time.time() - os.path.getmtime(os.path.join(staged_dir, PAUSED)) < PAUSE_SECONDS
+    except OSError:
+        return False
 
 
 def _is_restored_copy(pgdata):
@@ -153,9 +198,20 @@ def _read_json(path):
 
 
 def _write_json(path, value):
-    with open(path + ".tmp", "w") as handle:
-        json.dump(value, handle)
-    os.rename(path + ".tmp", path)
+    _replace(path, json.dumps(value).encode("utf-8"))
+
+
+def _replace(path, data, tmp=None):
+    """A file replaced whole through tmp (no fsync: hints, scan state and the spool are
+    caches); the temporary file never stays behind."""
+    tmp = tmp or path + ".tmp"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.rename(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def _foreign_tablespace(pgdata, oid, location):
@@ -188,10 +244,7 @@ def _read_tail(pgdata, name, segment_size):
 
 
 def _write_tail(pgdata, name, tail):
-    path = os.path.join(pgdata, SCAN_TAIL)
-    with open(path + ".tmp", "wb") as handle:
-        handle.write(name.encode("ascii") + tail)
-    os.rename(path + ".tmp", path)
+    _replace(os.path.join(pgdata, SCAN_TAIL), name.encode("ascii") + tail)
 
 
 def _save_scan(path, scanned):
@@ -214,13 +267,14 @@ def _take_scan(path):
 
 def _wait_staged(staged, lock):
     """True once the prefetcher staged the segment; False as soon as it marked it
-    missing (or could not fetch it), or stopped: the call then fetches it itself."""
+    missing or failed (absent, or unreadable: the call then fetches it itself and its
+    own answer says which), or stopped."""
     deadline = time.time() + PREFETCH_WAIT
     started = time.time()
     while time.time() < deadline:
         if os.path.exists(staged):
             return True
-        if os.path.exists(staged + MISSING):
+        if os.path.exists(staged + MISSING) or os.path.exists(staged + FAILED):
             return False
         if time.time() - started > 0.5 and not lock.held_elsewhere():
             return os.path.exists(staged)  # the worker is gone (or never started)
@@ -234,8 +288,9 @@ def _storage(settings):
 
 
 def fetch(storage, settings, name):
-    """The original bytes of an archived WAL file, verified (zstd and gzip carry their
-    own checksums); NotFound when absent."""
+    """The original bytes of an archived WAL file, verified (storage.get checks the
+    stored SHA-256; zstd and gzip carry their own checksums too); WalNotFound only
+    when the archive certainly lacks it."""
     from ..compress import CodecsByKey
     key, packed = _fetch_raw(storage, settings, name)
     return CodecsByKey().decompress(packed, key=key)
@@ -252,7 +307,8 @@ def _find_key(storage, settings, name):
 
 
 def _fetch_raw(storage, settings, name):
-    """(key, stored bytes) of an archived WAL file; NotFound when the archive lacks it."""
+    """(key, stored bytes) of an archived WAL file; WalNotFound when the archive lacks it
+    (every other failure, e.g. a RepositoryError or IntegrityError, propagates)."""
     for key in _find_key(storage, settings, name):
         if key is None:  # another compression than the configured one
             for info in storage.list(archive.wal_key(settings.cluster, name, "")):
@@ -264,24 +320,58 @@ def _fetch_raw(storage, settings, name):
             return key, storage.get(key)
         except NotFound:
             continue
-    raise NotFound("WAL %s is not in the archive of cluster %s" % (name, settings.cluster),
-                   code="wal_not_found", stage="wal-fetch")
+    raise WalNotFound("WAL %s is not in the archive of cluster %s"
+                      % (name, settings.cluster), stage="wal-fetch")
 
 
 def _write(dest, data):
-    tmp = dest + ".pgdr-tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.rename(tmp, dest)
+    """Write dest through dest + TMP (removed on any failure); True once in place. A
+    local failure (full or missing directory) is a PgdrError naming dest: never 'not
+    found', PostgreSQL must stop, not promote."""
+    tmp = dest + TMP
+    try:
+        with open(tmp, "wb") as handle:
+            view = memoryview(data)
+            handle.write(view[:len(data) // 2])
+            handle.flush()
+            faultpoint.reached("wal_fetch.mid_write")
+            handle.write(view[len(data) // 2:])
+        os.rename(tmp, dest)
+    except (IOError, OSError) as exc:
+        _remove(tmp)
+        raise PgdrError("wal-fetch: cannot write %s: %s (recovery stops here; it resumes "
+                        "once %s is writable again)" % (dest, _reason(exc), os.path.dirname(dest)
+                                                        or "."),
+                        code="wal_dest_unwritable", stage="wal-fetch")
+    return True
+
+
+def _reason(exc):
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    return exc.strerror or str(exc)
 
 
 def _move(src, dest):
+    """A staged segment into place; True once there."""
     try:
         os.rename(src, dest)
-    except OSError:  # spool on another filesystem
-        shutil.copyfile(src, dest + ".pgdr-tmp")
-        os.rename(dest + ".pgdr-tmp", dest)
-        os.unlink(src)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise PgdrError("wal-fetch: cannot move %s to %s: %s" % (src, dest, _reason(exc)),
+                            code="wal_dest_unwritable", stage="wal-fetch")
+        # spool on another filesystem: the staged copy stays until dest is complete
+        with open(src, "rb") as handle:
+            _write(dest, handle.read())
+        _remove(src)
+    return True
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _next_names(name, count, segment_size):
@@ -295,10 +385,7 @@ def _next_names(name, count, segment_size):
 
 def _request(staged_dir, name):
     """Tell the prefetcher which segment recovery asks for now (no fsync: a hint)."""
-    path = os.path.join(staged_dir, REQUESTED)
-    with open(path + ".tmp", "w") as handle:
-        handle.write(name)
-    os.rename(path + ".tmp", path)
+    _replace(os.path.join(staged_dir, REQUESTED), name.encode("ascii"))
 
 
 def _requested(staged_dir):
@@ -313,31 +400,45 @@ def _prefetch_worker(settings, staged_dir, lock_path, scan=False):
     """One long-lived prefetcher per recovery: keeps the ``prefetch`` segments from the
     one recovery asked for last staged, ``workers`` downloads at a time, and exits when
     recovery stops asking (archive_idle seconds without a new request). A segment the
-    archive lacks is marked missing, so the caller stops waiting and checks itself.
-    With scan (a restored copy), each segment's tablespace scan is saved beside it."""
+    archive lacks is marked missing, one it cannot read (repository, checksum) failed:
+    either way the caller stops waiting and fetches it itself, and its own answer tells
+    absent (exit 1) from unreadable (exit > 125). A full or unwritable spool stops the
+    worker and pauses prefetching (the calls fetch directly). With scan (a restored
+    copy), each segment's tablespace scan is saved beside it."""
     from concurrent.futures import ThreadPoolExecutor
     lock = spool.Lock(lock_path)
     if not lock.acquire():
         return
-    storage = _storage(settings)
     segment_size = [None]
     in_flight = {}
+    spool_failed = []
 
     def download(name):
+        path = os.path.join(staged_dir, name)
         try:
             data = fetch(storage, settings, name)
-        except PgdrError:  # absent, or unreadable: the call will find out and say which
-            _touch(os.path.join(staged_dir, name + MISSING))
+        except WalNotFound:
+            _mark(path + MISSING)
+            return
+        except Exception:  # unreadable: the caller fetches it itself and reports why
+            _mark(path + FAILED)
             return
         segment_size[0] = segment_size[0] or len(data)
-        if scan:  # before the segment appears, so the caller finds both
-            _save_scan(os.path.join(staged_dir, name + SCANNED), walscan.scan(data))
-        _stage(os.path.join(staged_dir, name), data)
+        try:
+            if scan:  # before the segment appears, so the caller finds both
+                _save_scan(path + SCANNED, walscan.scan(data))
+            _stage(path, data)
+        except (IOError, OSError) as exc:  # the spool is full: stop, calls fetch directly
+            _remove(path + SCANNED)
+            spool_failed.append("cannot stage %s in %s: %s" % (name, staged_dir, _reason(exc)))
+            _mark(path + FAILED)
 
     try:
+        _remove_staging(staged_dir)  # downloads of a worker that was killed
+        storage = _storage(settings)
         pool = ThreadPoolExecutor(max_workers=max(1, settings.workers))
         last, idle_since = None, time.time()
-        while time.time() - idle_since < max(settings.archive_idle, 2):
+        while time.time() - idle_since < max(settings.archive_idle, 2) and not spool_failed:
             for name in [n for n, f in in_flight.items() if f.done()]:
                 in_flight.pop(name).result()
             current = _requested(staged_dir)
@@ -352,24 +453,30 @@ def _prefetch_worker(settings, staged_dir, lock_path, scan=False):
                 if len(in_flight) >= 2 * max(1, settings.workers):
                     break
                 path = os.path.join(staged_dir, name)
-                if name in in_flight or os.path.exists(path) or os.path.exists(path + MISSING):
+                if name in in_flight or any(os.path.exists(path + mark)
+                                            for mark in ("", MISSING, FAILED)):
                     continue
                 in_flight[name] = pool.submit(download, name)
             time.sleep(0.02)
         pool.shutdown(wait=True)
+        if spool_failed:
+            _mark(os.path.join(staged_dir, PAUSED))
+            raise PgdrError("prefetching paused for %ds: %s" % (PAUSE_SECONDS, spool_failed[0]),
+                            code="spool_full", stage="wal-fetch")
     finally:
         lock.release()
 
 
 def _forget_older(staged_dir, current):
     """Staged segments and their scans before the one asked for now (skipped, or of a
-    timeline recovery left) and old 'missing' marks (the archive may have them by now);
-    never a download's temporary file."""
+    timeline recovery left) and old 'missing' and 'failed' marks (the archive may have
+    them by now); never a download's temporary file."""
     for entry in os.listdir(staged_dir):
         base = entry.split(".", 1)[0]
-        if entry not in (base, base + MISSING, base + SCANNED):
+        if entry not in (base, base + MISSING, base + FAILED, base + SCANNED):
             continue
-        if len(base) == 24 and (base < current or entry.endswith(MISSING)) and base != current:
+        if len(base) == 24 and (base < current or entry.endswith((MISSING, FAILED))) \
+                and base != current:
             try:
                 os.unlink(os.path.join(staged_dir, entry))
             except OSError:
@@ -377,14 +484,24 @@ def _forget_older(staged_dir, current):
 
 
 def _stage(path, data):
-    """Write a prefetched segment: renamed into place when complete; no fsync, the
-    spool is a cache (a lost file is fetched again)."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.rename(tmp, path)
+    """Write a prefetched segment: renamed into place when complete, removed when not
+    (a full spool); no fsync, the spool is a cache (a lost file is fetched again)."""
+    _replace(path, data, "%s.tmp.%d" % (path, os.getpid()))
 
 
-def _touch(path):
-    with open(path, "w"):
+def _remove_staging(staged_dir):
+    """Temporary files of downloads whose worker was killed (only the lock holder
+    stages, so none is in progress)."""
+    for entry in os.listdir(staged_dir):
+        if STAGING.match(entry):
+            _remove(os.path.join(staged_dir, entry))
+
+
+def _mark(path):
+    """An empty mark file (best effort: no data blocks, so it fits even a full spool)."""
+    try:
+        with open(path, "w"):
+            pass
+        os.utime(path, None)
+    except (IOError, OSError):
         pass

@@ -11,19 +11,33 @@ With a spool_dir (the default set-up of the archiving role) the call is
 asynchronous: a background worker pushes every segment PostgreSQL has marked
 ready, in parallel and ahead of PostgreSQL's calls, and each call only waits
 for its own segment's result file. This fast path imports neither boto3 nor
-the compression library: they load in the worker.
+the compression library: they load in the worker. A result stays in the spool
+until PostgreSQL has marked its segment done (no .ready left): the worker
+removes it then, so the spool holds results of pending segments only.
+
+Only WAL is pushed: the file's name must be a WAL file name, and a segment must
+look like one (a power-of-two size between 1 MiB and 1 GiB, a first page with
+an XLOG long page header for its own position).
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import os
+import re
+import struct
 import time
 
-from .. import spool
+from .. import faultpoint, spool
 from ..errors import ConfigError, PgdrError
 
 READY_SUFFIX = ".ready"
+RESULT_FILE = re.compile(r"^(.+)\.(ok|error)(\.tmp\.[0-9]+)?$")
+MIN_SEGMENT, MAX_SEGMENT = 1 << 20, 1 << 30
+XLP_LONG_HEADER = 0x0002
+LONG_PAGE_HEADER = 40
+CLEAN_EVERY = 1.0          # seconds between the worker's passes over finished results
+LOG_TAIL = 8192            # bytes of worker.log read for its last error line
 
 
 def run(settings, progress, dry_run=False):
@@ -33,6 +47,8 @@ def run(settings, progress, dry_run=False):
     if not os.path.isfile(path):
         raise ConfigError("wal-push: %s does not exist or is not a file (archive_command "
                           "must pass %%p)" % path, code="wal_path_invalid", stage="wal-push")
+    with open(path, "rb") as handle:
+        check_wal_file(path, os.fstat(handle.fileno()).st_size, handle.read(LONG_PAGE_HEADER))
     if dry_run:
         return {"changed": True, "wal": name}
     ready = os.path.join(os.path.dirname(os.path.abspath(path)), "archive_status",
@@ -44,19 +60,58 @@ def run(settings, progress, dry_run=False):
     return {"changed": written, "wal": name}
 
 
+def check_wal_file(path, size, head):
+    """ConfigError unless path is a WAL file: a segment, partial segment, backup history
+    or timeline history file name; a segment's size a power of two from 1 MiB to 1 GiB
+    and its first page an XLOG long page header (magic, flag, sizes, its own address)."""
+    from .. import archive
+    name = os.path.basename(path)
+    if not (archive.SEGMENT_OR_PARTIAL.match(name) or archive.HISTORY.match(name)):
+        raise ConfigError("wal-push: %s is not a WAL file: expected a segment, .partial, "
+                          ".backup or .history file name (like 000000010000000000000001); "
+                          "nothing was uploaded" % path, code="wal_path_invalid",
+                          stage="wal-push")
+    if len(name) != 24:
+        return
+    problem = None
+    if size < MIN_SEGMENT or size > MAX_SEGMENT or size & (size - 1):
+        problem = "its size %d is not a power of two between 1 MiB and 1 GiB" % size
+    elif len(head) < LONG_PAGE_HEADER:
+        problem = "it is shorter than a WAL page header"
+    else:
+        magic, info = struct.unpack_from("<HH", head, 0)
+        page_address = struct.unpack_from("<Q", head, 8)[0]
+        segment_size, page_size = struct.unpack_from("<II", head, 32)
+        segno = int(name[8:16], 16) * (0x100000000 // size) + int(name[16:24], 16)
+        if magic >> 8 not in (0xD0, 0xD1) or not info & XLP_LONG_HEADER:
+            problem = ("its first page has no XLOG long page header (magic 0x%04X, "
+                       "info 0x%04X)" % (magic, info))
+        elif segment_size != size or page_size < 1024 or page_size & (page_size - 1):
+            problem = ("its page header says segment size %d, page size %d (file size %d)"
+                       % (segment_size, page_size, size))
+        elif page_address != segno * size:
+            problem = ("its first page is for WAL position %X/%X, not this segment's "
+                       "%X/%X" % (page_address >> 32, page_address & 0xFFFFFFFF,
+                                  (segno * size) >> 32, (segno * size) & 0xFFFFFFFF))
+    if problem:
+        raise ConfigError("wal-push: %s is not a WAL segment: %s; nothing was uploaded"
+                          % (path, problem), code="wal_file_invalid", stage="wal-push")
+
+
 def _push_async(settings, path, name):
     pg_wal = os.path.dirname(os.path.abspath(path))
     out = spool.archive_dir(settings, os.path.dirname(pg_wal))
     ok, error = os.path.join(out, name + ".ok"), os.path.join(out, name + ".error")
     found = spool.wait_for([ok, error], 0)
+    if found == ok and not _pushed(pg_wal, out, name):
+        found = None  # an older file's result (a recycled name): never taken for this one
     if found is None:
         lock = os.path.join(out, "push.lock")
         if not spool.Lock(lock).held_elsewhere():
             spool.spawn(lambda: _worker(settings, pg_wal, lock, out),
                         os.path.join(out, "worker.log"))
         found = spool.wait_for([ok, error], settings.archive_wait)
-    if found == ok:
-        os.unlink(ok)
+    if found == ok:  # stays until PostgreSQL marked the segment done: the worker removes it
         return {"changed": True, "wal": name, "async": True}
     if found == error:
         with open(error) as handle:
@@ -64,9 +119,40 @@ def _push_async(settings, path, name):
         os.unlink(error)  # the next call retries
         raise PgdrError("wal-push of %s failed in the background worker: %s"
                         % (name, message), code="wal_push_failed", stage="wal-push")
-    raise PgdrError("wal-push of %s: no result within archive_wait=%ss; PostgreSQL "
-                    "will call again" % (name, settings.archive_wait),
+    lock = spool.Lock(os.path.join(out, "push.lock"))
+    raise PgdrError("wal-push of %s: no result within archive_wait=%ss (the background "
+                    "worker %s; its last error: %s); PostgreSQL will call again"
+                    % (name, settings.archive_wait,
+                       "is still running" if lock.held_elsewhere() else "is not running",
+                       last_error(os.path.join(out, "worker.log")) or "none logged"),
                     code="wal_push_timeout", stage="wal-push")
+
+
+def last_error(log_path):
+    """The last line of a worker log that reports a failure, else None."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - LOG_TAIL))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except (IOError, OSError):
+        return None
+    for line in reversed(lines):
+        if "fail" in line or "error" in line.lower():
+            return line.strip()
+    return None
+
+
+def _clean_results(pg_wal, out):
+    """Remove the results (and killed writers' temporary files) of segments PostgreSQL
+    no longer has ready: it marked them done, so no call will ever read them."""
+    status = os.path.join(pg_wal, "archive_status")
+    for entry in os.listdir(out):
+        result = RESULT_FILE.match(entry)
+        if result and not os.path.exists(os.path.join(status, result.group(1) + READY_SUFFIX)):
+            try:
+                os.unlink(os.path.join(out, entry))
+            except OSError:
+                pass
 
 
 def _ready_names(pg_wal, out):
@@ -77,8 +163,25 @@ def _ready_names(pg_wal, out):
         names = [n[:-len(READY_SUFFIX)] for n in os.listdir(status) if n.endswith(READY_SUFFIX)]
     except OSError:
         return []
-    names = [n for n in names if not os.path.exists(os.path.join(out, n + ".ok"))]
+    names = [n for n in names if not _pushed(pg_wal, out, n)]
     return sorted(names, key=lambda n: (not n.endswith(".history"), n))
+
+
+def _pushed(pg_wal, out, name):
+    """True when name has an .ok result written after the file was last changed: a
+    result older than the file (a name PostgreSQL used again, a re-initialised or
+    restored cluster with the same system identifier) is not this file's, and is removed."""
+    ok = os.path.join(out, name + ".ok")
+    try:
+        if os.stat(ok).st_mtime_ns >= os.stat(os.path.join(pg_wal, name)).st_mtime_ns:
+            return True
+    except OSError:
+        return False
+    try:
+        os.unlink(ok)
+    except OSError:
+        pass
+    return False
 
 
 def _worker(settings, pg_wal, lock_path, out):
@@ -90,16 +193,21 @@ def _worker(settings, pg_wal, lock_path, out):
         """Each segment's result as soon as it is stored: PostgreSQL's call for it
         returns without waiting for the rest of the batch."""
         if isinstance(result, Exception):
-            spool.write_atomic(os.path.join(out, name + ".error"),
-                               str(getattr(result, "msg", result)).encode("utf-8"))
+            message = str(getattr(result, "msg", result))
+            _log("wal-push of %s failed: [%s] %s" % (name, getattr(result, "code", "internal"),
+                                                     message))
+            spool.write_atomic(os.path.join(out, name + ".error"), message.encode("utf-8"))
         else:
             spool.write_atomic(os.path.join(out, name + ".ok"), b"")
 
     try:
         from ..storage import open_storage
         storage = open_storage(settings)  # one client for the worker's whole life
-        idle_since = time.time()
+        idle_since, cleaned = time.time(), 0
         while time.time() - idle_since < settings.archive_idle:
+            if time.time() - cleaned >= CLEAN_EVERY:
+                _clean_results(pg_wal, out)
+                cleaned = time.time()
             names = _ready_names(pg_wal, out)
             if not names:
                 time.sleep(0.05)
@@ -110,6 +218,11 @@ def _worker(settings, pg_wal, lock_path, out):
             idle_since = time.time()
     finally:
         lock.release()
+
+
+def _log(line):
+    """One line in the worker's log (its stderr is worker.log)."""
+    os.write(2, ("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line)).encode("utf-8"))
 
 
 def push_files(settings, files, keep_going=False, on_done=None, storage=None):
@@ -137,8 +250,13 @@ def push_files(settings, files, keep_going=False, on_done=None, storage=None):
         try:
             with open(path, "rb") as handle:
                 raw = handle.read()
+            check_wal_file(path, len(raw), raw[:LONG_PAGE_HEADER])
             key = archive.wal_key(settings.cluster, name, codec.suffix)
-            return archive.push(storage, key, codec.compress(raw), raw, name, codec)
+            packed = codec.compress(raw)
+            faultpoint.reached("wal_push.before_put")
+            written = archive.push(storage, key, packed, raw, name, codec)
+            faultpoint.reached("wal_push.after_put")
+            return written
         except PgdrError as exc:
             if keep_going:
                 return exc
