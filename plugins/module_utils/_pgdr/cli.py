@@ -165,6 +165,8 @@ def _render(command, result):
         return "backup %s: %.1f MiB read, %.1f MiB stored, %.1f s" % (
             backup["id"], backup["size"] / 1048576.0, backup["stored_size"] / 1048576.0,
             backup["duration"])
+    if command == "restore" and result.get("msg"):
+        return result["msg"]  # says what was (or, with --dry-run, would be) done
     return "backup %s restored into %s" % (backup.get("id"), result.get("target"))
 
 

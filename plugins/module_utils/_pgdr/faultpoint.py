@@ -19,6 +19,8 @@ ENV = "PGDR_FAULT_POINT"
 
 # one line each, sorted: <verb>.<step>
 POINTS = (
+    "restore.fetch",
+    "restore.finish",
 )
 
 

@@ -23,8 +23,9 @@ import subprocess
 import time
 
 from ..catalog import Catalog
-from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError
+from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError, TargetRefused
 from ..options import resolve
+from ..postgres.datadir import refuse_live
 from ..postgres.session import archive_lag
 from ..postgres.wal import format_lsn
 from ..recovery import Planner, parse_point
@@ -39,6 +40,13 @@ def run(settings, progress, dry_run=False):
     if os.geteuid() == 0:
         raise ConfigError("pgdr drill starts PostgreSQL, which refuses root: run it as the "
                           "PostgreSQL OS user", code="drill_as_root", stage="config")
+    # the scratch directory is removed at the end whatever happens: never a live
+    # cluster's, and never one that held anything before the drill
+    refuse_live(settings.target, what="drill target")
+    if os.path.isdir(settings.target) and os.listdir(settings.target):
+        raise TargetRefused("drill target %s is not empty: the drill removes its scratch "
+                            "directory afterwards, so it must be absent or empty"
+                            % settings.target, code="target_not_empty", stage="check")
     started = time.time()
     storage = open_storage(settings)
     storage.check()
