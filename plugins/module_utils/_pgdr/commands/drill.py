@@ -83,7 +83,7 @@ def run(settings, progress, dry_run=False):
             report["server_log_tail"] = server.stop()
         shutil.rmtree(settings.target, ignore_errors=True)
         for location in (restored.get("tablespaces") or {}).values():
-            _remove_version_dirs(location)
+            restore.remove_version_dirs(location)
     finished = time.time()
     report["rto_seconds"] = round((verified or finished) - started, 3)
     report["finished_at"] = _iso(finished)
@@ -260,13 +260,6 @@ class Scratch(object):
         except OSError:
             pass
         return tail
-
-
-def _remove_version_dirs(location):
-    """The scratch copy's tablespace data (PG_<major>_<catversion> directories)."""
-    for name in os.listdir(location) if os.path.isdir(location) else ():
-        if name.startswith("PG_"):
-            shutil.rmtree(os.path.join(location, name), ignore_errors=True)
 
 
 def _check(name, ok, detail):

@@ -54,6 +54,7 @@ class RestoreRun(object):
         self.owner = None
         self.created = []  # target first, then tablespace locations: what undo empties
         self.control = None  # (data, mode) of global/pg_control: written last
+        self.replaced = []  # tablespace locations of the target's cluster, forced over
         self._fetched = [0, 0, threading.Lock()]  # tasks done, tasks in all (kill point)
 
     # -- checks ------------------------------------------------------------------------
@@ -73,18 +74,24 @@ class RestoreRun(object):
                                 stage="check")
 
     def map_tablespaces(self, manifest):
-        """{oid: (old location, new location)}; refuses a location that holds data."""
+        """{oid: (old location, new location)}; refuses a location that holds data,
+        unless (with force) it is a tablespace of the cluster the target holds: an
+        earlier, interrupted restore's, replaced with the target."""
         wanted = self.settings.tablespace_map or {}
         known = set()
         mapping = {}
         version_dir = "PG_%d_" % (manifest["pg_version"] // 10000)
+        replaced = self._target_tablespaces() if self.settings.force else set()
         for space in manifest["tablespaces"]:
             keys = (space["location"], space["name"], str(space["oid"]))
             known.update(keys)
             new = next((wanted[k] for k in keys if k in wanted), space["location"])
             new = os.path.abspath(new)
             refuse_live(new, what="tablespace %s location" % space["name"])
-            if os.path.isdir(new) and any(n.startswith(version_dir) for n in os.listdir(new)):
+            if os.path.realpath(new) in replaced:
+                self.replaced.append(new)  # emptied with the target, in prepare
+            elif os.path.isdir(new) and any(n.startswith(version_dir)
+                                            for n in os.listdir(new)):
                 raise TargetRefused(
                     "tablespace %s (oid %s) would be restored into %s, which already holds "
                     "a %s* directory (a live cluster's?); map it elsewhere with "
@@ -99,6 +106,13 @@ class RestoreRun(object):
                                 "(its tablespaces: %s)" % (", ".join(unknown), names),
                                 code="tablespace_unknown", stage="check")
         return mapping
+
+    def _target_tablespaces(self):
+        """Real locations the target's own pg_tblspc links point to."""
+        tblspc = os.path.join(self.target, "pg_tblspc")
+        names = os.listdir(tblspc) if os.path.isdir(tblspc) else ()
+        return set(os.path.realpath(os.path.join(tblspc, name)) for name in names
+                   if os.path.islink(os.path.join(tblspc, name)))
 
     # -- run ----------------------------------------------------------------------------
     def _marker(self):
@@ -242,10 +256,12 @@ class RestoreRun(object):
         created, and given away, when they are written."""
         target = self.target
         refuse_live(target)  # again, right before the first write (a server may have
-        for location, dummy in mapping.values():  # started since the check)
+        for dummy, location in mapping.values():  # started since the check)
             refuse_live(location, what="tablespace location")
         if os.path.isdir(target):
             self._clear(target)
+            for location in self.replaced:
+                remove_version_dirs(location)
         else:
             self._makedirs(target)
         self.created.append(target)
@@ -502,11 +518,8 @@ class RestoreRun(object):
         if not self.created:
             return
         self._clear(self.created[0])
-        version_dir = "PG_"
         for location in self.created[1:]:
-            for name in os.listdir(location) if os.path.isdir(location) else ():
-                if name.startswith(version_dir):
-                    shutil.rmtree(os.path.join(location, name), ignore_errors=True)
+            remove_version_dirs(location)
 
     @staticmethod
     def _clear(directory):
@@ -545,6 +558,14 @@ class RestoreRun(object):
 
 CARRIED = ("max_connections", "max_prepared_transactions", "max_locks_per_transaction",
            "max_worker_processes", "max_wal_senders")
+
+
+def remove_version_dirs(location):
+    """A restored cluster's data in a tablespace location (its PG_<major>_<catalog>
+    directories), nothing else there."""
+    for name in os.listdir(location) if os.path.isdir(location) else ():
+        if name.startswith("PG_"):
+            shutil.rmtree(os.path.join(location, name), ignore_errors=True)
 
 
 def _shell_quote(text):
