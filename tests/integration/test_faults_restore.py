@@ -6,6 +6,7 @@ or is offered as restored, or it succeeds and the copy starts and holds exactly 
 source's data. A running cluster's files are never touched (their tree is hashed before
 and after, and the cluster still answers)."""
 import hashlib
+import json
 import os
 import pwd
 import re
@@ -13,7 +14,7 @@ import subprocess
 
 import pytest
 
-from lab.lab import PgCluster
+from lab.lab import PgCluster, free_port
 from tests.integration.pgdr_run import (PGDR, Repo, checksums, postgres_dir, restore_args)
 
 ROWS = 400000
@@ -124,6 +125,16 @@ def test_d11_1_restore_never_touches_a_running_cluster(source, workdir):
                                   "--force", *mapping)
         line = refused(code, out, err, "target_running")
         assert "tablespace extra location" in line, line
+    # the drill removes its scratch directory afterwards: the same refusal, before anything
+    for target in (pg.datadir.parent, pg.datadir / "base", space):
+        code, out, err = repo.run("drill", "--target", target, "--drill-port", free_port())
+        line = refused(code, out, err, "target_running")
+        assert str(pg.datadir) in line, line
+    busy = postgres_dir(workdir / "busy")
+    (busy / "keep.txt").write_text("precious")
+    code, out, err = repo.run("drill", "--target", busy, "--drill-port", free_port())
+    refused(code, out, err, "target_not_empty")
+    assert (busy / "keep.txt").read_text() == "precious"
     assert tree_digest(pg.datadir, space) == before  # not one byte of the live cluster
     assert checksums(pg) == sums
     assert not (workdir / "spare" / "data").exists() and not (workdir / "spare2").exists()
@@ -140,7 +151,6 @@ def run_as_root(repo, *args, env=None):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd="/", check=False,
                          env=env, timeout=600)
     lines = [l for l in res.stdout.splitlines() if l.strip()]
-    import json
     return res.returncode, json.loads(lines[-1]) if lines else None, res.stderr
 
 
