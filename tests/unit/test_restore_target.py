@@ -124,3 +124,21 @@ def test_d11_13_progress_never_past_100_percent():
     progress.end()
     lines = out.getvalue().splitlines()
     assert lines and all("100.0% 273/273 MiB" in line for line in lines), lines
+
+
+def test_d11_3_clearing_a_target_removes_pg_control_first(tmp_path, monkeypatch):
+    """A forced restore over an old cluster, stopped while it empties the target: what is
+    left has neither a marker nor pg_control, so nothing starts it or offers it."""
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import restore
+    for rel in ("pgdr_restore.json", "global/pg_control", "global/1262", "base/1/1259",
+                "PG_VERSION", "pg_xact/0000"):
+        touch(tmp_path / rel)
+
+    def killed(path, *args, **kwargs):
+        raise KeyboardInterrupt("stopped while clearing %s" % path)
+    monkeypatch.setattr(restore.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        RestoreRun._clear(str(tmp_path))
+    assert not (tmp_path / "global" / "pg_control").exists()
+    assert not (tmp_path / "pgdr_restore.json").exists()
+    assert (tmp_path / "base" / "1" / "1259").exists()  # the kill came before the rest

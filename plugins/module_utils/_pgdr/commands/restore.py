@@ -523,6 +523,14 @@ class RestoreRun(object):
 
     @staticmethod
     def _clear(directory):
+        """Empty directory. The marker and pg_control go first: a clear that is killed
+        halfway through leaves neither a restore that looks complete nor a cluster
+        that starts with files missing."""
+        for rel in (MARKER, CONTROL_FILE):
+            try:
+                os.unlink(os.path.join(directory, rel))
+            except OSError:
+                pass  # absent (or global is not a directory): the walk below decides
         for name in os.listdir(directory):
             path = os.path.join(directory, name)
             if os.path.isdir(path) and not os.path.islink(path):
