@@ -247,4 +247,6 @@ def test_d11_13_restore_messages_say_what_happens(source, workdir):
     progress = re.findall(r"restore +([0-9.]+)% (\d+)/(\d+) MiB", err)
     assert progress, err
     assert all(float(p) <= 100.0 and int(d) <= int(t) for p, d, t in progress), progress
+    assert progress[-1][0] == "100.0" and progress[-1][1] == progress[-1][2], progress
+    print("restore progress:", [l for l in err.splitlines() if " done" in l][-1])
     started_copy(restored, sums)
