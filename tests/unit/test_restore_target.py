@@ -142,3 +142,39 @@ def test_d11_3_clearing_a_target_removes_pg_control_first(tmp_path, monkeypatch)
     assert not (tmp_path / "global" / "pg_control").exists()
     assert not (tmp_path / "pgdr_restore.json").exists()
     assert (tmp_path / "base" / "1" / "1259").exists()  # the kill came before the rest
+
+
+@pytest.mark.parametrize("codec_name", ["zstd", "gzip", "none"])
+def test_d11_4_a_full_disk_while_writing_a_piece_is_target_full(tmp_path, monkeypatch, codec_name):
+    """The codec wraps whatever its write callback raises as decompress_failed (damage):
+    the restore keeps the write's OSError and reports a full target, exit 6."""
+    import errno
+    import hashlib
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import restore
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.compress import (
+        Codec, CodecsByKey)
+    codec = Codec(codec_name)
+    raw = b"page" * 5000
+    packed = codec.compress(raw)
+    stored = {"key": "b/data/base/1/16400" + codec.suffix, "offset": 0, "size": len(raw),
+              "sha256": hashlib.sha256(raw).hexdigest(),
+              "stored_sha256": hashlib.sha256(packed).hexdigest(), "stored_size": len(packed)}
+
+    class Storage(object):
+        def get(self, key):
+            return packed
+
+    run = object.__new__(RestoreRun)
+    run.storage, run.target = Storage(), str(tmp_path)
+    path = tmp_path / "16400"
+    path.write_bytes(b"")
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(restore.os, "pwrite", full)
+    with pytest.raises(OSError) as caught:
+        run._restore_piece(CodecsByKey(), stored, str(path))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    error = run._write_error(caught.value, {"id": "X-full", "size": 64 << 20, "wal_size": 0})
+    assert isinstance(error, TargetRefused) and error.code == "target_full"
+    assert "ENOSPC" in error.msg and str(path) in error.msg and str(tmp_path) in error.msg
