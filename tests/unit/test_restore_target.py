@@ -178,3 +178,13 @@ def test_d11_4_a_full_disk_while_writing_a_piece_is_target_full(tmp_path, monkey
     error = run._write_error(caught.value, {"id": "X-full", "size": 64 << 20, "wal_size": 0})
     assert isinstance(error, TargetRefused) and error.code == "target_full"
     assert "ENOSPC" in error.msg and str(path) in error.msg and str(tmp_path) in error.msg
+
+
+def test_d11_1_undo_removes_only_its_own_major_in_a_tablespace_location(tmp_path):
+    """A location shared with a (stopped) cluster of another major version: a failed
+    restore's undo removes its PG_15_* directory, never the other one's."""
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import restore
+    touch(tmp_path / "PG_15_202209061" / "1" / "16600")
+    touch(tmp_path / "PG_16_202307071" / "5" / "16400")
+    restore.remove_version_dirs(str(tmp_path), "PG_15_")
+    assert sorted(os.listdir(tmp_path)) == ["PG_16_202307071"]

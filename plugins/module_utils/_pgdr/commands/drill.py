@@ -83,7 +83,8 @@ def run(settings, progress, dry_run=False):
             report["server_log_tail"] = server.stop()
         shutil.rmtree(settings.target, ignore_errors=True)
         for location in (restored.get("tablespaces") or {}).values():
-            restore.remove_version_dirs(location)
+            restore.remove_version_dirs(location, "PG_%d_" % (
+                restored["backup"]["pg_version"] // 10000))
     finished = time.time()
     report["rto_seconds"] = round((verified or finished) - started, 3)
     report["finished_at"] = _iso(finished)

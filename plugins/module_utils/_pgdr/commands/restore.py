@@ -55,6 +55,7 @@ class RestoreRun(object):
         self.created = []  # target first, then tablespace locations: what undo empties
         self.control = None  # (data, mode) of global/pg_control: written last
         self.replaced = []  # tablespace locations of the target's cluster, forced over
+        self.version_dir = "PG_"  # PG_<major>_: this backup's directory in a tablespace
         self._fetched = [0, 0, threading.Lock()]  # tasks done, tasks in all (kill point)
 
     # -- checks ------------------------------------------------------------------------
@@ -80,7 +81,7 @@ class RestoreRun(object):
         wanted = self.settings.tablespace_map or {}
         known = set()
         mapping = {}
-        version_dir = "PG_%d_" % (manifest["pg_version"] // 10000)
+        version_dir = self.version_dir = "PG_%d_" % (manifest["pg_version"] // 10000)
         replaced = self._target_tablespaces() if self.settings.force else set()
         for space in manifest["tablespaces"]:
             keys = (space["location"], space["name"], str(space["oid"]))
@@ -261,7 +262,7 @@ class RestoreRun(object):
         if os.path.isdir(target):
             self._clear(target)
             for location in self.replaced:
-                remove_version_dirs(location)
+                remove_version_dirs(location, self.version_dir)
         else:
             self._makedirs(target)
         self.created.append(target)
@@ -519,7 +520,7 @@ class RestoreRun(object):
             return
         self._clear(self.created[0])
         for location in self.created[1:]:
-            remove_version_dirs(location)
+            remove_version_dirs(location, self.version_dir)
 
     @staticmethod
     def _clear(directory):
@@ -568,11 +569,12 @@ CARRIED = ("max_connections", "max_prepared_transactions", "max_locks_per_transa
            "max_worker_processes", "max_wal_senders")
 
 
-def remove_version_dirs(location):
+def remove_version_dirs(location, prefix="PG_"):
     """A restored cluster's data in a tablespace location (its PG_<major>_<catalog>
-    directories), nothing else there."""
+    directories; with a prefix PG_<major>_, only that major's: another version's
+    cluster may share the location), nothing else there."""
     for name in os.listdir(location) if os.path.isdir(location) else ():
-        if name.startswith("PG_"):
+        if name.startswith(prefix):
             shutil.rmtree(os.path.join(location, name), ignore_errors=True)
 
 
