@@ -40,6 +40,7 @@ def run(settings, progress, dry_run=False):
     if os.geteuid() == 0:
         raise ConfigError("pgdr drill starts PostgreSQL, which refuses root: run it as the "
                           "PostgreSQL OS user", code="drill_as_root", stage="config")
+    started = time.time()
     # the scratch directory is removed at the end whatever happens: never a live
     # cluster's, and never one that held anything before the drill
     refuse_live(settings.target, what="drill target")
@@ -47,7 +48,6 @@ def run(settings, progress, dry_run=False):
         raise TargetRefused("drill target %s is not empty: the drill removes its scratch "
                             "directory afterwards, so it must be absent or empty"
                             % settings.target, code="target_not_empty", stage="check")
-    started = time.time()
     storage = open_storage(settings)
     storage.check()
     catalog = Catalog(storage, settings.cluster)
