@@ -136,7 +136,10 @@ options:
 notes:
   - O(cluster) is required, as a parameter or in O(config_file).
   - Run it as root or as the PostgreSQL user; as root, restored files belong to the owner
-    of O(target)'s parent directory.
+    of O(target) (of its parent directory when it does not exist), and a root-owned one is
+    refused (V(target_owner_root)).
+  - A target or tablespace location that is, contains or lies inside a running cluster's
+    data directory or tablespace is refused (V(target_running)), even with O(force).
   - Restoring beside a live cluster on the same host, map every tablespace elsewhere with
     O(tablespace_map); a location that already holds a cluster's tablespace is refused.
 seealso:

@@ -23,6 +23,8 @@ POINTS = (
     "backup.after_manifest",
     "backup.before_manifest",
     "expire.mid_delete",
+    "restore.fetch",
+    "restore.finish",
     "wal_fetch.mid_write",
     "wal_push.after_put",
     "wal_push.before_put",

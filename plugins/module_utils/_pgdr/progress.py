@@ -58,10 +58,13 @@ class Progress(object):
 
     def _line(self, now):
         elapsed = max(now - self._started, 1e-6)
-        pct = 100.0 * self._done / self._total if self._total else 100.0
+        # never past 100%: a total that grew while the work ran (a file extended while a
+        # backup reads it) is shown as its known size, never as "105.9% 289/273 MiB"
+        done = min(self._done, self._total) if self._total else self._done
+        pct = 100.0 * done / self._total if self._total else 100.0
         return "%s pgdr: %s %5.1f%% %.0f/%.0f MiB %.1f MiB/s" % (
-            time.strftime("%Y-%m-%dT%H:%M:%S"), self._task, pct, self._done / MIB,
-            self._total / MIB, self._done / MIB / elapsed)
+            time.strftime("%Y-%m-%dT%H:%M:%S"), self._task, pct, done / MIB,
+            max(self._total, done) / MIB, self._done / MIB / elapsed)
 
     def _write(self, line, final):
         if self.stream is None:

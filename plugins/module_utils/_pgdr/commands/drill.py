@@ -23,8 +23,9 @@ import subprocess
 import time
 
 from ..catalog import Catalog
-from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError
+from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError, TargetRefused
 from ..options import resolve
+from ..postgres.datadir import refuse_live
 from ..postgres.session import archive_lag
 from ..postgres.wal import format_lsn
 from ..recovery import Planner, parse_point
@@ -40,6 +41,13 @@ def run(settings, progress, dry_run=False):
         raise ConfigError("pgdr drill starts PostgreSQL, which refuses root: run it as the "
                           "PostgreSQL OS user", code="drill_as_root", stage="config")
     started = time.time()
+    # the scratch directory is removed at the end whatever happens: never a live
+    # cluster's, and never one that held anything before the drill
+    refuse_live(settings.target, what="drill target")
+    if os.path.isdir(settings.target) and os.listdir(settings.target):
+        raise TargetRefused("drill target %s is not empty: the drill removes its scratch "
+                            "directory afterwards, so it must be absent or empty"
+                            % settings.target, code="target_not_empty", stage="check")
     storage = open_storage(settings)
     storage.check()
     catalog = Catalog(storage, settings.cluster)
@@ -75,7 +83,8 @@ def run(settings, progress, dry_run=False):
             report["server_log_tail"] = server.stop()
         shutil.rmtree(settings.target, ignore_errors=True)
         for location in (restored.get("tablespaces") or {}).values():
-            _remove_version_dirs(location)
+            restore.remove_version_dirs(location, "PG_%d_" % (
+                restored["backup"]["pg_version"] // 10000))
     finished = time.time()
     report["rto_seconds"] = round((verified or finished) - started, 3)
     report["finished_at"] = _iso(finished)
@@ -252,13 +261,6 @@ class Scratch(object):
         except OSError:
             pass
         return tail
-
-
-def _remove_version_dirs(location):
-    """The scratch copy's tablespace data (PG_<major>_<catversion> directories)."""
-    for name in os.listdir(location) if os.path.isdir(location) else ():
-        if name.startswith("PG_"):
-            shutil.rmtree(os.path.join(location, name), ignore_errors=True)
 
 
 def _check(name, ok, detail):

@@ -7,7 +7,9 @@ Safety first: the target is checked before anything is written (never the
 data directory of a running server; a non-empty one only with force), every
 stored object is verified against its SHA-256 before it is decompressed, and
 every file against its own SHA-256 after. On any failure the target is
-emptied again, so a half-restored directory is never mistaken for a cluster.
+emptied again, so a half-restored directory is never mistaken for a cluster;
+``global/pg_control`` is written last (after a sync of everything else), so a
+restore killed before it leaves a directory that PostgreSQL refuses to start.
 The backup's WAL goes into pg_wal and backup_label beside it: ``pg_ctl
 start`` then replays to the backup's consistency point, like pg_basebackup's.
 """
@@ -15,21 +17,25 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 
-from .. import catalog
+from .. import catalog, faultpoint
 from ..compress import CodecsByKey
 from ..errors import IntegrityError, TargetRefused
 from ..options import DEFAULT_CONFIG_FILE
 from ..recovery import Planner, parse_point
 from ..parallel import run_all
-from ..postgres.datadir import RESTORE_MARKER, is_running
+from ..postgres.datadir import CONTROL_FILE, RESTORE_MARKER, refuse_live
 from ..storage import open_storage
 from .backup import summarize
+
+MIB = 1024.0 * 1024.0
 
 AUTO_CONF = "postgresql.auto.conf"
 # Written last into a restored directory: which backup it holds. A second run
@@ -47,20 +53,21 @@ class RestoreRun(object):
         self.target = settings.target
         self.owner = None
         self.created = []  # target first, then tablespace locations: what undo empties
+        self.control = None  # (data, mode) of global/pg_control: written last
+        self.replaced = []  # tablespace locations of the target's cluster, forced over
+        self.version_dir = "PG_"  # PG_<major>_: this backup's directory in a tablespace
+        self._fetched = [0, 0, threading.Lock()]  # tasks done, tasks in all (kill point)
 
     # -- checks ------------------------------------------------------------------------
     def check_target(self):
         target = self.target
         if os.path.realpath(target) == "/":
             raise TargetRefused("target=/ is not a data directory", stage="check")
-        if is_running(target):
-            raise TargetRefused("target %s is the data directory of a running server "
-                                "(postmaster.pid names a live process); pgdr never "
-                                "writes into it" % target, code="target_running",
-                                stage="check")
+        refuse_live(target)
         if os.path.exists(target) and not os.path.isdir(target):
             raise TargetRefused("target %s exists and is not a directory" % target,
                                 stage="check")
+        self.owner = self._owner_of(target)
         if os.path.isdir(target) and os.listdir(target) and not self.settings.force:
             raise TargetRefused("target %s is not empty (%d entries); choose an empty "
                                 "directory or set force to replace its contents"
@@ -68,17 +75,24 @@ class RestoreRun(object):
                                 stage="check")
 
     def map_tablespaces(self, manifest):
-        """{oid: (old location, new location)}; refuses a location that holds data."""
+        """{oid: (old location, new location)}; refuses a location that holds data,
+        unless (with force) it is a tablespace of the cluster the target holds: an
+        earlier, interrupted restore's, replaced with the target."""
         wanted = self.settings.tablespace_map or {}
         known = set()
         mapping = {}
-        version_dir = "PG_%d_" % (manifest["pg_version"] // 10000)
+        version_dir = self.version_dir = "PG_%d_" % (manifest["pg_version"] // 10000)
+        replaced = self._target_tablespaces() if self.settings.force else set()
         for space in manifest["tablespaces"]:
             keys = (space["location"], space["name"], str(space["oid"]))
             known.update(keys)
             new = next((wanted[k] for k in keys if k in wanted), space["location"])
             new = os.path.abspath(new)
-            if os.path.isdir(new) and any(n.startswith(version_dir) for n in os.listdir(new)):
+            refuse_live(new, what="tablespace %s location" % space["name"])
+            if os.path.realpath(new) in replaced:
+                self.replaced.append(new)  # emptied with the target, in prepare
+            elif os.path.isdir(new) and any(n.startswith(version_dir)
+                                            for n in os.listdir(new)):
                 raise TargetRefused(
                     "tablespace %s (oid %s) would be restored into %s, which already holds "
                     "a %s* directory (a live cluster's?); map it elsewhere with "
@@ -93,6 +107,13 @@ class RestoreRun(object):
                                 "(its tablespaces: %s)" % (", ".join(unknown), names),
                                 code="tablespace_unknown", stage="check")
         return mapping
+
+    def _target_tablespaces(self):
+        """Real locations the target's own pg_tblspc links point to."""
+        tblspc = os.path.join(self.target, "pg_tblspc")
+        names = os.listdir(tblspc) if os.path.isdir(tblspc) else ()
+        return set(os.path.realpath(os.path.join(tblspc, name)) for name in names
+                   if os.path.islink(os.path.join(tblspc, name)))
 
     # -- run ----------------------------------------------------------------------------
     def _marker(self):
@@ -138,15 +159,18 @@ class RestoreRun(object):
         self.recovery = recovery
         needed = catalog.chain_objects(listing)
         frozen = self._archived(manifest, needed, recovery)
+        files = sum(1 for item in listing["files"] if item["kind"] == "file")
         plan = {"backup": summarize(manifest), "target": self.target,
                 "tablespaces": dict((oid, pair[1]) for oid, pair in mapping.items()),
-                "fetch_bytes": sum(o["stored_size"] for o in needed),
+                "fetch_bytes": sum(o["stored_size"] for o in needed), "files": files,
                 "archived_objects": len(frozen), "plan": recovery.as_dict()}
+        what = "backup %s (%.1f MiB, %d files) into %s, point %s" % (
+            manifest["id"], manifest["size"] / MIB, files, self.target, self.point.describe())
         if dry_run:
-            return dict(plan, changed=True)
+            return dict(plan, changed=True, dry_run=True, msg="would restore " + what)
         if frozen:
             self._thaw(frozen)
-        self.progress.event("restoring backup %s into %s" % (manifest["id"], self.target))
+        self.progress.event("restoring " + what)
         try:
             self.prepare(listing["files"], mapping)
             self.fetch(manifest, listing)
@@ -154,14 +178,31 @@ class RestoreRun(object):
         except BaseException as exc:
             self.progress.event("restore failed: removing what was written to %s"
                                 % self.target)
-            self.undo()
+            try:
+                self.undo()
+            except OSError as undo_error:  # report the first failure, and this one
+                self.progress.event("could not empty %s again: %s" % (self.target,
+                                                                       undo_error))
             if isinstance(exc, OSError):
-                raise TargetRefused("cannot write the restore into %s: %s (does this user "
-                                    "own it?)" % (self.target, exc),
-                                    code="target_unwritable", stage="restore")
+                raise self._write_error(exc, manifest)
             raise
-        self.progress.event("backup %s restored into %s" % (manifest["id"], self.target))
-        return dict(plan, changed=True)
+        self.progress.event("restored " + what)
+        return dict(plan, changed=True, msg="restored " + what)
+
+    def _write_error(self, exc, manifest):
+        """A clear TargetRefused for an OSError while writing: a full filesystem is named
+        as such (never as damaged data), anything else as an unwritable target."""
+        where = getattr(exc, "filename", None) or self.target
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return TargetRefused(
+                "no space left on device (ENOSPC) while writing %s: the target %s needs "
+                "%.1f MiB (data and WAL of backup %s) and its filesystem is full; it was "
+                "emptied again. Free space there or choose a larger filesystem"
+                % (where, self.target, (manifest["size"] + manifest.get("wal_size", 0)) / MIB,
+                   manifest["id"]), code="target_full", stage="restore", errno="ENOSPC")
+        return TargetRefused("cannot write the restore into %s: %s (does this user own "
+                             "it?); it was emptied again" % (self.target, exc),
+                             code="target_unwritable", stage="restore")
 
     def _archived(self, manifest, needed, recovery):
         """{key: storage class} of the objects this restore reads that must be thawed
@@ -216,16 +257,21 @@ class RestoreRun(object):
         self.progress.event("all archived objects are readable")
 
     def prepare(self, files, mapping):
-        """Empty target, directories, tablespace links (recorded for undo)."""
+        """Empty target, directories, tablespace links (recorded for undo). Everything
+        created here is given to the owner (as root); files that come from bundles are
+        created, and given away, when they are written."""
         target = self.target
-        existed = os.path.isdir(target)
-        if existed:
+        refuse_live(target)  # again, right before the first write (a server may have
+        for dummy, location in mapping.values():  # started since the check)
+            refuse_live(location, what="tablespace location")
+        if os.path.isdir(target):
             self._clear(target)
+            for location in self.replaced:
+                remove_version_dirs(location, self.version_dir)
         else:
-            os.makedirs(target, 0o700)
+            self._makedirs(target)
         self.created.append(target)
         os.chmod(target, 0o700)
-        self.owner = self._owner_of(target, existed)
         self._chown(target)
         for item in files:
             path = os.path.join(target, item["path"])
@@ -235,15 +281,26 @@ class RestoreRun(object):
             elif item["kind"] == "tablespace":
                 location = mapping[item["path"].split("/")[1]][1]
                 if not os.path.isdir(location):
-                    os.makedirs(location, 0o700)
-                    self._chown(location)
+                    self._makedirs(location)
                 self.created.append(location)
                 os.symlink(location, path)
             elif item.get("pieces"):
                 with open(path, "wb") as handle:  # the base layer's size; deltas follow
                     handle.truncate(sum(p["size"] for p in item["pieces"]))
                 os.chmod(path, item["mode"])
+            else:
+                continue  # a bundled file: created by _write_file
             self._chown(path)
+
+    def _makedirs(self, path):
+        """os.makedirs, each directory it creates given to the owner (as root)."""
+        missing = []
+        while not os.path.isdir(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for folder in reversed(missing):
+            os.mkdir(folder, 0o700)
+            self._chown(folder)
 
     def fetch(self, manifest, listing):
         """Base data first (bundles, pieces, WAL: all in parallel), then the delta layers
@@ -258,10 +315,18 @@ class RestoreRun(object):
         tasks += [("wal", w, None) for w in listing["wal"]]
         tasks.sort(key=lambda t: -t[1]["size"])
         layered = [item for item in listing["files"] if item.get("deltas")]
+        # the total is the sum of exactly what _fetch_one and _apply_part advance
         self.progress.begin("restore", sum(t[1]["size"] for t in tasks) + sum(
             part["size"] for item in layered for layer in item["deltas"]
             for part in layer["parts"]))
+        self._fetched[1] = len(tasks)
         run_all(lambda task: self._fetch_one(codec, *task), tasks, self.settings.workers)
+        control = os.path.join(self.target, CONTROL_FILE)
+        if self.control is None and os.path.exists(control):
+            # stored in pieces (a tiny bundle_limit): held back here all the same
+            with open(control, "rb") as handle:
+                self.control = (handle.read(), 0o600)
+            os.unlink(control)
         for depth in range(max([len(item["deltas"]) for item in layered] or [0])):
             # layer by layer: cut each file to that layer's size, then write the layer's
             # parts of every file in parallel (parts of one layer never overlap)
@@ -303,10 +368,18 @@ class RestoreRun(object):
                 for item in extra:
                     data = raw[item["offset"]:item["offset"] + item["size"]]
                     _verify(data, item["sha256"], item["path"])
-                    self._write_file(item["path"], data, item["mode"])
+                    if item["path"] == CONTROL_FILE:
+                        self.control = (data, item["mode"])  # written last, by finish
+                    else:
+                        self._write_file(item["path"], data, item["mode"])
             else:
                 self._write_file("pg_wal/" + stored["name"], raw, 0o600)
         self.progress.advance(stored["size"])
+        with self._fetched[2]:
+            self._fetched[0] += 1
+            halfway = self._fetched[0] == max(1, self._fetched[1] // 2)
+        if halfway:
+            faultpoint.reached("restore.fetch")  # half the objects written
 
     def _download(self, stored):
         packed = self.storage.get(stored["key"])
@@ -322,13 +395,24 @@ class RestoreRun(object):
         packed = self._download(stored)
         digest = hashlib.sha256()
         position = [stored["offset"]]
+        failed = []  # an OSError of the write, kept: the codec would call it damage
         fd = os.open(path, os.O_WRONLY)
         try:
             def write(chunk):
                 digest.update(chunk)
-                os.pwrite(fd, chunk, position[0])
+                try:
+                    os.pwrite(fd, chunk, position[0])
+                except OSError as exc:
+                    exc.filename = exc.filename or path
+                    failed.append(exc)
+                    raise
                 position[0] += len(chunk)
-            codec.decompress_into(packed, write, stored["key"])
+            try:
+                codec.decompress_into(packed, write, stored["key"])
+            except IntegrityError:
+                if failed:
+                    raise failed[0]
+                raise
         finally:
             os.close(fd)
         if position[0] - stored["offset"] != stored["size"]:
@@ -341,8 +425,12 @@ class RestoreRun(object):
 
     def _write_file(self, rel, data, mode):
         path = os.path.join(self.target, rel)
-        with open(path, "wb") as handle:
-            handle.write(data)
+        try:
+            with open(path, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            exc.filename = exc.filename or path
+            raise
         os.chmod(path, mode)
         self._chown(path)
 
@@ -376,8 +464,16 @@ class RestoreRun(object):
                   "tablespaces": dict((oid, pair[1]) for oid, pair in mapping.items()),
                   "system_identifier": manifest["system_identifier"],
                   "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.sync()  # everything else is on disk before pg_control makes it startable
+        faultpoint.reached("restore.finish")
+        if self.control is None:
+            raise IntegrityError("backup %s has no %s: it cannot be restored"
+                                 % (manifest["id"], CONTROL_FILE), code="control_missing",
+                                 stage="restore")
+        data, mode = self.control
+        self._write_file(CONTROL_FILE, data, mode)
         self._write_file(MARKER, json.dumps(marker).encode("utf-8"), 0o600)
-        os.sync()  # one flush of everything written, before anyone starts it
+        os.sync()  # pg_control and the marker too, before anyone starts it
 
     def _write_missing_config(self, manifest):
         """A cluster that keeps its configuration outside the data directory (Debian's
@@ -428,14 +524,19 @@ class RestoreRun(object):
         if not self.created:
             return
         self._clear(self.created[0])
-        version_dir = "PG_"
         for location in self.created[1:]:
-            for name in os.listdir(location) if os.path.isdir(location) else ():
-                if name.startswith(version_dir):
-                    shutil.rmtree(os.path.join(location, name), ignore_errors=True)
+            remove_version_dirs(location, self.version_dir)
 
     @staticmethod
     def _clear(directory):
+        """Empty directory. The marker and pg_control go first: a clear that is killed
+        halfway through leaves neither a restore that looks complete nor a cluster
+        that starts with files missing."""
+        for rel in (MARKER, CONTROL_FILE):
+            try:
+                os.unlink(os.path.join(directory, rel))
+            except OSError:
+                pass  # absent (or global is not a directory): the walk below decides
         for name in os.listdir(directory):
             path = os.path.join(directory, name)
             if os.path.isdir(path) and not os.path.islink(path):
@@ -444,14 +545,25 @@ class RestoreRun(object):
                 os.unlink(path)
 
     @staticmethod
-    def _owner_of(target, existed):
-        """When run as root, restored files belong to the owner of the target (when it
-        existed before) or of its parent directory: the PostgreSQL user, so that the
-        cluster can start. Root-owned stays root-owned."""
-        if os.geteuid() != 0:
+    def _owner_of(target, euid=None):
+        """When run as root, every restored file, directory and link belongs to the
+        owner of the target (when it exists) or else of its nearest existing parent
+        directory: the PostgreSQL user, so that the cluster can start. A root-owned one
+        is refused: PostgreSQL does not start as root, so the copy would be useless."""
+        if (os.geteuid() if euid is None else euid) != 0:
             return None
-        info = os.stat(target if existed else os.path.dirname(os.path.abspath(target)))
-        return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
+        folder = os.path.abspath(target)
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        info = os.stat(folder)
+        if info.st_uid == 0:
+            raise TargetRefused(
+                "target %s: %s is owned by root, and restored files are given to the owner "
+                "of the target (or of its parent directory when the target does not exist); "
+                "PostgreSQL refuses to run as root: create the target owned by the "
+                "PostgreSQL OS user (e.g. install -d -o postgres -m 0700 %s) or run as that "
+                "user" % (target, folder, target), code="target_owner_root", stage="check")
+        return (info.st_uid, info.st_gid)
 
     def _chown(self, path):
         if self.owner:
@@ -460,6 +572,15 @@ class RestoreRun(object):
 
 CARRIED = ("max_connections", "max_prepared_transactions", "max_locks_per_transaction",
            "max_worker_processes", "max_wal_senders")
+
+
+def remove_version_dirs(location, prefix="PG_"):
+    """A restored cluster's data in a tablespace location (its PG_<major>_<catalog>
+    directories; with a prefix PG_<major>_, only that major's: another version's
+    cluster may share the location), nothing else there."""
+    for name in os.listdir(location) if os.path.isdir(location) else ():
+        if name.startswith(prefix):
+            shutil.rmtree(os.path.join(location, name), ignore_errors=True)
 
 
 def _shell_quote(text):

@@ -17,7 +17,7 @@ import os
 import re
 import stat
 
-from ..errors import PostgresError
+from ..errors import PostgresError, TargetRefused
 
 # Directories kept empty in the backup (their contents are runtime state).
 EMPTY_DIRS = frozenset(("pg_wal", "pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial",
@@ -173,3 +173,125 @@ def is_running(pgdata):
     except OSError as exc:
         return exc.errno == 1  # EPERM: alive, owned by someone else
     return True
+
+
+# How far refuse_live looks below a target for the postmaster.pid of a running server
+# (a data directory nested in a target is found through /proc too; this walk also covers
+# servers whose processes this user cannot see, e.g. in another PID namespace).
+LIVE_WALK_DEPTH = 4
+LIVE_WALK_ENTRIES = 20000
+_POSTGRES_NAMES = ("postgres", "postmaster")
+
+
+def _read_pid(pgdata):
+    try:
+        with open(os.path.join(pgdata, "postmaster.pid")) as handle:
+            return int(handle.readline().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def live_clusters(proc="/proc"):
+    """{real data directory: pid} of the PostgreSQL servers running on this host, found
+    from /proc: a postgres process's working directory is its data directory, and the
+    postmaster.pid there names the postmaster. Processes whose working directory this
+    user cannot read are skipped (their files are not writable by it either)."""
+    found = {}
+    try:
+        pids = [name for name in os.listdir(proc) if name.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            with open(os.path.join(proc, pid, "comm")) as handle:
+                comm = handle.read().strip()
+            cwd = os.readlink(os.path.join(proc, pid, "cwd"))
+        except (IOError, OSError):
+            continue  # gone, or not ours to see
+        if cwd.endswith(" (deleted)") or cwd in found:
+            continue
+        named = _read_pid(cwd)
+        if named is None:
+            continue
+        if named == int(pid) or comm in _POSTGRES_NAMES:
+            found[os.path.realpath(cwd)] = named
+    return found
+
+
+def _protected(pgdata):
+    """(path, what) pairs of a running server's data: its directory, the tablespace
+    locations its pg_tblspc links point to, and a pg_wal kept elsewhere (initdb -X)."""
+    out = [(os.path.realpath(pgdata), "data directory")]
+    tblspc = os.path.join(pgdata, "pg_tblspc")
+    try:
+        names = sorted(os.listdir(tblspc))
+    except OSError:
+        names = []
+    for name in names:
+        out.append((os.path.realpath(os.path.join(tblspc, name)),
+                    "tablespace %s location" % name))
+    wal = os.path.join(pgdata, "pg_wal")
+    if os.path.islink(wal):
+        out.append((os.path.realpath(wal), "pg_wal directory"))
+    return out
+
+
+def _overlap(a, b):
+    """'is' / 'is inside' / 'contains' when path a and path b share files, else None."""
+    if a == b:
+        return "is"
+    if a.startswith(b.rstrip("/") + "/"):
+        return "is inside"
+    if b.startswith(a.rstrip("/") + "/"):
+        return "contains"
+    return None
+
+
+def _running_below(root):
+    """Data directories with a live postmaster.pid at most LIVE_WALK_DEPTH levels below
+    root (symlinks not followed; at most LIVE_WALK_ENTRIES directories looked at)."""
+    found = {}
+    seen = 0
+    base = root.rstrip("/").count("/")
+    for folder, dirs, files in os.walk(root):
+        seen += 1
+        if "postmaster.pid" in files and is_running(folder):
+            found[os.path.realpath(folder)] = _read_pid(folder)
+        if folder.count("/") - base >= LIVE_WALK_DEPTH or seen >= LIVE_WALK_ENTRIES:
+            dirs[:] = []
+    return found
+
+
+def refuse_live(path, what="target", stage="check", proc="/proc"):
+    """Raise TargetRefused (code target_running) when ``path`` is, contains or lies
+    inside the data directory, a tablespace location or the WAL directory of a running
+    PostgreSQL server on this host. Symlinks are resolved first. Checked: every
+    postmaster.pid from path up to /, those a bounded walk finds below path, and the
+    servers that /proc shows running (with their pg_tblspc links). Every command that
+    clears or writes a directory it is given calls this first, with or without force."""
+    real = os.path.realpath(path)
+    servers = live_clusters(proc)
+    folder = real
+    while True:
+        if is_running(folder):
+            servers.setdefault(folder, _read_pid(folder))
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    if os.path.isdir(real):
+        servers.update(_running_below(real))
+    for pgdata in sorted(servers):
+        for location, kind in _protected(pgdata):
+            relation = _overlap(real, location)
+            if relation is None:
+                continue
+            shown = path if real == path else "%s (%s)" % (path, real)
+            where = kind if kind == "data directory" else "%s %s" % (kind, location)
+            raise TargetRefused(
+                "%s %s %s the %s of the PostgreSQL server running in %s (PID %s); pgdr "
+                "never writes into a running cluster's files, with or without force: "
+                "choose a directory outside it" % (what, shown, relation, where, pgdata,
+                                                    servers[pgdata]),
+                code="target_running", stage=stage, live_data_directory=pgdata,
+                live_pid=servers[pgdata])
