@@ -214,15 +214,7 @@ def restore_rows(repo, workdir, label, *point_args):
 def promote_restored_copy(repo, workdir, version=15):
     """Restore latest into workdir/new-primary/data and start it as the new primary,
     archiving its new timeline into the same repository (stop the old primary first)."""
-    promoted, args = restore_args(version, workdir / "new-primary" / "data")
-    push = (f"{REPO}/bin/pgdr wal-push --config {repo.config} "
-            f"--credentials {repo.credentials} %p")
-    code, dummy, err = repo.run("restore", "--target", promoted.datadir, "--point", "latest",
-                                "--keep-archiving", "--settings", f"archive_command={push}", *args)
-    assert code == 0, err
-    promoted.start()
-    wait_until_promoted(promoted)
-    return promoted
+    return promoted_copy(repo, workdir / "new-primary" / "data", version)
 
 
 def wait_until_promoted(pg, timeout=120):

@@ -29,7 +29,8 @@ def history(pg_cluster, workdir, seaweed, bucket):
     code, second, err = repo.run("backup")
     assert code == 0, err
     write_rows(pg, ROWS // 2 + 1, 30, stamps)
-    pg.psql("SELECT pg_create_restore_point('after_30')")
+    # a quote and a backslash: postgresql.auto.conf must escape both as ALTER SYSTEM does
+    pg.psql("SELECT pg_create_restore_point('it''s after\\30')")
     pg.psql("SELECT pg_switch_wal()")  # rows 21-30 and 31-40 in different segments
     write_rows(pg, 31, ROWS, stamps)
     archive_everything(pg)
@@ -49,7 +50,7 @@ def test_restore_to_times_lsn_xid_and_name(history, workdir):
                         "--target-inclusive", "false")[0]
     assert rows == 12
     assert restore_rows(repo, workdir, "xid", "--point", f"xid:{stamps[28]['xid']}")[0] == 28
-    assert restore_rows(repo, workdir, "name", "--point", "name:after_30")[0] == 30
+    assert restore_rows(repo, workdir, "name", "--point", "name:it's after\\30")[0] == 30
     rows, out = restore_rows(repo, workdir, "latest", "--point", "latest")
     assert rows == ROWS and out["plan"]["backup_id"] == second
 

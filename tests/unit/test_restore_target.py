@@ -7,6 +7,7 @@ import pwd
 
 import pytest
 
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import restore
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands.restore import (
     RestoreRun)
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import TargetRefused
@@ -188,3 +189,10 @@ def test_d11_1_undo_removes_only_its_own_major_in_a_tablespace_location(tmp_path
     touch(tmp_path / "PG_16_202307071" / "5" / "16400")
     restore.remove_version_dirs(str(tmp_path), "PG_15_")
     assert sorted(os.listdir(tmp_path)) == ["PG_16_202307071"]
+
+
+def test_auto_conf_values_are_escaped_as_alter_system_does():
+    """A restore point name or setting with a quote or a backslash reaches PostgreSQL
+    unchanged: both are doubled, as ALTER SYSTEM writes postgresql.auto.conf."""
+    assert restore.conf_quote("it's a\\b") == "it''s a\\\\b"
+    assert restore.conf_quote(42) == "42"

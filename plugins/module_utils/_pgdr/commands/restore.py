@@ -445,13 +445,13 @@ class RestoreRun(object):
             extra.append("# restored copy: never archive into the source's repository")
             extra.append("archive_mode = 'off'")
         values = dict(self.carried)
-        values.update(self.settings.settings or {})
+        values.update(_user_settings(self.settings))
         if self.recovery.recovery:
             values.update(self.recovery.recovery)
             values["restore_command"] = self._restore_command()
             self._write_file("recovery.signal", b"", 0o600)
         for name, value in sorted(values.items()):
-            extra.append("%s = '%s'" % (name, str(value).replace("'", "''")))
+            extra.append("%s = '%s'" % (name, conf_quote(value)))
         self._write_missing_config(manifest)
         if extra:
             path = os.path.join(self.target, AUTO_CONF)
@@ -508,7 +508,7 @@ class RestoreRun(object):
         """Settings that must be at least the source's or recovery aborts; a user value
         below the source's is refused before anything is written."""
         carried = {}
-        wanted = self.settings.settings or {}
+        wanted = _user_settings(self.settings)
         for name in CARRIED:
             source = manifest["settings"].get(name)
             if source is None:
@@ -581,6 +581,19 @@ def remove_version_dirs(location, prefix="PG_"):
     for name in os.listdir(location) if os.path.isdir(location) else ():
         if name.startswith(prefix):
             shutil.rmtree(os.path.join(location, name), ignore_errors=True)
+
+
+def _user_settings(settings):
+    """The user's --settings with lower-case names: PostgreSQL's are case-insensitive, so
+    MAX_CONNECTIONS=1 is max_connections, checked against the source's and written once."""
+    return dict((name.lower(), value) for name, value in (settings.settings or {}).items())
+
+
+def conf_quote(value):
+    """A value between single quotes in postgresql.auto.conf, escaped as ALTER SYSTEM
+    does: PostgreSQL's configuration parser reads a backslash as an escape, so both the
+    quote and the backslash are doubled (a restore point name 'a\\b' stays 'a\\b')."""
+    return str(value).replace("\\", "\\\\").replace("'", "''")
 
 
 def _shell_quote(text):
