@@ -308,6 +308,10 @@ OPTIONS = (
     Option("lifecycle_purge", "bool", "Remove the bucket's rules that are neither pgdr's "
            "nor in lifecycle_rules (false keeps them, if they pass the same check).",
            default=False, groups=("bucket",)),
+    # -- pgdr check -------------------------------------------------------------------
+    Option("check_archive_wait", "int", "Seconds pgdr check waits for the segment that its "
+           "pg_switch_wal() closed to reach the repository.", default=60,
+           groups=("check",)),
 )
 
 BY_NAME = dict((o.name, o) for o in OPTIONS)
