@@ -1,0 +1,120 @@
+"""Archiving heals itself (issue 12, item 2) on real PostgreSQL 15 and SeaweedFS: with a
+wrong bucket in the config file, pushes fail and pg_stat_archiver counts them (wal-push
+exits non-zero); the worker logs the failure once a minute, not once a segment; once the
+config file is fixed (replaced, as the agent role's template does), archiving resumes
+within one archive_timeout with nothing killed by hand, and a restore to latest holds the
+last committed row (no segment missing)."""
+import os
+import shutil
+import threading
+import time
+
+import psycopg2
+
+from tests.integration.pgdr_run import (archive_everything, archiving_cluster, restore_args,
+                                        wait_until_promoted)
+
+ARCHIVE_TIMEOUT = 5
+
+
+def _replace(path, text):
+    """Write like Ansible's template module: a new file renamed over the old one."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    shutil.chown(tmp, "postgres")
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+
+
+class Writer(threading.Thread):
+    """One committed row every 0.1 s until stopped; remembers the last committed k."""
+
+    def __init__(self, pg, first):
+        super().__init__(daemon=True)
+        self.pg, self.k, self.stop = pg, first - 1, threading.Event()
+
+    def run(self):
+        conn = psycopg2.connect(host="127.0.0.1", port=self.pg.port, user="postgres",
+                                dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            while not self.stop.is_set():
+                cur.execute("INSERT INTO ticks (k) VALUES (%s)", (self.k + 1,))
+                self.k += 1
+                time.sleep(0.1)
+        conn.close()
+
+
+def _archiver(pg):
+    failed, last = pg.psql("SELECT failed_count, coalesce(last_archived_wal, '') "
+                           "FROM pg_stat_archiver").split("|")
+    return int(failed), last
+
+
+def _poll(condition, timeout, what):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "%s: not within %s s" % (what, timeout)
+        time.sleep(0.2)
+
+
+def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, seaweed,
+                                                           bucket):
+    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
+    pg.psql("ALTER SYSTEM SET archive_timeout = %d" % ARCHIVE_TIMEOUT)
+    pg.psql("SELECT pg_reload_conf()")
+    code, dummy, err = repo.run("backup")
+    assert code == 0, err
+    archive_everything(pg)  # the backup's WAL is archived before the bucket breaks
+    good = repo.config.read_text()
+    assert "s3_bucket = %s\n" % bucket in good
+
+    _replace(repo.config, good.replace("s3_bucket = %s\n" % bucket,
+                                       "s3_bucket = wrong-%s\n" % bucket))
+    failed_before, archived_before = _archiver(pg)
+    writer = Writer(pg, 1)
+    writer.start()
+    try:
+        # wal-push exits non-zero: PostgreSQL counts the failures, nothing is archived
+        _poll(lambda: _archiver(pg)[0] >= failed_before + 3, 120, "archive failures")
+        time.sleep(2 * ARCHIVE_TIMEOUT)  # segments pile up while the bucket is wrong
+        failed_broken, archived_broken = _archiver(pg)
+        assert archived_broken == archived_before
+        pending = int(pg.psql("SELECT count(*) FROM pg_ls_archive_statusdir() "
+                              "WHERE name LIKE '%.ready'"))
+        assert pending >= 2, pending
+
+        _replace(repo.config, good)  # fixed, as re-running setup would
+        fixed_at = time.time()
+        _poll(lambda: _archiver(pg)[1] != archived_broken, ARCHIVE_TIMEOUT,
+              "archiving resumed after the fix")
+        resumed = time.time() - fixed_at
+    finally:
+        writer.stop.set()
+        writer.join()
+    last = writer.k
+    assert last > 0
+    archive_everything(pg)
+
+    logs = list((workdir / "spool" / "archive").glob("main-*/worker.log"))
+    assert len(logs) == 1, logs
+    text = logs[0].read_text()
+    failing = [line for line in text.splitlines() if "archiving FAILING" in line]
+    assert 1 <= len(failing) <= 2, text  # once a minute (the broken period is < 2 min)
+    assert "wrong-%s" % bucket in failing[0]
+    assert "archiving recovered" in text
+    print(text)
+    print("archiving resumed %.1f s after the fix; %d failures counted while broken"
+          % (resumed, failed_broken - failed_before))
+
+    target = workdir / "restored" / "data"
+    restored, args = restore_args(15, target)
+    code, dummy, err = repo.run("restore", "--target", target, "--point", "latest", *args)
+    assert code == 0, err
+    restored.start()
+    try:
+        wait_until_promoted(restored)
+        count, top = restored.psql("SELECT count(*), max(k) FROM ticks").split("|")
+    finally:
+        restored.stop()
+    assert (int(count), int(top)) == (last, last)
