@@ -312,6 +312,10 @@ OPTIONS = (
     Option("check_archive_wait", "int", "Seconds pgdr check waits for the segment that its "
            "pg_switch_wal() closed to reach the repository.", default=60,
            groups=("check",)),
+    Option("check_archiving", "bool", "Also check WAL archiving: archive_mode, archive_command "
+           "(pgdr wal-push into this repository and cluster) and a WAL segment's round trip "
+           "(false: the settings, the repository and PostgreSQL only).", default=True,
+           groups=("check",)),
 )
 
 BY_NAME = dict((o.name, o) for o in OPTIONS)
