@@ -6,13 +6,11 @@ within one archive_timeout with nothing killed by hand, and a restore to latest 
 last committed row (no segment missing)."""
 import os
 import shutil
-import threading
 import time
-
-import psycopg2
 
 from tests.integration.pgdr_run import (archive_everything, archiving_cluster, restore_args,
                                         wait_until_promoted)
+from tests.integration.test_staged_restore import Writer  # rows k = 1000, 1001, ...
 
 ARCHIVE_TIMEOUT = 5
 
@@ -24,25 +22,6 @@ def _replace(path, text):
     shutil.chown(tmp, "postgres")
     tmp.chmod(0o600)
     os.replace(tmp, path)
-
-
-class Writer(threading.Thread):
-    """One committed row every 0.1 s until stopped; remembers the last committed k."""
-
-    def __init__(self, pg, first):
-        super().__init__(daemon=True)
-        self.pg, self.k, self.stop = pg, first - 1, threading.Event()
-
-    def run(self):
-        conn = psycopg2.connect(host="127.0.0.1", port=self.pg.port, user="postgres",
-                                dbname="postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            while not self.stop.is_set():
-                cur.execute("INSERT INTO ticks (k) VALUES (%s)", (self.k + 1,))
-                self.k += 1
-                time.sleep(0.1)
-        conn.close()
 
 
 def _archiver(pg):
@@ -72,7 +51,7 @@ def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, 
     _replace(repo.config, good.replace("s3_bucket = %s\n" % bucket,
                                        "s3_bucket = wrong-%s\n" % bucket))
     failed_before, archived_before = _archiver(pg)
-    writer = Writer(pg, 1)
+    writer = Writer(pg)
     writer.start()
     try:
         # wal-push exits non-zero: PostgreSQL counts the failures, nothing is archived
@@ -90,10 +69,9 @@ def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, 
               "archiving resumed after the fix")
         resumed = time.time() - fixed_at
     finally:
-        writer.stop.set()
-        writer.join()
-    last = writer.k
-    assert last > 0
+        writer.finish()
+    assert not writer.is_alive() and writer.written > 0
+    last = 999 + writer.written
     archive_everything(pg)
 
     logs = list((workdir / "spool" / "archive").glob("main-*/worker.log"))
@@ -117,4 +95,4 @@ def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, 
         count, top = restored.psql("SELECT count(*), max(k) FROM ticks").split("|")
     finally:
         restored.stop()
-    assert (int(count), int(top)) == (last, last)
+    assert (int(count), int(top)) == (writer.written, last)

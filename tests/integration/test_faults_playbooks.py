@@ -40,7 +40,7 @@ class ArchivingNode(Node):
             schedule_log_file=str(self.root / "log" / "backup.log"),
             schedule_state_dir=str(self.root / "state"),
             schedule_logrotate=False)
-        group["vars"].update(getattr(self, "extra_vars", {}))
+        (self.root / "cron.d").mkdir(exist_ok=True)  # as /etc/cron.d exists on a node
         self.inventory.write_text(json.dumps(doc, indent=2))
 
     def play(self, name, *args, check=False, inventory=None):
