@@ -30,6 +30,11 @@ def _archiver(pg):
     return int(failed), last
 
 
+def _pending(pg):
+    return int(pg.psql("SELECT count(*) FROM pg_ls_archive_statusdir() "
+                       "WHERE name LIKE '%.ready'"))
+
+
 def _poll(condition, timeout, what):
     deadline = time.time() + timeout
     while not condition():
@@ -45,6 +50,7 @@ def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, 
     code, dummy, err = repo.run("backup")
     assert code == 0, err
     archive_everything(pg)  # the backup's WAL is archived before the bucket breaks
+    _poll(lambda: _pending(pg) == 0, 60, "the archiver idle")
     good = repo.config.read_text()
     assert "s3_bucket = %s\n" % bucket in good
 
@@ -59,9 +65,7 @@ def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, 
         time.sleep(2 * ARCHIVE_TIMEOUT)  # segments pile up while the bucket is wrong
         failed_broken, archived_broken = _archiver(pg)
         assert archived_broken == archived_before
-        pending = int(pg.psql("SELECT count(*) FROM pg_ls_archive_statusdir() "
-                              "WHERE name LIKE '%.ready'"))
-        assert pending >= 2, pending
+        assert _pending(pg) >= 2
 
         _replace(repo.config, good)  # fixed, as re-running setup would
         fixed_at = time.time()
