@@ -8,6 +8,8 @@ import os
 import shutil
 import time
 
+import pytest
+
 from tests.integration.pgdr_run import (archive_everything, archiving_cluster, restore_args,
                                         wait_until_promoted)
 from tests.integration.test_staged_restore import Writer  # rows k = 1000, 1001, ...
@@ -42,8 +44,11 @@ def _poll(condition, timeout, what):
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("broken", ["bucket", "secret_key"])
 def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, seaweed,
-                                                           bucket):
+                                                           bucket, broken):
+    """bucket: a wrong bucket in the config file; secret_key: credentials rotated (a wrong
+    secret in the credentials file, then the right one)."""
     pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
     pg.psql("ALTER SYSTEM SET archive_timeout = %d" % ARCHIVE_TIMEOUT)
     pg.psql("SELECT pg_reload_conf()")
@@ -51,11 +56,13 @@ def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, 
     assert code == 0, err
     archive_everything(pg)  # the backup's WAL is archived before the bucket breaks
     _poll(lambda: _pending(pg) == 0, 60, "the archiver idle")
-    good = repo.config.read_text()
-    assert "s3_bucket = %s\n" % bucket in good
-
-    _replace(repo.config, good.replace("s3_bucket = %s\n" % bucket,
-                                       "s3_bucket = wrong-%s\n" % bucket))
+    path, line, wrong = ((repo.config, "s3_bucket = %s\n" % bucket, "wrong-" + bucket)
+                         if broken == "bucket" else
+                         (repo.credentials, "s3_secret_key = %s\n" % seaweed.secret_key,
+                          "wrong-secret"))
+    good = path.read_text()
+    assert line in good
+    _replace(path, good.replace(line, line.split(" = ")[0] + " = %s\n" % wrong))
     failed_before, archived_before = _archiver(pg)
     writer = Writer(pg)
     writer.start()
@@ -67,7 +74,7 @@ def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, 
         assert archived_broken == archived_before
         assert _pending(pg) >= 2
 
-        _replace(repo.config, good)  # fixed, as re-running setup would
+        _replace(path, good)  # fixed, as re-running setup would
         fixed_at = time.time()
         _poll(lambda: _archiver(pg)[1] != archived_broken, ARCHIVE_TIMEOUT,
               "archiving resumed after the fix")
@@ -83,7 +90,8 @@ def test_d12_2_archiving_resumes_after_the_config_is_fixed(pg_cluster, workdir, 
     text = logs[0].read_text()
     failing = [line for line in text.splitlines() if "archiving FAILING" in line]
     assert 1 <= len(failing) <= 2, text  # once a minute (the broken period is < 2 min)
-    assert "wrong-%s" % bucket in failing[0]
+    assert (wrong in failing[0]) == (broken == "bucket")  # a secret is never logged
+    assert ("access to" in failing[0]) == (broken == "secret_key")
     assert "archiving recovered" in text
     print(text)
     print("archiving resumed %.1f s after the fix; %d failures counted while broken"
