@@ -38,6 +38,9 @@ COMMANDS = {
               ("repo", "restore", "wal", "drill", "pg")),
     "wal-push": ("Archive one WAL file (archive_command = 'pgdr wal-push %p').",
                  ("repo", "wal", "backup")),
+    "check": ("Prove the set-up: settings, repository (write, read, delete), PostgreSQL, "
+              "archive_mode and archive_command, and a WAL segment's round trip.",
+              ("repo", "pg", "check")),
     "wal-fetch": ("Fetch one WAL file (restore_command = 'pgdr wal-fetch %f %p').",
                   ("repo", "wal")),
 }
@@ -149,6 +152,9 @@ def _render(command, result):
                          "failures %d)" % (archive["pending_segments"], archive["lag_seconds"],
                                            archive["archive_mode"], archive["failed_count"]))
         return "\n".join(lines)
+    if command == "check":
+        return "\n".join("%-18s ok  %6.1f s  %s" % (c["name"], c["seconds"], c["detail"])
+                         for c in result["checks"])
     if command in ("wal-push", "wal-fetch"):
         return None  # archive_command and restore_command stay quiet when all is well
     if command == "verify":
@@ -293,6 +299,8 @@ def _command_module(name):
         from .commands import wal_push as module
     elif name == "wal-fetch":
         from .commands import wal_fetch as module
+    elif name == "check":
+        from .commands import check as module
     else:
         from .commands import info as module
     return module

@@ -95,6 +95,13 @@ class ObjectiveMissed(PgdrError):
     default_code = "objective_missed"
 
 
+class ArchiveCheckFailed(PgdrError):
+    """WAL archiving is off, archives elsewhere, or does not reach the repository (exit 10)."""
+
+    exit_code = 10
+    default_code = "check_archive_failed"
+
+
 EXIT_CODES = (
     (0, "success", "the command did what was asked (or had nothing to do)"),
     (PgdrError.exit_code, PgdrError.default_code, PgdrError.__doc__),
@@ -106,4 +113,5 @@ EXIT_CODES = (
     (NotFound.exit_code, NotFound.default_code, NotFound.__doc__),
     (Conflict.exit_code, Conflict.default_code, Conflict.__doc__),
     (ObjectiveMissed.exit_code, ObjectiveMissed.default_code, ObjectiveMissed.__doc__),
+    (ArchiveCheckFailed.exit_code, ArchiveCheckFailed.default_code, ArchiveCheckFailed.__doc__),
 )

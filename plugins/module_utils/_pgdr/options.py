@@ -364,6 +364,14 @@ OPTIONS = (
     Option("lifecycle_purge", "bool", "Remove the bucket's rules that are neither pgdr's "
            "nor in lifecycle_rules (false keeps them, if they pass the same check).",
            default=False, groups=("bucket",)),
+    # -- pgdr check -------------------------------------------------------------------
+    Option("check_archive_wait", "int", "Seconds pgdr check waits for the segment that its "
+           "pg_switch_wal() closed to reach the repository.", default=60,
+           groups=("check",), minimum=1, maximum=3600),
+    Option("check_archiving", "bool", "Also check WAL archiving: archive_mode, archive_command "
+           "(pgdr wal-push into this repository and cluster) and a WAL segment's round trip "
+           "(false: the settings, the repository and PostgreSQL only).", default=True,
+           groups=("check",)),
 )
 
 BY_NAME = dict((o.name, o) for o in OPTIONS)

@@ -28,7 +28,7 @@ import re
 import struct
 import time
 
-from .. import faultpoint, spool
+from .. import faultpoint, pushhealth, spool
 from ..errors import ConfigError, PgdrError
 
 READY_SUFFIX = ".ready"
@@ -102,15 +102,27 @@ def _push_async(settings, path, name):
     pg_wal = os.path.dirname(os.path.abspath(path))
     out = spool.archive_dir(settings, os.path.dirname(pg_wal))
     ok, error = os.path.join(out, name + ".ok"), os.path.join(out, name + ".error")
-    found = spool.wait_for([ok, error], 0)
+    if os.path.exists(error):
+        os.unlink(error)  # an earlier attempt's result: this call pushes afresh
+    found = spool.wait_for([ok], 0)
     if found == ok and not _pushed(pg_wal, out, name):
         found = None  # an older file's result (a recycled name): never taken for this one
-    if found is None:
-        lock = os.path.join(out, "push.lock")
+    lock = os.path.join(out, "push.lock")
+    files = pushhealth.fingerprint(settings)
+    deadline = time.time() + settings.archive_wait
+    while found is None:
+        if pushhealth.fingerprint(settings) != files:
+            raise PgdrError("wal-push of %s: the config or credentials file changed during "
+                            "this call; PostgreSQL calls again with the new settings" % name,
+                            code="wal_push_settings_changed", stage="wal-push")
+        # a worker exits when its settings files change or after archive_idle seconds
+        # without a success: start one whenever none holds the lock
         if not spool.Lock(lock).held_elsewhere():
-            spool.spawn(lambda: _worker(settings, pg_wal, lock, out),
+            spool.spawn(lambda: _worker(settings, pg_wal, lock, out, files),
                         os.path.join(out, "worker.log"))
-        found = spool.wait_for([ok, error], settings.archive_wait)
+        found = spool.wait_for([ok, error], max(0.0, min(1.0, deadline - time.time())))
+        if time.time() >= deadline:
+            break
     if found == ok:  # stays until PostgreSQL marked the segment done: the worker removes it
         return {"changed": True, "wal": name, "async": True}
     if found == error:
@@ -119,11 +131,11 @@ def _push_async(settings, path, name):
         os.unlink(error)  # the next call retries
         raise PgdrError("wal-push of %s failed in the background worker: %s"
                         % (name, message), code="wal_push_failed", stage="wal-push")
-    lock = spool.Lock(os.path.join(out, "push.lock"))
     raise PgdrError("wal-push of %s: no result within archive_wait=%ss (the background "
                     "worker %s; its last error: %s); PostgreSQL will call again"
                     % (name, settings.archive_wait,
-                       "is still running" if lock.held_elsewhere() else "is not running",
+                       "is still running" if spool.Lock(lock).held_elsewhere()
+                       else "is not running",
                        last_error(os.path.join(out, "worker.log")) or "none logged"),
                     code="wal_push_timeout", stage="wal-push")
 
@@ -137,7 +149,7 @@ def last_error(log_path):
     except (IOError, OSError):
         return None
     for line in reversed(lines):
-        if "fail" in line or "error" in line.lower():
+        if "fail" in line.lower() or "error" in line.lower():
             return line.strip()
     return None
 
@@ -184,45 +196,61 @@ def _pushed(pg_wal, out, name):
     return False
 
 
-def _worker(settings, pg_wal, lock_path, out):
+def _worker(settings, pg_wal, lock_path, out, files=None):
     lock = spool.Lock(lock_path)
     if not lock.acquire():
         return  # another worker is already pushing
+    failures = []
 
     def report(name, result):
         """Each segment's result as soon as it is stored: PostgreSQL's call for it
         returns without waiting for the rest of the batch."""
         if isinstance(result, Exception):
             message = str(getattr(result, "msg", result))
-            _log("wal-push of %s failed: [%s] %s" % (name, getattr(result, "code", "internal"),
-                                                     message))
+            failures.append((name, message))
             spool.write_atomic(os.path.join(out, name + ".error"), message.encode("utf-8"))
         else:
             spool.write_atomic(os.path.join(out, name + ".ok"), b"")
 
     try:
         from ..storage import open_storage
-        storage = open_storage(settings)  # one client for the worker's whole life
+        health = pushhealth.FailureLog(out)
+        try:
+            storage = open_storage(settings)  # one client for the worker's whole life
+        except PgdrError as exc:  # unusable settings: every waiting call learns why now
+            for name in _ready_names(pg_wal, out)[:max(1, settings.workers) * 4]:
+                report(name, exc)
+            health.failed(failures or [("-", exc.msg)])
+            return
+        files = files or pushhealth.fingerprint(settings)
+        # idle: no success for archive_idle seconds (failures do not keep a worker alive)
         idle_since, cleaned = time.time(), 0
         while time.time() - idle_since < settings.archive_idle:
+            if pushhealth.fingerprint(settings) != files:
+                pushhealth.log("config or credentials file changed: exiting; the next "
+                               "wal-push starts a worker with the new settings")
+                return
             if time.time() - cleaned >= CLEAN_EVERY:
                 _clean_results(pg_wal, out)
                 cleaned = time.time()
-            names = _ready_names(pg_wal, out)
+            # a failed segment waits for PostgreSQL's next call for it (which removes
+            # its .error): no retry loop here, and never with stale settings
+            names = [n for n in _ready_names(pg_wal, out)
+                     if not os.path.exists(os.path.join(out, n + ".error"))]
             if not names:
                 time.sleep(0.05)
                 continue
             batch = names[:max(1, settings.workers) * 4]
+            del failures[:]
             push_files(settings, [(n, os.path.join(pg_wal, n)) for n in batch],
                        keep_going=True, on_done=report, storage=storage)
-            idle_since = time.time()
+            if failures:
+                health.failed(list(failures))
+            else:
+                health.succeeded()
+                idle_since = time.time()
     finally:
         lock.release()
-
-
-def _log(line):
-    """One line in the worker's log (its stderr is worker.log)."""
-    os.write(2, ("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line)).encode("utf-8"))
 
 
 def push_files(settings, files, keep_going=False, on_done=None, storage=None):
