@@ -1,0 +1,38 @@
+"""The launchers: an engine that cannot be loaded never makes wal-fetch exit 1, which
+PostgreSQL reads as 'not in the archive' (recovery would end early and promote)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def broken_checkout(tmp_path):
+    """A copy of bin/pgdr beside an engine whose import fails."""
+    (tmp_path / "bin").mkdir()
+    shutil.copy(REPO / "bin" / "pgdr", tmp_path / "bin" / "pgdr")
+    engine = tmp_path / "plugins" / "module_utils" / "_pgdr"
+    engine.mkdir(parents=True)
+    (engine / "__init__.py").write_text("raise ImportError('half-installed engine')\n")
+    return tmp_path / "bin" / "pgdr"
+
+
+def test_unloadable_engine_is_fatal_for_wal_fetch(tmp_path):
+    launcher = broken_checkout(tmp_path)
+    env = dict(os.environ, PGDR_PYTHON=sys.executable)
+    fetch = subprocess.run(["sh", str(launcher), "wal-fetch", "000000010000000000000001",
+                            str(tmp_path / "dest")], capture_output=True, text=True, env=env,
+                           check=False)
+    assert fetch.returncode == 130, fetch.stderr
+    assert "cannot load the engine: half-installed engine" in fetch.stderr
+    other = subprocess.run(["sh", str(launcher), "info"], capture_output=True, text=True,
+                           env=env, check=False)
+    assert other.returncode not in (0, 1) and "cannot load the engine" in other.stderr
+
+
+def test_agent_launcher_template_guards_the_import():
+    text = (REPO / "roles" / "agent" / "templates" / "pgdr.sh.j2").read_text()
+    guarded = text[text.index("try:"):text.index("sys.exit(run(")]
+    assert "from pgdr.cli import run" in guarded and '130 if "wal-fetch" in args' in guarded
