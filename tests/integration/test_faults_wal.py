@@ -410,3 +410,31 @@ def test_d11_13_no_results_left_in_the_spool_after_many_pushes(pg_cluster, workd
     ready = os.listdir(pg.datadir / "pg_wal" / "archive_status")
     pending = [n for n in ready if n.endswith(".ready")]
     assert len(results) <= len(pending), (results, pending)
+
+
+def test_d11_3_segment_deleted_after_the_plan_stops_recovery(pg_cluster, workdir, seaweed,
+                                                             bucket):
+    """A segment the restore's plan saw archived is deleted before recovery fetches it:
+    'not in the archive' would let PostgreSQL end recovery there and promote with the rows
+    after it missing. wal-fetch stops recovery instead (wal_vanished); with the segment
+    back, the same copy recovers exactly."""
+    pg, repo, expected = source(pg_cluster, workdir, seaweed, bucket)
+    code, info, err = repo.run("info")
+    stop_wal = info["backups"][-1]["stop_wal"]
+    restored, out = restored_copy(repo, workdir / "copy" / "data", "--point", "latest")
+    assert out["plan"]["wal_segments"] >= 2, out["plan"]
+    s3 = seaweed.client()
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="main/wal/")
+                  ["Contents"])
+    key = next(k for k in keys if len(k.rsplit("/", 1)[-1].split(".")[0]) == 24
+               and ".backup" not in k and k.rsplit("/", 1)[-1][:24] > stop_wal)
+    stored = s3.get_object(Bucket=bucket, Key=key)
+    body, metadata = stored["Body"].read(), stored["Metadata"]
+    s3.delete_object(Bucket=bucket, Key=key)
+    try:
+        assert start_outcome(restored) == "stopped"
+    finally:
+        restored.stop()
+    assert_stopped_unpromoted(restored, "error [wal_vanished]", key.rsplit("/", 1)[-1][:24])
+    s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata)
+    assert_exact_copy(restored, expected)

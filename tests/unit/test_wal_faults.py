@@ -378,3 +378,23 @@ def test_d11_13_an_older_result_is_never_taken_for_a_newer_file(tmp_path):
     (out / (FIRST + ".ok")).write_text("")
     os.utime(str(out / (FIRST + ".ok")), ns=(3 * 10 ** 18, 3 * 10 ** 18))
     assert wal_push._ready_names(str(pg_wal), str(out)) == []
+
+
+# -- defect 3: a segment the plan counted on never reads as the end of the archive ----------
+
+def test_d11_3_planned_segment_absent_now_is_fatal_not_the_end(tmp_path):
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands.restore import (
+        planned_runs)
+    runs = planned_runs([("000000010000000000000003", 3), ("000000010000000000000004", 4),
+                         ("000000020000000000000005", 5)])
+    assert runs == [[1, 3, 4], [2, 5, 5]]
+    (tmp_path / RESTORE_MARKER).write_text(json.dumps({"wal_planned": runs,
+                                                        "wal_segment_size": 16 << 20}))
+    absent = errors.WalNotFound("WAL X is not in the archive", code="wal_not_found")
+    with pytest.raises(errors.IntegrityError) as info:
+        wal_fetch._refuse_planned_absence(str(tmp_path), "000000010000000000000004", absent)
+    assert info.value.code == "wal_vanished"
+    # the same position on another timeline (PostgreSQL tries the newest first), the next
+    # segment after the plan (the end of the archive) and history files stay 'not found'
+    for name in ("000000020000000000000004", "000000020000000000000006", "00000003.history"):
+        wal_fetch._refuse_planned_absence(str(tmp_path), name, absent)

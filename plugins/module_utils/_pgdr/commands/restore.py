@@ -463,6 +463,9 @@ class RestoreRun(object):
                   "point": self.point.describe(), "recovery": self.recovery.recovery,
                   "tablespaces": dict((oid, pair[1]) for oid, pair in mapping.items()),
                   "system_identifier": manifest["system_identifier"],
+                  "wal_planned": planned_runs(self.recovery.wal_needed),
+                  "wal_segment_size": int(manifest["settings"].get("wal_segment_size",
+                                                                   16 * 1024 * 1024)),
                   "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         os.sync()  # everything else is on disk before pg_control makes it startable
         faultpoint.reached("restore.finish")
@@ -581,6 +584,20 @@ def remove_version_dirs(location, prefix="PG_"):
     for name in os.listdir(location) if os.path.isdir(location) else ():
         if name.startswith(prefix):
             shutil.rmtree(os.path.join(location, name), ignore_errors=True)
+
+
+def planned_runs(wal_needed):
+    """[[timeline, first segment number, last]]: the archived segments the plan counted
+    on, in runs. wal-fetch refuses to answer 'not in the archive' for one of them (it was
+    there when the restore was planned: its absence now is damage, not the end of WAL)."""
+    runs = []
+    for name, segno in wal_needed:
+        timeline = int(name[:8], 16)
+        if runs and runs[-1][0] == timeline and runs[-1][2] == segno - 1:
+            runs[-1][2] = segno
+        else:
+            runs.append([timeline, segno, segno])
+    return runs
 
 
 def _user_settings(settings):

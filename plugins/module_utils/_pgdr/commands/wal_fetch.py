@@ -34,7 +34,8 @@ import re
 import time
 
 from .. import archive, faultpoint, spool
-from ..errors import ConfigError, NotFound, PgdrError, TargetRefused, WalNotFound
+from ..errors import (ConfigError, IntegrityError, NotFound, PgdrError, TargetRefused,
+                      WalNotFound)
 from ..postgres import walscan
 from ..postgres.datadir import RESTORE_MARKER
 
@@ -79,13 +80,34 @@ def run(settings, progress, dry_run=False):
         placed = _write(dest, fetch(_storage(settings), settings, name))
         _end_before_foreign_tablespaces(pgdata, name, dest, progress)
         return {"changed": True, "wal": name, "prefetched": False}
-    except BaseException:
+    except BaseException as exc:
         # whatever failed, PostgreSQL gets no file: neither a half-written temporary
         # file nor a segment that was not completely checked
         _remove(dest + TMP)
         if placed:
             _remove(dest)
+        if isinstance(exc, WalNotFound):
+            _refuse_planned_absence(pgdata, name, exc)
         raise
+
+
+def _refuse_planned_absence(pgdata, name, exc):
+    """'Not in the archive' for a segment the restore's plan saw archived is not the end
+    of WAL: the segment vanished (deleted, expired, a listing that lied). Answering 1 would
+    let PostgreSQL end recovery there and promote with the rest missing: stop instead."""
+    marker = _read_json(os.path.join(pgdata, RESTORE_MARKER)) or {}
+    if len(name) != 24 or not marker.get("wal_planned"):
+        return
+    timeline = int(name[:8], 16)
+    size = marker.get("wal_segment_size") or 16 * 1024 * 1024
+    segno = int(name[8:16], 16) * (0x100000000 // size) + int(name[16:24], 16)
+    for run_timeline, first, last in marker["wal_planned"]:
+        if run_timeline == timeline and first <= segno <= last:
+            raise IntegrityError(
+                "WAL %s was in the archive when this restore was planned and is gone now "
+                "(%s): recovery stops here instead of ending early and promoting without "
+                "the WAL after it. Put the segment back, or restore again to a point "
+                "before it" % (name, exc.msg), code="wal_vanished", stage="wal-fetch")
 
 
 def _prefetcher(settings, progress, pgdata, name):
