@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 
-from ..errors import Conflict, IntegrityError, NotFound, RepositoryError
+from ..errors import Conflict, IntegrityError, NotFound, PgdrError, RepositoryError
 from .base import ObjectInfo, Storage, file_sha256
 from ..parallel import run_all
 
@@ -244,9 +244,9 @@ class S3Storage(Storage):
             return RepositoryError("S3 %s of %s failed: %s %s"
                                    % (action, key, code, error.get("Message", "")),
                                    code="s3_error")
-        if isinstance(exc, RepositoryError):
+        if isinstance(exc, PgdrError):
             return exc
-        return RepositoryError("S3 %s of %s failed: %s" % (action, key, exc),
+        return RepositoryError("S3 %s of %s failed: %s" % (action, key, _short(exc)),
                                code="s3_error")
 
     def _key(self, key):
@@ -475,7 +475,7 @@ def _error_code(exc):
 
 def _short(exc):
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
+    return text[:160]
 
 
 def _urllib3_exceptions():
