@@ -209,7 +209,8 @@ TOTALS = {}
 
 
 def fault_run(pg_cluster, seaweed, workdir, s3_faults, rate, run):
-    """One pass of every operation at `rate`; {operation: "ok" | "clean failure"}."""
+    """One pass of every operation at `rate`: [(operation, "ok" | "clean failure",
+    the error line)]."""
     bucket = "f-%d-%d-%d" % (int(rate * 100), run, int(time.time() * 1000) % 100000)
     seaweed.create_bucket(bucket)
     base = postgres_dir(workdir / ("run-%d-%d" % (int(rate * 100), run)))
@@ -219,15 +220,16 @@ def fault_run(pg_cluster, seaweed, workdir, s3_faults, rate, run):
                                  s3_endpoint=s3_faults.endpoint, s3_part_size=5)
     small_dataset(pg)
     s3_faults.set_rate(rate, seed=1000 * run + int(rate * 100))
-    outcome = {}
+    outcome = []
     complete = []
 
     def record(name, code, out, err):
         if code == 0:
-            outcome[name] = "ok"
+            outcome.append((name, "ok", None))
         else:
             assert_clear(code, out, err)
-            outcome[name] = "clean failure"
+            outcome.append((name, "clean failure", "%s: %s" % (out["error"]["code"],
+                                                               out["error"]["msg"])))
 
     # backups: a full, more data, a diff
     code, out, err = repo.run("backup", "--type", "full", timeout=300)
@@ -265,7 +267,7 @@ def fault_run(pg_cluster, seaweed, workdir, s3_faults, rate, run):
         else:
             assert code > 125, (code, err)  # a fault is never "not in the archive"
             fetched_all = False
-    outcome["wal-fetch"] = "ok" if fetched_all else "clean failure"
+    outcome.append(("wal-fetch", "ok" if fetched_all else "clean failure", None))
 
     code, info, err = repo.run("info", timeout=300)
     record("info", code, info, err)
@@ -291,18 +293,27 @@ def test_d11_8_fault_rate(pg_cluster, seaweed, workdir, s3_faults, rate):
     """At 5% injected transient faults (every kind mixed) every operation succeeds with
     exact data; at 20% each succeeds with exact data or fails cleanly."""
     counts = dict((name, {"ok": 0, "clean failure": 0}) for name in OPERATIONS)
+    errors = []
+    faults, requests = {}, 0
     for run in range(RUNS):
-        for name, result in fault_run(pg_cluster, seaweed, workdir, s3_faults, rate,
-                                      run).items():
+        for name, result, error in fault_run(pg_cluster, seaweed, workdir, s3_faults, rate,
+                                             run):
             counts[name][result] += 1
-    summary = {"rate": rate, "runs": RUNS, "faults": dict(s3_faults.counts),
-               "requests": sum(s3_faults.requests.values()), "operations": counts}
+            if error:
+                errors.append("%s: %s" % (name, error))
+        for kind, number in s3_faults.counts.items():
+            faults[kind] = faults.get(kind, 0) + number
+        requests += sum(s3_faults.requests.values())
+        s3_faults.counts.clear()
+        s3_faults.requests.clear()
+    summary = {"rate": rate, "runs": RUNS, "faults": faults, "requests": requests,
+               "operations": counts, "errors": errors}
     print("\nfault-rate summary: " + json.dumps(summary, sort_keys=True))
     out = os.environ.get("PGDR_FAULT_SUMMARY")
     if out:
         with open(out, "a") as handle:
             handle.write(json.dumps(summary, sort_keys=True) + "\n")
-    assert s3_faults.total() > 0
+    assert sum(faults.values()) > 0
     if rate <= 0.05:
         failed = dict((n, c) for n, c in counts.items() if c["clean failure"])
         assert not failed, "at %d%% every operation must succeed: %s" % (rate * 100, failed)
