@@ -317,3 +317,19 @@ def test_d11_8_fault_rate(pg_cluster, seaweed, workdir, s3_faults, rate):
     if rate <= 0.05:
         failed = dict((n, c) for n, c in counts.items() if c["clean failure"])
         assert not failed, "at %d%% every operation must succeed: %s" % (rate * 100, failed)
+
+
+@pytest.mark.parametrize("swap", ["http-to-https-port", "https-to-http-port"])
+def test_d11_13_endpoint_scheme_swapped(seaweed, bucket, workdir, swap):
+    """Not a bare '400 Bad Request' or an SSL error: the scheme to use, at once."""
+    if swap == "http-to-https-port":
+        endpoint = seaweed.https_endpoint.replace("https://", "http://")
+        hint = "use https://"
+    else:
+        endpoint = seaweed.endpoint.replace("http://", "https://")
+        hint = "use http://"
+    repo = Repo.s3(workdir, seaweed, bucket, s3_endpoint=endpoint, s3_verify_tls="false")
+    code, out, err = repo.run("verify")
+    assert code == 3 and out["error"]["code"] == "endpoint_wrong_scheme", err
+    assert endpoint in out["error"]["msg"] and hint in out["error"]["msg"]
+    assert "retry" not in err  # a permanent error: not retried

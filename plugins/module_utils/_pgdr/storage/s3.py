@@ -65,6 +65,7 @@ class S3Storage(Storage):
         self.bucket = settings.s3_bucket
         self.prefix = settings.repo_prefix.strip("/")
         self._local = threading.local()
+        self._tls_port = None  # whether an http:// endpoint's port speaks TLS (once known)
         self._boto3, self._botocore = _boto()
         self._session = self._make_session()
 
@@ -181,9 +182,11 @@ class S3Storage(Storage):
         if endpoint.startswith("http://") and isinstance(exc, exceptions.ClientError):
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            text = ("%s %s" % (error.get("Code", ""), error.get("Message", ""))).lower()
-            return status == 400 and (str(error.get("Code", "")) in ("400", "BadRequest", "")
-                                      or "https" in text or "plain http" in text)
+            if status != 400 or str(error.get("Code", "")) not in ("400", "BadRequest", ""):
+                return False  # an S3 error with its own code is a real answer
+            if self._tls_port is None:  # a bare 400: does that port speak TLS?
+                self._tls_port = _speaks_tls(endpoint)
+            return self._tls_port
         if endpoint.startswith("https://") and isinstance(exc, exceptions.SSLError):
             text = str(exc).lower()
             return any(hint in text for hint in ("wrong version", "wrong_version",
@@ -476,6 +479,22 @@ def _error_code(exc):
 def _short(exc):
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:160]
+
+
+def _speaks_tls(endpoint):
+    """True when the host:port of an http:// endpoint completes a TLS handshake."""
+    import ssl
+    from urllib.parse import urlsplit
+    parts = urlsplit(endpoint)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=parts.hostname):
+                return True
+    except (OSError, ValueError):
+        return False
 
 
 def _urllib3_exceptions():
