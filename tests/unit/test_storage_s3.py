@@ -108,14 +108,14 @@ def storage(monkeypatch):
                                        "s3_endpoint": "http://127.0.0.1:1",
                                        "s3_max_attempts": 4}, environ={}),
                       events=events.append)
-    st._local.client = Fake()
+    st._local.raw = Fake()
     st.recorded = events
     return st
 
 
 def test_d11_8_cut_and_reset_bodies_are_retried(storage):
     storage.put("k", b"0123456789")
-    fake = storage.client
+    fake = storage._raw
     fake.faults = [body("cut"), body("reset"), None]
     assert storage.get("k") == b"0123456789"
     assert fake.calls[-3:] == ["get", "get", "get"]
@@ -125,7 +125,7 @@ def test_d11_8_cut_and_reset_bodies_are_retried(storage):
 
 def test_d11_8_truncated_forever_is_a_repository_error_not_damage(storage):
     storage.put("k", b"0123456789")
-    storage.client.faults = [body("cut")] * 4
+    storage._raw.faults = [body("cut")] * 4
     with pytest.raises(RepositoryError) as info:
         storage.get("k")
     assert info.value.code != "checksum_mismatch" and "gave up after 4 attempts" in \
@@ -133,7 +133,7 @@ def test_d11_8_truncated_forever_is_a_repository_error_not_damage(storage):
 
 
 def test_d11_8_server_errors_retried_then_given_up(storage):
-    storage.client.faults = [lambda n, k: (_ for _ in ()).throw(client_error(503, "SlowDown"))] * 4
+    storage._raw.faults = [lambda n, k: (_ for _ in ()).throw(client_error(503, "SlowDown"))] * 4
     with pytest.raises(RepositoryError) as info:
         storage.put("k", b"x")
     assert "gave up after 4 attempts" in info.value.msg and "SlowDown" in info.value.msg
@@ -142,10 +142,10 @@ def test_d11_8_server_errors_retried_then_given_up(storage):
 
 def test_d11_5_damaged_read_is_read_again_then_refused(storage):
     storage.put("k", b"0123456789")
-    storage.client.faults = [body("flip"), None]
+    storage._raw.faults = [body("flip"), None]
     assert storage.get("k") == b"0123456789"  # one damaged transfer: read again
     assert "reading it again" in storage.recorded[-1]
-    storage.client.faults = [body("flip"), body("flip")]
+    storage._raw.faults = [body("flip"), body("flip")]
     with pytest.raises(IntegrityError) as info:
         storage.get("k")
     assert info.value.code == "checksum_mismatch" and "k" in info.value.msg
@@ -153,7 +153,7 @@ def test_d11_5_damaged_read_is_read_again_then_refused(storage):
 
 
 def test_d11_5_no_recorded_checksum(storage):
-    storage.client.objects["k"] = (b"by hand", {})
+    storage._raw.objects["k"] = (b"by hand", {})
     with pytest.raises(IntegrityError) as info:
         storage.get("k")
     assert info.value.code == "checksum_missing"
@@ -164,9 +164,9 @@ def test_d11_5_no_recorded_checksum(storage):
 
 @pytest.mark.parametrize("fault", [after_store_500, after_store_reset])
 def test_d11_9_if_absent_answer_lost_is_settled_by_readback(storage, fault):
-    storage.client.faults = [None, fault]  # the HEAD, then the PUT that did store
+    storage._raw.faults = [None, fault]  # the HEAD, then the PUT that did store
     storage.put("manifest.json", b"{complete}", if_absent=True)
-    assert storage.client.objects["manifest.json"][0] == b"{complete}"
+    assert storage._raw.objects["manifest.json"][0] == b"{complete}"
     assert storage.head("manifest.json").sha256 == sha(b"{complete}")
 
 
@@ -176,7 +176,7 @@ def test_d11_9_if_absent_412_with_other_bytes_is_a_conflict(storage):
         storage.put("lease", b"ours", if_absent=True)
     assert info.value.code == "object_exists"
     # a reset before the request reached the server, then someone else's object: Conflict
-    fake = storage.client
+    fake = storage._raw
     fake.faults = [None, reset_before, None]
     del fake.objects["lease"]
     original = fake.put_object
@@ -191,7 +191,7 @@ def test_d11_9_if_absent_412_with_other_bytes_is_a_conflict(storage):
 
 
 def test_plain_put_retried_after_reset(storage):
-    storage.client.faults = [reset_before, after_store_500, None]
+    storage._raw.faults = [reset_before, after_store_500, None]
     storage.put("k", b"v")
     assert storage.get("k") == b"v"
 
@@ -199,9 +199,9 @@ def test_plain_put_retried_after_reset(storage):
 def test_connection_refused_retried_bounded(storage):
     def refused(name, kwargs):
         raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
-    storage.client.faults = [refused] * 4
+    storage._raw.faults = [refused] * 4
     with pytest.raises(RepositoryError) as info:
         storage.head("k")
     assert info.value.code == "endpoint_unreachable"
-    storage.client.faults = [refused, None]
+    storage._raw.faults = [refused, None]
     assert storage.head("k") is None

@@ -89,12 +89,15 @@ class S3Storage(Storage):
             raise RepositoryError("s3_profile=%r is not a profile in the AWS config"
                                   % s.s3_profile, code="config_invalid", stage="config")
 
-    def _client(self):
+    def _client(self, botocore_retries=False):
         s = self.settings
+        # the storage's own requests make one attempt each: _retry() retries them, body
+        # reads included; the public `client` (bucket settings) keeps botocore's retries
+        retries = ({"max_attempts": s.s3_max_attempts, "mode": "standard"}
+                   if botocore_retries else {"total_max_attempts": 1, "mode": "standard"})
         config = self._botocore.config.Config(
             region_name=s.s3_region,
-            # one attempt: _retry() retries every request and its body read itself
-            retries={"total_max_attempts": 1, "mode": "standard"},
+            retries=retries,
             s3={"addressing_style": s.s3_addressing},
             max_pool_connections=max(10, 2 * (s.workers or 1) + 2),
             connect_timeout=10, read_timeout=120,
@@ -105,12 +108,21 @@ class S3Storage(Storage):
                                     verify=verify, config=config)
 
     @property
+    def _raw(self):
+        """The client of the storage's own requests: one per thread (boto3 clients are
+        thread-safe, but sharing one serialises on its connection pool), no retries of
+        its own."""
+        client = getattr(self._local, "raw", None)
+        if client is None:
+            client = self._local.raw = self._client()
+        return client
+
+    @property
     def client(self):
-        """One client per thread: boto3 clients are thread-safe, but sharing one
-        serialises on its connection pool under many workers."""
+        """A client with botocore's standard retries, for direct calls (bucket settings)."""
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = self._client()
+            client = self._local.client = self._client(botocore_retries=True)
         return client
 
     def describe(self):
@@ -121,7 +133,7 @@ class S3Storage(Storage):
 
     def check(self):
         """One quick request with few retries, so a wrong port fails in seconds."""
-        self._retry("check", None, lambda: self.client.head_bucket(Bucket=self.bucket),
+        self._retry("check", None, lambda: self._raw.head_bucket(Bucket=self.bucket),
                     attempts=2)
 
     # -- retries ---------------------------------------------------------------------
@@ -276,7 +288,7 @@ class S3Storage(Storage):
                 # If-None-Match; after a failed attempt it also finds our own write.
                 return
             try:
-                self.client.put_object(**args)
+                self._raw.put_object(**args)
             except self._botocore.exceptions.ClientError as exc:
                 if if_absent and _error_code(exc) in _EXISTS_CODES:
                     if not self._settled(key, sha256):
@@ -328,7 +340,7 @@ class S3Storage(Storage):
         if crc:
             create["ChecksumAlgorithm"] = "CRC32"
         upload_id = self._retry("put", key,
-                                lambda: self.client.create_multipart_upload(**create)
+                                lambda: self._raw.create_multipart_upload(**create)
                                 ["UploadId"])
         try:
             def send(number):
@@ -342,7 +354,7 @@ class S3Storage(Storage):
                 else:
                     args["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
                 answer = self._retry("put", "%s (part %d)" % (key, number),
-                                     lambda: self.client.upload_part(**args))
+                                     lambda: self._raw.upload_part(**args))
                 done = {"PartNumber": number, "ETag": answer["ETag"]}
                 if answer.get("ChecksumCRC32"):
                     done["ChecksumCRC32"] = answer["ChecksumCRC32"]
@@ -353,7 +365,7 @@ class S3Storage(Storage):
 
             def complete():
                 try:
-                    self.client.complete_multipart_upload(
+                    self._raw.complete_multipart_upload(
                         Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
                         MultipartUpload={"Parts": parts})
                 except self._botocore.exceptions.ClientError as exc:
@@ -364,7 +376,7 @@ class S3Storage(Storage):
             self._retry("put", key, complete)
         except Exception:
             try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(key),
+                self._raw.abort_multipart_upload(Bucket=self.bucket, Key=self._key(key),
                                                    UploadId=upload_id)
             except Exception:  # the upload's parts expire with the bucket's lifecycle
                 pass
@@ -372,7 +384,7 @@ class S3Storage(Storage):
 
     def _fetch(self, key):
         def once():
-            answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            answer = self._raw.get_object(Bucket=self.bucket, Key=self._key(key))
             body = answer["Body"]
             try:
                 data = body.read()
@@ -387,7 +399,7 @@ class S3Storage(Storage):
     def head(self, key):
         def once():
             try:
-                answer = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                answer = self._raw.head_object(Bucket=self.bucket, Key=self._key(key))
             except self._botocore.exceptions.ClientError as exc:
                 if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                     return None
@@ -402,7 +414,7 @@ class S3Storage(Storage):
         args = dict(Bucket=self.bucket, Prefix=self._key(prefix), **extra)
         while True:
             page = self._retry("list", prefix,
-                               lambda: self.client.list_objects_v2(**args))
+                               lambda: self._raw.list_objects_v2(**args))
             yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
@@ -427,7 +439,7 @@ class S3Storage(Storage):
 
     def request_thaw(self, key, days, tier):
         """RestoreObject once; then True when the temporary copy is readable."""
-        head = self._retry("head", key, lambda: self.client.head_object(
+        head = self._retry("head", key, lambda: self._raw.head_object(
             Bucket=self.bucket, Key=self._key(key)))
         state = head.get("Restore") or ""
         if 'ongoing-request="false"' in state:
@@ -436,7 +448,7 @@ class S3Storage(Storage):
             return False
         def thaw():
             try:
-                self.client.restore_object(Bucket=self.bucket, Key=self._key(key),
+                self._raw.restore_object(Bucket=self.bucket, Key=self._key(key),
                                            RestoreRequest={"Days": days,
                                                            "GlacierJobParameters":
                                                            {"Tier": tier}})
@@ -458,7 +470,7 @@ class S3Storage(Storage):
         for start in range(0, len(keys), 1000):  # the API's batch limit
             batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
             answer = self._retry("delete", batch[0]["Key"],
-                                 lambda: self.client.delete_objects(
+                                 lambda: self._raw.delete_objects(
                                      Bucket=self.bucket,
                                      Delete={"Objects": batch, "Quiet": True}))
             if answer.get("Errors"):
