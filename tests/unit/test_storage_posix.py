@@ -175,3 +175,9 @@ def test_put_file_changed_while_written_is_refused(storage, tmp_path):
         storage.put_file("f/x", str(src), sha256=hashlib.sha256(b"before").hexdigest())
     assert info.value.code == "src_changed"
     assert storage.head("f/x") is None
+
+
+def test_put_says_whether_it_wrote(storage):
+    assert storage.put("k/a", b"x", if_absent=True) is True
+    assert storage.put("k/a", b"x", if_absent=True) is False  # already there, same bytes
+    assert storage.put("k/a", b"y") is True

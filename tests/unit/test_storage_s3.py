@@ -205,3 +205,10 @@ def test_connection_refused_retried_bounded(storage):
     assert info.value.code == "endpoint_unreachable"
     storage._raw.faults = [refused, None]
     assert storage.head("k") is None
+
+
+def test_put_says_whether_it_wrote(storage):
+    assert storage.put("k", b"x", if_absent=True) is True
+    assert storage.put("k", b"x", if_absent=True) is False
+    storage._raw.faults = [None, after_store_500]  # stored by an attempt of this call
+    assert storage.put("j", b"x", if_absent=True) is True

@@ -50,11 +50,15 @@ class Storage(object):
         raise NotImplementedError
 
     def put(self, key, data, sha256=None, if_absent=False):
-        """Store ``data`` (bytes) under ``key``; Conflict when if_absent and it exists."""
+        """Store ``data`` (bytes) under ``key`` with its SHA-256 recorded. With if_absent
+        an existing object is never replaced: the same bytes already there return False
+        (nothing written; also how a retry after a lost answer ends), other bytes are a
+        Conflict. True when written."""
         raise NotImplementedError
 
     def put_file(self, key, path, sha256=None, if_absent=False):
-        """Store a local file (large files in parallel parts where supported)."""
+        """Store a local file (large files in parallel parts where supported); returns
+        and refuses as put() does."""
         raise NotImplementedError
 
     def get(self, key, sha256=None):

@@ -48,13 +48,13 @@ class PosixStorage(Storage):
         return os.path.join(self.root, *key.split("/"))
 
     def put(self, key, data, sha256=None, if_absent=False):
-        self._install(key, lambda handle: handle.write(data), sha256, if_absent)
+        return self._install(key, lambda handle: handle.write(data), sha256, if_absent)
 
     def put_file(self, key, path, sha256=None, if_absent=False):
         def copy(handle):
             with open(path, "rb") as source:
                 shutil.copyfileobj(source, handle, 4 * 1024 * 1024)
-        self._install(key, copy, sha256, if_absent)
+        return self._install(key, copy, sha256, if_absent)
 
     def _install(self, key, write, sha256, if_absent):
         """Write a temporary file, record its SHA-256 in the sidecar, then link (if_absent)
@@ -80,7 +80,7 @@ class PosixStorage(Storage):
                                      code="src_changed", key=key)
             if if_absent and os.path.lexists(final):
                 self._settle_existing(key, final, digest, wrote_sidecar=False)
-                return
+                return False
             _write_small(_sidecar(final), (digest + "\n").encode("ascii"))
             if if_absent:
                 try:
@@ -89,13 +89,14 @@ class PosixStorage(Storage):
                     if exc.errno != errno.EEXIST:
                         raise
                     self._settle_existing(key, final, digest, wrote_sidecar=True)
-                    return
+                    return False
                 if _read_sidecar(final) != digest:  # a racing writer replaced it: ours won
                     _write_small(_sidecar(final), (digest + "\n").encode("ascii"))
             else:
                 os.replace(tmp, final)
                 tmp = None
             _fsync_dir(directory)
+            return True
         except OSError as exc:
             raise RepositoryError("cannot write %s: %s" % (final, exc),
                                   code="write_failed")

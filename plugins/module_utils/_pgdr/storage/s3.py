@@ -282,20 +282,24 @@ class S3Storage(Storage):
         if if_absent:
             args["IfNoneMatch"] = "*"
 
+        tries = []
+
         def once():
+            tries.append(1)
             if if_absent and self._settled(key, sha256):
                 # A HEAD first, because not every S3-compatible server honours
                 # If-None-Match; after a failed attempt it also finds our own write.
-                return
+                return len(tries) > 1
             try:
                 self._raw.put_object(**args)
             except self._botocore.exceptions.ClientError as exc:
                 if if_absent and _error_code(exc) in _EXISTS_CODES:
                     if not self._settled(key, sha256):
                         raise _Transient("412 but the object is gone")
-                    return
+                    return len(tries) > 1
                 raise
-        self._retry("put", key, once)
+            return True
+        return self._retry("put", key, once)
 
     def _settled(self, key, sha256):
         """For an if_absent write: False when key is absent; True when it holds our
@@ -325,12 +329,12 @@ class S3Storage(Storage):
                 raise IntegrityError("%s changed while it was uploaded (SHA-256 %s..., "
                                      "%s... expected)" % (path, digest[:12], sha256[:12]),
                                      code="src_changed", key=key)
-            self.put(key, data, sha256=digest, if_absent=if_absent)
-            return
+            return self.put(key, data, sha256=digest, if_absent=if_absent)
         sha256 = (sha256 or file_sha256(path)).lower()
         if if_absent and self._settled(key, sha256):
-            return
+            return False
         self._multipart(key, path, size, part, sha256)
+        return True
 
     def _multipart(self, key, path, size, part, sha256):
         """A multipart upload whose every request is retried; the completion, when its
