@@ -212,3 +212,27 @@ def test_put_says_whether_it_wrote(storage):
     assert storage.put("k", b"x", if_absent=True) is False
     storage._raw.faults = [None, after_store_500]  # stored by an attempt of this call
     assert storage.put("j", b"x", if_absent=True) is True
+
+
+def test_check_fails_fast_when_unreachable_but_retries_5xx(storage):
+    fake = storage._raw
+    calls = []
+
+    def head_bucket(Bucket):
+        calls.append(1)
+        return fake._fault("head_bucket")
+    fake.head_bucket = head_bucket
+
+    def refused(name, kwargs):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    def unavailable(name, kwargs):
+        raise client_error(503, "503", "HeadBucket")
+    fake.faults = [refused] * 4
+    with pytest.raises(RepositoryError) as info:
+        storage.check()
+    assert info.value.code == "endpoint_unreachable" and len(calls) == 2
+    del calls[:]
+    fake.faults = [unavailable] * 3 + [None]
+    storage.check()  # a busy server is not a wrong port
+    assert len(calls) == 4

@@ -132,14 +132,18 @@ class S3Storage(Storage):
         return where
 
     def check(self):
-        """One quick request with few retries, so a wrong port fails in seconds."""
+        """A HEAD of the bucket: a wrong port or host fails in seconds (two attempts to
+        connect), while a server that answers 5xx gets the usual retries."""
         self._retry("check", None, lambda: self._raw.head_bucket(Bucket=self.bucket),
-                    attempts=2)
+                    connect_attempts=2)
 
     # -- retries ---------------------------------------------------------------------
-    def _retry(self, action, key, once, attempts=None):
-        """once() until it succeeds, a permanent error, or the attempts or time run out."""
-        attempts = max(1, attempts or self.settings.s3_max_attempts or 1)
+    def _retry(self, action, key, once, connect_attempts=None):
+        """once() until it succeeds, a permanent error, or the attempts or time run out
+        (connect_attempts: fewer attempts when the endpoint cannot be connected to)."""
+        attempts = max(1, self.settings.s3_max_attempts or 1)
+        unreachable = (self._botocore.exceptions.EndpointConnectionError,
+                       self._botocore.exceptions.ConnectTimeoutError)
         started = time.monotonic()
         attempt = 0
         while True:
@@ -153,7 +157,10 @@ class S3Storage(Storage):
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
                 elapsed = time.monotonic() - started
-                if attempt >= attempts or elapsed + delay > RETRY_SECONDS:
+                limit = attempts
+                if connect_attempts and isinstance(exc, unreachable):
+                    limit = min(attempts, connect_attempts)
+                if attempt >= limit or elapsed + delay > RETRY_SECONDS:
                     error = self._translate(exc, action, key)
                     raise type(error)("%s (gave up after %d attempts in %.0f s)"
                                       % (error.msg, attempt, elapsed),
@@ -257,11 +264,13 @@ class S3Storage(Storage):
                                        "match the data sent (%s)" % (key, code),
                                        code="upload_corrupted")
             return RepositoryError("S3 %s of %s failed: %s %s"
-                                   % (action, key, code, error.get("Message", "")),
+                                   % (action, key or "bucket " + self.bucket, code,
+                                      error.get("Message", "")),
                                    code="s3_error")
         if isinstance(exc, PgdrError):
             return exc
-        return RepositoryError("S3 %s of %s failed: %s" % (action, key, _short(exc)),
+        return RepositoryError("S3 %s of %s failed: %s"
+                               % (action, key or "bucket " + self.bucket, _short(exc)),
                                code="s3_error")
 
     def _key(self, key):
