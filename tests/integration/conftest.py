@@ -155,3 +155,16 @@ def moto_endpoint(workdir):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def s3_faults(seaweed):
+    """An S3 fault proxy (tests/integration/s3faults.py) in front of SeaweedFS: point
+    pgdr at s3_faults.endpoint, then set_rule()/set_rate(); counts holds the faults
+    injected per kind. Stopped after the test."""
+    from tests.integration.s3faults import S3Faults
+    proxy = S3Faults(seaweed.endpoint).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

@@ -67,7 +67,7 @@ def run(settings, progress, dry_run=False):
 
     def check(stored):
         try:
-            packed = storage.get(stored["key"])
+            packed = storage.get(stored["key"], sha256=stored["stored_sha256"])
             if hashlib.sha256(packed).hexdigest() != stored["stored_sha256"]:
                 return "%s: stored bytes do not match their SHA-256" % stored["key"]
             raw = codec.decompress(packed, stored["size"], stored["key"])

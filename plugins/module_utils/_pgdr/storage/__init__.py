@@ -7,10 +7,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-def open_storage(settings):
-    """The backend that ``settings.repo_type`` names, not yet contacted."""
+def open_storage(settings, events=None):
+    """The backend that ``settings.repo_type`` names, not yet contacted. ``events``
+    (a callable taking one line, e.g. progress.event) hears of every retry and re-read;
+    without it they go to stderr, one line each."""
     if settings.repo_type == "posix":
         from .posix import PosixStorage
-        return PosixStorage(settings)
-    from .s3 import S3Storage  # boto3 is imported only when S3 is used
-    return S3Storage(settings)
+        storage = PosixStorage(settings)
+    else:
+        from .s3 import S3Storage  # boto3 is imported only when S3 is used
+        storage = S3Storage(settings)
+    storage.events = events
+    return storage

@@ -13,6 +13,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import sys
+
+from ..errors import IntegrityError
 
 
 class ObjectInfo(object):
@@ -26,7 +29,17 @@ class ObjectInfo(object):
 
 
 class Storage(object):
-    """Abstract repository storage."""
+    """Abstract repository storage.
+
+    Every object is written with its SHA-256 recorded beside it (S3 metadata, a posix
+    sidecar), and every read is verified: against the digest the caller expects, else
+    against the recorded one. An object with neither is refused (checksum_missing); a
+    read that does not match is done again once, and two complete reads that fail are
+    reported as damage (checksum_mismatch).
+    """
+
+    #: one line per retry or re-read; open_storage(settings, events=progress.event)
+    events = None
 
     def describe(self):
         """Where the repository is, for messages (no secrets)."""
@@ -37,19 +50,62 @@ class Storage(object):
         raise NotImplementedError
 
     def put(self, key, data, sha256=None, if_absent=False):
-        """Store ``data`` (bytes) under ``key``; Conflict when if_absent and it exists."""
+        """Store ``data`` (bytes) under ``key`` with its SHA-256 recorded. With if_absent
+        an existing object is never replaced: the same bytes already there return False
+        (nothing written; also how a retry after a lost answer ends), other bytes are a
+        Conflict. True when written."""
         raise NotImplementedError
 
     def put_file(self, key, path, sha256=None, if_absent=False):
-        """Store a local file (large files in parallel parts where supported)."""
+        """Store a local file (large files in parallel parts where supported); returns
+        and refuses as put() does."""
         raise NotImplementedError
 
-    def get(self, key):
-        """The bytes of ``key``; NotFound when absent."""
+    def get(self, key, sha256=None):
+        """The bytes of ``key``, verified against ``sha256`` (hex) when given, else
+        against the SHA-256 recorded when it was written; NotFound when absent,
+        IntegrityError checksum_missing / checksum_mismatch when it cannot be trusted."""
+        expected = sha256.lower() if sha256 else None
+        first = None
+        for attempt in (1, 2):
+            data, recorded = self._fetch(key)
+            want = expected or (recorded.lower() if recorded else None)
+            if not want:
+                raise IntegrityError(
+                    "object %s in %s has no recorded SHA-256 and none was expected: pgdr "
+                    "writes every object with one, so this one was not written by pgdr "
+                    "(replaced by hand?) and is not trusted" % (key, self.describe()),
+                    code="checksum_missing", key=key)
+            actual = hashlib.sha256(data).hexdigest()
+            if actual == want:
+                return data
+            if attempt == 1:
+                first = (actual, len(data))
+                self._event("read of %s did not match its SHA-256 (%s... instead of %s..., "
+                            "%d bytes): reading it again" % (key, actual[:12], want[:12],
+                                                              len(data)))
+        raise IntegrityError(
+            "object %s in %s is damaged: two complete reads gave SHA-256 %s... (%d bytes) "
+            "and %s... (%d bytes), %s... expected" % (key, self.describe(), first[0][:12],
+                                                      first[1], actual[:12], len(data),
+                                                      want[:12]),
+            code="checksum_mismatch", key=key, expected_sha256=want, actual_sha256=actual,
+            size=len(data))
+
+    def _fetch(self, key):
+        """(bytes, recorded SHA-256 hex or None) of ``key``, unverified; NotFound when
+        absent. Backends implement this; callers use get()."""
         raise NotImplementedError
+
+    def _event(self, message):
+        if self.events is not None:
+            self.events(message)
+        else:
+            sys.stderr.write("pgdr: %s\n" % message)
+            sys.stderr.flush()
 
     def head(self, key):
-        """ObjectInfo of ``key``, or None when absent."""
+        """ObjectInfo of ``key`` (with the recorded SHA-256), or None when absent."""
         raise NotImplementedError
 
     def list(self, prefix):
@@ -74,13 +130,14 @@ class Storage(object):
         return True
 
     def stored_sha256(self, key):
-        """SHA-256 (hex) of a stored object: from metadata when known, else by reading it."""
+        """SHA-256 (hex) of a stored object: the recorded one, else (an object without
+        one) the digest of its bytes as read, to compare with a local copy."""
         info = self.head(key)
         if info is None:
             return None
         if info.sha256:
             return info.sha256
-        return hashlib.sha256(self.get(key)).hexdigest()
+        return hashlib.sha256(self._fetch(key)[0]).hexdigest()
 
 
 def file_sha256(path, block=4 * 1024 * 1024):
