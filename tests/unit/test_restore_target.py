@@ -162,7 +162,7 @@ def test_d11_4_a_full_disk_while_writing_a_piece_is_target_full(tmp_path, monkey
               "stored_sha256": hashlib.sha256(packed).hexdigest(), "stored_size": len(packed)}
 
     class Storage(object):
-        def get(self, key):
+        def get(self, key, sha256=None):
             return packed
 
     run = object.__new__(RestoreRun)

@@ -104,7 +104,7 @@ def body(kind):
 def storage(monkeypatch):
     monkeypatch.setattr(s3.time, "sleep", lambda seconds: None)
     events = []
-    st = open_storage(options.resolve({"repo_type": "s3", "s3_bucket": "b",
+    st = open_storage(options.resolve({"repo_type": "s3", "s3_bucket": "bk",
                                        "s3_endpoint": "http://127.0.0.1:1",
                                        "s3_max_attempts": 4}, environ={}),
                       events=events.append)

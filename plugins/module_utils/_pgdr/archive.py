@@ -49,8 +49,9 @@ def push(storage, key, packed, raw, name, codec):
     The comparison is on the original bytes, so a different compression library
     version producing other compressed bytes is not mistaken for a conflict."""
     try:
-        storage.put(key, packed, if_absent=True)
-        return True
+        # False: these very bytes were already stored (a repeated push, or a write whose
+        # answer was lost and that the storage settled by its digest)
+        return storage.put(key, packed, if_absent=True) is not False
     except Conflict:
         stored = codec.decompress(storage.get(key))
         if hashlib.sha256(stored).digest() == hashlib.sha256(raw).digest():
