@@ -217,6 +217,17 @@ def promote_restored_copy(repo, workdir, version=15):
     return promoted_copy(repo, workdir / "new-primary" / "data", version)
 
 
+def assert_exact_copy(restored, expected, what="the restored copy"):
+    """The copy starts, ends recovery and holds exactly the source's rows (checksums()
+    of the source); stopped again afterwards."""
+    restored.start()
+    try:
+        wait_until_promoted(restored)
+        assert checksums(restored) == expected, "%s has other data than its source" % what
+    finally:
+        restored.stop()
+
+
 def wait_until_promoted(pg, timeout=120):
     """pg_ctl -w returns once a hot standby accepts read-only connections, while
     recovery may still be replaying: wait for the end of recovery (action promote)."""

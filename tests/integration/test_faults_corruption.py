@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from tests.integration.pgdr_run import (archive_everything, archiving_cluster, checksums,
+from tests.integration.pgdr_run import (archive_everything, archiving_cluster,
+                                        assert_exact_copy, checksums,
                                         promoted_copy, restore_args, wait_until_promoted,
                                         write_rows)
 
@@ -99,12 +100,7 @@ def restore_exact(repo, workdir, label, point, expected):
     restored, args = restore_args(15, target)
     code, out, err = repo.run("restore", "--target", target, "--point", point, *args)
     assert code == 0, err
-    restored.start()
-    try:
-        wait_until_promoted(restored)
-        assert checksums(restored) == expected, "restore of %s has other data" % point
-    finally:
-        restored.stop()
+    assert_exact_copy(restored, expected, "restore of %s" % point)
     return out
 
 

@@ -16,8 +16,8 @@ import time
 import pytest
 
 from tests.integration.pgdr_run import (Repo, archive_everything, archiving_cluster,
-                                        checksums, postgres_dir, restore_args,
-                                        wait_until_promoted)
+                                        assert_exact_copy,
+                                        checksums, postgres_dir, restore_args)
 
 RUNS = int(os.environ.get("PGDR_FAULT_RUNS", "1"))
 CLEAR_EXIT = (3, 5, 7, 8)  # repository, integrity, not found, conflict
@@ -49,12 +49,7 @@ def restore_and_compare(repo, workdir, label, expected, *extra):
         assert not target.exists() or os.listdir(target) == [], \
             "a failed restore left files in %s: %s" % (target, err)
         return code, out, err
-    restored.start()
-    try:
-        wait_until_promoted(restored)
-        assert checksums(restored) == expected, "restore %s differs from its source" % label
-    finally:
-        restored.stop()
+    assert_exact_copy(restored, expected, "restore %s" % label)
     shutil.rmtree(target.parent, ignore_errors=True)
     return code, out, err
 

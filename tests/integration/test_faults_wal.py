@@ -16,6 +16,7 @@ import time
 import pytest
 
 from tests.integration.pgdr_run import (PGDR, Repo, archive_everything, archiving_cluster,
+                                        assert_exact_copy,
                                         checksums, postgres_dir, restore_args,
                                         wait_until_promoted)
 
@@ -69,6 +70,14 @@ def source(pg_cluster, workdir, seaweed, bucket, segments=4, name="primary", **s
     return pg, repo, checksums(pg)
 
 
+def segment_key_after(s3, bucket, stop_wal):
+    """The key of the first archived full segment after the backup's stop segment."""
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="main/wal/")
+                  ["Contents"])
+    return next(k for k in keys if len(k.rsplit("/", 1)[-1].split(".")[0]) == 24
+                and ".backup" not in k and k.rsplit("/", 1)[-1][:24] > stop_wal)
+
+
 def restored_copy(repo, target, *extra):
     restored, args = restore_args(15, target)
     code, out, err = repo.run("restore", "--target", target, *extra, *args)
@@ -110,16 +119,6 @@ def assert_stopped_unpromoted(restored, *fragments):
     for fragment in fragments:
         assert fragment in log, log[-3000:]
     return log
-
-
-def assert_exact_copy(restored, expected):
-    """The copy starts, ends recovery and holds exactly the source's rows."""
-    restored.start()
-    try:
-        wait_until_promoted(restored)
-        assert checksums(restored) == expected
-    finally:
-        restored.stop()
 
 
 def leftovers(directory):
@@ -268,10 +267,7 @@ def test_d11_5_flipped_byte_in_archived_segment_stops_recovery(pg_cluster, workd
     code, info, err = repo.run("info")
     stop_wal = info["backups"][-1]["stop_wal"]
     s3 = seaweed.client()
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="main/wal/")
-                  ["Contents"])
-    key = next(k for k in keys if len(k.rsplit("/", 1)[-1].split(".")[0]) == 24
-               and ".backup" not in k and k.rsplit("/", 1)[-1][:24] > stop_wal)
+    key = segment_key_after(s3, bucket, stop_wal)
     stored = s3.get_object(Bucket=bucket, Key=key)
     body = bytearray(stored["Body"].read())
     body[min(len(body) - 1, 8192 + 200)] ^= 0x01  # one flipped byte, sha256 metadata kept
@@ -424,10 +420,7 @@ def test_d11_3_segment_deleted_after_the_plan_stops_recovery(pg_cluster, workdir
     restored, out = restored_copy(repo, workdir / "copy" / "data", "--point", "latest")
     assert out["plan"]["wal_segments"] >= 2, out["plan"]
     s3 = seaweed.client()
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="main/wal/")
-                  ["Contents"])
-    key = next(k for k in keys if len(k.rsplit("/", 1)[-1].split(".")[0]) == 24
-               and ".backup" not in k and k.rsplit("/", 1)[-1][:24] > stop_wal)
+    key = segment_key_after(s3, bucket, stop_wal)
     stored = s3.get_object(Bucket=bucket, Key=key)
     body, metadata = stored["Body"].read(), stored["Metadata"]
     s3.delete_object(Bucket=bucket, Key=key)
