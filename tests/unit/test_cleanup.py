@@ -195,3 +195,30 @@ def test_d11_10_cleanup_verb_exit_codes(storage, settings):
     assert cli.run(argv + ["--json"], out, err, environ={}) == 3
     assert json.loads(out.getvalue())["error"]["code"] == "lease_unreadable"
     assert "error [lease_unreadable]" in err.getvalue() and len(keys(storage, OLD)) == 2
+
+
+def test_d11_10_expire_keeps_the_wal_a_damaged_backup_may_need(storage, settings):
+    """An older backup whose manifest cannot be read (damaged, or of an older format) may
+    still be restored by hand with the archived WAL: expire removes no WAL while one is
+    listed as damaged, and removes it once the damage is gone."""
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import expire
+    for backup_id, start in ((OLD, "000000010000000000000002"),
+                             (NEW, "000000010000000000000005")):
+        catalog.write_manifest(storage, "main", {
+            "format": catalog.FORMAT, "id": backup_id, "cluster": "main", "type": "full",
+            "chain": [backup_id], "timeline": 1, "start_wal": start,
+            "stop_time": backup_id[:4] + "-" + backup_id[4:6] + "-" + backup_id[6:8]
+                         + "T00:00:00Z"})
+    for segno in range(2, 7):
+        storage.put("main/wal/0000000100000000/00000001000000000000000%d" % segno, b"w")
+    manifest = "main/backup/%s/manifest.json" % OLD
+    storage.put(manifest, storage.get(manifest).replace(b'"timeline": 1', b'"timeline": 2'))
+    policy = settings.replace(retention_full=1)
+    events = Progress()
+    result = expire.run(policy, events)
+    assert result["expired"] == [] and result["wal_removed"] == 0
+    assert any("cannot be read" in e and OLD in e for e in events.events)
+    assert len(storage.list("main/wal/")) == 5
+    storage.delete(keys(storage, OLD))  # the operator removes the damaged backup
+    result = expire.run(policy, Progress())
+    assert result["wal_removed"] == 3 and len(storage.list("main/wal/")) == 2

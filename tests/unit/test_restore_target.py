@@ -196,3 +196,30 @@ def test_auto_conf_values_are_escaped_as_alter_system_does():
     unchanged: both are doubled, as ALTER SYSTEM writes postgresql.auto.conf."""
     assert restore.conf_quote("it's a\\b") == "it''s a\\\\b"
     assert restore.conf_quote(42) == "42"
+
+
+def test_d11_1_a_server_in_another_pid_namespace_is_live(tmp_path):
+    """Its pid means nothing here (a container sharing the volume), but its socket
+    answers: the data directory is live and refused; with nothing answering, the pid
+    file is a crashed server's and the directory may be replaced."""
+    import socket
+    import tempfile
+    sockets = tempfile.mkdtemp(dir="/tmp")  # a unix socket path must stay short
+    pgdata = tmp_path / "data"
+    pgdata.mkdir()
+    (pgdata / "postmaster.pid").write_text(
+        "4000000\n%s\n1764662400\n5499\n%s\n*\n  5499001         42\nready   \n"
+        % (pgdata, sockets))
+    assert not datadir.is_running(str(pgdata))  # stale: no such process, nothing answers
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(os.path.join(sockets, ".s.PGSQL.5499"))
+    server.listen(1)
+    try:
+        assert datadir.is_running(str(pgdata))
+        with pytest.raises(TargetRefused) as info:
+            datadir.refuse_live(str(tmp_path))
+        assert info.value.code == "target_running" and str(pgdata) in info.value.msg
+    finally:
+        server.close()
+        os.unlink(os.path.join(sockets, ".s.PGSQL.5499"))
+        os.rmdir(sockets)

@@ -70,10 +70,19 @@ def leftovers(directory):
 # -- defect 2: local failures are never 'not in the archive' -------------------------------
 
 def test_d11_2_end_of_archive_and_history_probe_exit_1(node):
-    code, out, err = node["run"]("wal-fetch", FIRST, "pg_wal/RECOVERYXLOG")
+    assert node["push"](FIRST)[0] == 0
+    code, out, err = node["run"]("wal-fetch", "000000010000000000000004", "pg_wal/RECOVERYXLOG")
     assert code == 1 and out["error"]["code"] == "wal_not_found"
     assert "error" not in err and "end of archive" in err
     assert node["run"]("wal-fetch", "00000002.history", "pg_wal/RECOVERYHISTORY")[0] == 1
+
+
+def test_d11_2_a_repository_without_this_clusters_wal_is_not_the_end_of_it(node):
+    """Nothing archived at all for this cluster (a wrong cluster or prefix, an unmounted
+    repository directory): exit above 125, never 'not in the archive'."""
+    code, out, err = node["run"]("wal-fetch", FIRST, "pg_wal/RECOVERYXLOG")
+    assert code == 131 and out["error"]["code"] == "wal_archive_missing", err
+    assert node["run"]("wal-fetch", "00000002.history", "pg_wal/RECOVERYHISTORY")[0] == 131
 
 
 def test_d11_2_missing_destination_directory_stops_recovery(node):
@@ -398,3 +407,28 @@ def test_d11_3_planned_segment_absent_now_is_fatal_not_the_end(tmp_path):
     # segment after the plan (the end of the archive) and history files stay 'not found'
     for name in ("000000020000000000000004", "000000020000000000000006", "00000003.history"):
         wal_fetch._refuse_planned_absence(str(tmp_path), name, absent)
+
+
+def test_d11_4_restore_command_names_the_repository_the_restore_read(tmp_path):
+    """restore --repo-prefix siteB with a config file pointing at siteA: recovery must read
+    siteB too, never another system's WAL."""
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import (
+        restore)
+    run = restore.RestoreRun.__new__(restore.RestoreRun)
+    run.settings = resolve({"cluster": "main", "repo_type": "posix",
+                            "repo_path": "/srv/repo b", "repo_prefix": "siteB",
+                            "config_file": "/etc/pgdr/pgdr.conf"}, environ={})
+    command = run._restore_command()
+    assert "--repo-path '/srv/repo b'" in command and "--repo-prefix siteB" in command
+    assert "--repo-type posix" in command and command.endswith("%f %p")
+
+
+def test_d11_4_another_systems_segment_stops_recovery(tmp_path):
+    (tmp_path / RESTORE_MARKER).write_text(json.dumps({"system_identifier": 7000000000000000002}))
+    dest = tmp_path / "RECOVERYXLOG"
+    dest.write_bytes(segment(FIRST))  # system 7000000000000000001
+    with pytest.raises(errors.IntegrityError) as info:
+        wal_fetch._refuse_other_system(str(tmp_path), FIRST, str(dest))
+    assert info.value.code == "wal_other_system"
+    (tmp_path / RESTORE_MARKER).write_text(json.dumps({"system_identifier": 7000000000000000001}))
+    wal_fetch._refuse_other_system(str(tmp_path), FIRST, str(dest))

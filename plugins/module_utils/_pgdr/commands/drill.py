@@ -25,7 +25,7 @@ import time
 from ..catalog import Catalog
 from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError, TargetRefused
 from ..options import resolve
-from ..postgres.datadir import refuse_live
+from ..postgres.datadir import is_running, refuse_live
 from ..postgres.session import archive_lag
 from ..postgres.wal import format_lsn
 from ..recovery import Planner, parse_point
@@ -81,10 +81,16 @@ def run(settings, progress, dry_run=False):
     finally:
         if server is not None:
             report["server_log_tail"] = server.stop()
-        shutil.rmtree(settings.target, ignore_errors=True)
-        for location in (restored.get("tablespaces") or {}).values():
-            restore.remove_version_dirs(location, "PG_%d_" % (
-                restored["backup"]["pg_version"] // 10000))
+        if is_running(settings.target):
+            # the scratch server did not stop: never delete the files of a running server
+            report["checks"].append(_check("scratch removed", False, "the scratch server in "
+                                           "%s is still running: stop it, then remove the "
+                                           "directory" % settings.target))
+        else:
+            shutil.rmtree(settings.target, ignore_errors=True)
+            for location in (restored.get("tablespaces") or {}).values():
+                restore.remove_version_dirs(location, "PG_%d_" % (
+                    restored["backup"]["pg_version"] // 10000))
     finished = time.time()
     report["rto_seconds"] = round((verified or finished) - started, 3)
     report["finished_at"] = _iso(finished)

@@ -69,6 +69,13 @@ def run(settings, progress, dry_run=False):
         progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
     kept = [m for m in complete if m["id"] in keep]
     wal = _expired_wal(storage, settings.cluster, kept)
+    if wal and catalog.damaged:
+        # a damaged backup (or one of an older format) may still be restorable by hand or
+        # by the pgdr that wrote it, with this WAL: the operator decides, expire does not
+        progress.event("kept %d WAL file(s) older than the oldest kept backup: backup(s) %s "
+                       "cannot be read (see pgdr info) and may still need them"
+                       % (len(wal), ", ".join(d["id"] for d in catalog.damaged)))
+        wal = []
     plan = {"expired": expired, "incomplete_removed": sorted(stale), "incomplete_kept": held,
             "kept": sorted(keep), "wal_removed": len(wal),
             "wal_keys": wal[:1000] if dry_run else []}

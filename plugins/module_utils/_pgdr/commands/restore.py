@@ -28,7 +28,7 @@ import time
 from .. import catalog, faultpoint
 from ..compress import CodecsByKey
 from ..errors import IntegrityError, TargetRefused
-from ..options import DEFAULT_CONFIG_FILE
+from ..options import BY_NAME, DEFAULT_CONFIG_FILE
 from ..recovery import Planner, parse_point
 from ..parallel import run_all
 from ..postgres.datadir import CONTROL_FILE, RESTORE_MARKER, refuse_live
@@ -499,7 +499,13 @@ class RestoreRun(object):
         parts = [launcher, "wal-fetch", "--config", s.config_file or DEFAULT_CONFIG_FILE]
         if s.credentials_file:
             parts += ["--credentials", s.credentials_file]
-        parts += ["--cluster", s.cluster, "%f", "%p"]
+        parts += ["--cluster", s.cluster]
+        for name in REPOSITORY_IDENTITY:  # the repository this restore read, whatever the
+            value = getattr(s, name)      # config file says: never another system's WAL
+            if value is not None:
+                parts += [BY_NAME[name].flag, str(value).lower() if isinstance(value, bool)
+                          else str(value)]
+        parts += ["%f", "%p"]
         return " ".join(_shell_quote(p) for p in parts)
 
     def _carried_settings(self, manifest):
@@ -568,6 +574,11 @@ class RestoreRun(object):
             os.lchown(path, *self.owner)
 
 
+# Non-secret settings that say which repository a restore read: restore_command passes
+# them to wal-fetch, so that recovery reads the same one (secrets stay in the files).
+REPOSITORY_IDENTITY = ("repo_type", "repo_path", "repo_prefix", "s3_bucket", "s3_endpoint",
+                       "s3_region", "s3_addressing", "s3_profile", "s3_verify_tls",
+                       "s3_ca_bundle")
 CARRIED = ("max_connections", "max_prepared_transactions", "max_locks_per_transaction",
            "max_worker_processes", "max_wal_senders")
 

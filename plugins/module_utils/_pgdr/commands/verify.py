@@ -75,7 +75,7 @@ def run(settings, progress, dry_run=False):
                 return "%s: original bytes do not match their SHA-256" % stored["key"]
         except NotFound:
             return "%s: missing" % stored["key"]
-        except PgdrError as exc:
+        except IntegrityError as exc:  # damage; an unreachable repository is not (exit 3)
             return "%s: %s" % (stored["key"], exc.msg)
         finally:
             progress.advance(stored["size"])
@@ -167,7 +167,7 @@ class WalCheck(object):
             data = self.storage.get(key)
         except NotFound:
             return None, "%s: missing" % key
-        except PgdrError as exc:
+        except IntegrityError as exc:  # damage; an unreachable repository is not (exit 3)
             return None, "%s: %s" % (key, exc.msg)
         if hashlib.sha256(data).hexdigest() != info.sha256:
             return None, ("%s: stored bytes do not match the SHA-256 recorded at upload "

@@ -31,15 +31,16 @@ import errno
 import json
 import os
 import re
+import struct
 import time
 
 from .. import archive, faultpoint, spool
-from ..errors import (ConfigError, IntegrityError, NotFound, PgdrError, TargetRefused,
-                      WalNotFound)
+from ..errors import (ConfigError, IntegrityError, NotFound, PgdrError, RepositoryError,
+                      TargetRefused, WalNotFound)
 from ..postgres import walscan
 from ..postgres.datadir import RESTORE_MARKER
 
-NOT_IN_ARCHIVE = 1
+XLP_LONG_HEADER = 0x0002    # xlp_info flag: the page starts with XLogLongPageHeaderData
 REQUESTED = "requested"      # the segment recovery asked for last (a hint for the prefetcher)
 MISSING = ".missing"         # the prefetcher found this segment absent from the archive
 FAILED = ".failed"           # the prefetcher could not read it: the call fetches it itself
@@ -73,11 +74,13 @@ def run(settings, progress, dry_run=False):
             staged = os.path.join(staged_dir, name)
             if _wait_staged(staged, spool.Lock(os.path.join(staged_dir, "fetch.lock"))):
                 placed = _move(staged, dest)
+                _refuse_other_system(pgdata, name, dest)
                 _end_before_foreign_tablespaces(pgdata, name, dest, progress,
                                                 _take_scan(staged + SCANNED))
                 return {"changed": True, "wal": name, "prefetched": True}
         # history files, no spool, or the prefetcher did not deliver: fetch it here
         placed = _write(dest, fetch(_storage(settings), settings, name))
+        _refuse_other_system(pgdata, name, dest)
         _end_before_foreign_tablespaces(pgdata, name, dest, progress)
         return {"changed": True, "wal": name, "prefetched": False}
     except BaseException as exc:
@@ -88,7 +91,48 @@ def run(settings, progress, dry_run=False):
             _remove(dest)
         if isinstance(exc, WalNotFound):
             _refuse_planned_absence(pgdata, name, exc)
+            _confirm_repository(settings, exc)
         raise
+
+
+def _confirm_repository(settings, exc):
+    """'Not in the archive' only from a repository that is there and holds this cluster's
+    WAL: a missing directory (an unmounted NFS share), a wrong bucket, prefix or cluster
+    would otherwise read as the end of the archive, and recovery would promote early."""
+    storage = _storage(settings)
+    storage.check()
+    if not storage.list_dirs("%s/wal/" % settings.cluster):
+        raise RepositoryError(
+            "%s; and the repository %s holds no WAL at all for cluster %s: a wrong cluster, "
+            "prefix or bucket, or a repository that is not mounted, is not taken for the "
+            "end of the archive" % (exc.msg, storage.describe(), settings.cluster),
+            code="wal_archive_missing", stage="wal-fetch")
+
+
+def _refuse_other_system(pgdata, name, dest):
+    """A segment placed for a copy pgdr restored must come from that copy's system: its
+    first page's long header carries the system identifier (bytes 24-31). Another
+    system's WAL (a repository mix-up) would be rejected by PostgreSQL as the end of
+    WAL, and recovery would promote early: stop instead."""
+    if len(name) != 24:
+        return
+    wanted = (_read_json(os.path.join(pgdata, RESTORE_MARKER)) or {}).get("system_identifier")
+    if not wanted:
+        return
+    with open(dest, "rb") as handle:
+        header = handle.read(32)
+    if len(header) < 32:
+        return
+    magic, info = struct.unpack("<HH", header[:4])
+    if magic >> 8 not in (0xD0, 0xD1) or not info & XLP_LONG_HEADER:
+        return  # not a long header: PostgreSQL will say so itself, fatally
+    found = struct.unpack("<Q", header[24:32])[0]
+    if str(found) != str(wanted):
+        raise IntegrityError(
+            "WAL %s in the repository belongs to database system %d, not to %s that this "
+            "copy was restored from: the restore and its restore_command read different "
+            "repositories (prefix, bucket or cluster); recovery stops here"
+            % (name, found, wanted), code="wal_other_system", stage="wal-fetch")
 
 
 def _refuse_planned_absence(pgdata, name, exc):

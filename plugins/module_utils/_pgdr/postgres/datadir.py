@@ -161,23 +161,63 @@ def _skip(name, rel, unlogged, is_database_dir):
 
 
 def is_running(pgdata):
-    """True when postmaster.pid names a live process (a running server)."""
-    pid_file = os.path.join(pgdata, "postmaster.pid")
+    """True when postmaster.pid names a live server: its process is alive here, or (a
+    server in another PID namespace, e.g. a container sharing the volume) its socket
+    accepts connections or its shared memory segment still has processes attached.
+    Only a pid file none of these confirm is stale (a crashed server's)."""
     try:
-        with open(pid_file) as handle:
-            pid = int(handle.readline().strip())
-    except (OSError, ValueError):
+        with open(os.path.join(pgdata, "postmaster.pid")) as handle:
+            lines = handle.read().splitlines()
+        pid = int(lines[0].strip())
+    except (OSError, ValueError, IndexError):
         return False
     try:
         os.kill(pid, 0)
+        return True
     except OSError as exc:
-        return exc.errno == 1  # EPERM: alive, owned by someone else
-    return True
+        if exc.errno == 1:
+            return True  # EPERM: alive, owned by someone else
+    return _socket_answers(lines) or _shared_memory_attached(lines)
+
+
+def _socket_answers(lines):
+    """postmaster.pid line 4 is the port, line 5 the socket directory."""
+    import socket
+    try:
+        port, directory = int(lines[3].strip()), lines[4].strip()
+    except (IndexError, ValueError):
+        return False
+    path = os.path.join(directory, ".s.PGSQL.%d" % port)
+    if not directory or not os.path.exists(path):
+        return False
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2.0)
+    try:
+        sock.connect(path)
+        return True
+    except (OSError, socket.error):
+        return False
+    finally:
+        sock.close()
+
+
+def _shared_memory_attached(lines, table="/proc/sysvipc/shm"):
+    """postmaster.pid line 7 is 'key shmid' of the server's System V segment: attached
+    processes (nattch > 0) mean the server or its backends still run."""
+    try:
+        shmid = lines[6].split()[1]
+        with open(table) as handle:
+            rows = [row.split() for row in handle.read().splitlines()[1:]]
+    except (IndexError, IOError, OSError):
+        return False
+    # columns: key shmid perms size cpid lpid nattch ...
+    return any(len(row) > 6 and row[1] == shmid and row[6] != "0" for row in rows)
 
 
 # How far refuse_live looks below a target for the postmaster.pid of a running server
 # (a data directory nested in a target is found through /proc too; this walk also covers
-# servers whose processes this user cannot see, e.g. in another PID namespace).
+# servers whose processes this user cannot see, e.g. in another PID namespace: is_running
+# then asks their socket and shared memory).
 LIVE_WALK_DEPTH = 4
 LIVE_WALK_ENTRIES = 20000
 _POSTGRES_NAMES = ("postgres", "postmaster")
