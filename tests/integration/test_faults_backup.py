@@ -147,7 +147,7 @@ def test_d11_7_backup_that_loses_its_lease_stops_and_removes_what_it_stored(
 
 
 def test_d11_7_unreadable_lease_fails_the_backup_instead_of_skipping(pg_cluster, seaweed,
-                                                                      bucket, workdir):
+                                                                     bucket, workdir):
     pg, repo = dataset(pg_cluster, workdir, seaweed, bucket)
     s3 = seaweed.client()
     s3.put_object(Bucket=bucket, Key="main/lock/backup.json", Body=b'{"holder": "pg9:9", "no')
@@ -172,7 +172,7 @@ def test_d11_7_unreadable_lease_fails_the_backup_instead_of_skipping(pg_cluster,
 
 
 def test_d11_10_cleanup_never_touches_the_backup_a_live_lease_names(pg_cluster, seaweed,
-                                                                     bucket, workdir):
+                                                                    bucket, workdir):
     pg, repo = dataset(pg_cluster, workdir, seaweed, bucket, rows=400000, workers=1)
     s3 = seaweed.client()
     proc = backup_started(repo, s3, bucket)

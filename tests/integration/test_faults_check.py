@@ -27,7 +27,7 @@ def _set_archive_command(pg, command):
 
 
 def test_d12_1_check_passes_on_a_working_setup_with_a_wal_round_trip(pg_cluster, workdir,
-                                                                        seaweed, bucket):
+                                                                     seaweed, bucket):
     pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
     code, out, err = repo.run("check", "--check-archive-wait", 60)
     assert code == 0, err
@@ -73,7 +73,7 @@ def test_d12_1_check_refuses_archive_mode_off(pg_cluster, workdir, seaweed, buck
 
 
 def test_d12_1_check_refuses_an_archive_command_into_another_cluster(pg_cluster, workdir,
-                                                                       seaweed, bucket):
+                                                                     seaweed, bucket):
     pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
     other = workdir / "other.conf"  # archive_command's config: another cluster's prefix
     other.write_text(repo.config.read_text().replace("cluster = main", "cluster = other"))
@@ -86,7 +86,7 @@ def test_d12_1_check_refuses_an_archive_command_into_another_cluster(pg_cluster,
 
 
 def test_d12_1_check_times_out_when_the_segment_never_arrives(pg_cluster, workdir, seaweed,
-                                                                bucket):
+                                                              bucket):
     pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
     # archive_command reads this credentials file: the archiver fails, the check's own
     # credentials (another file) are right

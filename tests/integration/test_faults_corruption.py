@@ -55,7 +55,7 @@ class Damage:
 
     def keys(self, prefix):
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                   Prefix=prefix)
+                                                                  Prefix=prefix)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", ()))
 
 

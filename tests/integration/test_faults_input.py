@@ -118,7 +118,7 @@ def test_d11_11_bad_restore_input_writes_nothing(pg_cluster, seaweed, bucket, wo
 def test_d11_11_usage_errors_one_line_through_the_real_cli(verb, seaweed, bucket, workdir):
     repo = Repo.s3(workdir, seaweed, bucket)
     positional = {"wal-push": ["/nonexistent"], "wal-fetch": ["000000010000000000000001",
-                                                            "/nonexistent/x"]}.get(verb, [])
+                                                              "/nonexistent/x"]}.get(verb, [])
     code, out, err = repo.run(verb, *positional, "--no-such-option")
     line = one_error_line(err)
     assert line.startswith("pgdr %s: error [usage_invalid]: " % verb), line

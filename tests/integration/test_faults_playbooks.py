@@ -12,11 +12,9 @@ with WAL archiving on:
   line naming the variable, before any node is touched.
 """
 import json
-import os
 import pwd
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 

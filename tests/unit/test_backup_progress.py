@@ -105,7 +105,7 @@ def test_d11_13_log_line_cli_text_and_json_give_one_file_count():
     """'1908 files' in the message vs 1878 in the JSON: the message counted directories
     and tablespace links too. Now all three read the manifest's file_count."""
     entries = [Entry("base", "dir"), Entry("base/1", "dir"), Entry("pg_tblspc/16400",
-                                                                      "tablespace", link="/t"),
+                                                                   "tablespace", link="/t"),
                Entry("base/1/1", "file", size=10), Entry("base/1/2", "file", size=20)]
     control = Entry("global/pg_control", "file", size=8192)
     bundle = backup.Bundle(1, "k/bundle/000001")

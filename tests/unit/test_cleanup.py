@@ -208,7 +208,7 @@ def test_d11_10_expire_keeps_the_wal_a_damaged_backup_may_need(storage, settings
             "format": catalog.FORMAT, "id": backup_id, "cluster": "main", "type": "full",
             "chain": [backup_id], "timeline": 1, "start_wal": start,
             "stop_time": backup_id[:4] + "-" + backup_id[4:6] + "-" + backup_id[6:8]
-                         + "T00:00:00Z"})
+            + "T00:00:00Z"})
     for segno in range(2, 7):
         storage.put("main/wal/0000000100000000/00000001000000000000000%d" % segno, b"w")
     manifest = "main/backup/%s/manifest.json" % OLD

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import (Conflict,
-                                                                                  RepositoryError)
+                                                                                   RepositoryError)
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.lease import (READ_ATTEMPTS,
-                                                                                 Lease)
+                                                                                  Lease)
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.options import resolve
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.storage.posix import PosixStorage
 
@@ -106,7 +106,7 @@ class FaultyStorage(object):
         self.calls.append((method, key))
         for index, (wanted, match, action) in enumerate(self.faults):
             if wanted == method and match in key and (match != "lock/backup.json"
-                                                     or key.endswith(match)):
+                                                      or key.endswith(match)):
                 del self.faults[index]
                 return action
         return None

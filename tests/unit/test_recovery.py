@@ -165,7 +165,7 @@ def linear(repo):
     put_segment(storage, 1, 2, [filler(), commit(at(10)), filler()])
     put_segment(storage, 1, 3, [filler(), commit(at(20))])
     name, starts = put_segment(storage, 1, 4, [commit(at(30)), filler(), commit(at(31)),
-                                                filler(300)])
+                                               filler(300)])
     return storage, starts
 
 

@@ -133,7 +133,7 @@ def test_d11_8_truncated_forever_is_a_repository_error_not_damage(storage):
 
 
 def test_d11_8_server_errors_retried_then_given_up(storage):
-    storage._raw.faults = [lambda n, k: (_ for _ in ()).throw(client_error(503, "SlowDown"))] * 4
+    storage._raw.faults = [lambda n, k: (e for e in ()).throw(client_error(503, "SlowDown"))] * 4
     with pytest.raises(RepositoryError) as info:
         storage.put("k", b"x")
     assert "gave up after 4 attempts" in info.value.msg and "SlowDown" in info.value.msg

@@ -398,7 +398,7 @@ def test_d11_3_planned_segment_absent_now_is_fatal_not_the_end(tmp_path):
                          ("000000020000000000000005", 5)])
     assert runs == [[1, 3, 4], [2, 5, 5]]
     (tmp_path / RESTORE_MARKER).write_text(json.dumps({"wal_planned": runs,
-                                                        "wal_segment_size": 16 << 20}))
+                                                       "wal_segment_size": 16 << 20}))
     absent = errors.WalNotFound("WAL X is not in the archive", code="wal_not_found")
     with pytest.raises(errors.IntegrityError) as info:
         wal_fetch._refuse_planned_absence(str(tmp_path), "000000010000000000000004", absent)

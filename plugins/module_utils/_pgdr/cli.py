@@ -137,7 +137,7 @@ def _render(command, result):
             lines.append("  %-24s incomplete (no manifest; never restored)" % backup_id)
         for damaged in result.get("damaged") or ():
             lines.append("  %-24s DAMAGED [%s]: %s" % (damaged["id"], damaged["code"],
-                                                      damaged["msg"]))
+                                                       damaged["msg"]))
         window, archive = result.get("window"), result.get("archive") or {}
         if window:
             lines.append("recoverable from %s to %s (timeline %s, last segment %s)%s" % (
@@ -262,7 +262,7 @@ def _usage_error(argv, message, stdout, stderr):
     if "--json" in argv:
         stdout.write(json.dumps({"failed": True, "error": exc.as_dict()}) + "\n")
     stderr.write("pgdr%s: error [%s]: %s\n" % (" " + command if command else "", exc.code,
-                                                exc.msg))
+                                               exc.msg))
     return _exit_code(command, exc)
 
 

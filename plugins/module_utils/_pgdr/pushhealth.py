@@ -43,7 +43,7 @@ def fingerprint(settings):
 def log(line):
     """One timestamped line to the worker's log (its stderr: spool.spawn points it there)."""
     os.write(2, ("%s pgdr wal-push worker: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                      line)).encode("utf-8", "replace"))
+                                                    line)).encode("utf-8", "replace"))
 
 
 class FailureLog(object):

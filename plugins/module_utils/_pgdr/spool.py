@@ -104,7 +104,7 @@ def restore_identity(settings, pgdata):
     else:
         repository = "s3:%s/%s" % (settings.s3_endpoint or "", settings.s3_bucket or "")
     return "\n".join((repository, settings.repo_prefix or "", settings.cluster,
-                       str(system), restore))
+                      str(system), restore))
 
 
 def _tag(text):

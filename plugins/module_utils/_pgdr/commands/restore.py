@@ -182,7 +182,7 @@ class RestoreRun(object):
                 self.undo()
             except OSError as undo_error:  # report the first failure, and this one
                 self.progress.event("could not empty %s again: %s" % (self.target,
-                                                                       undo_error))
+                                                                      undo_error))
             if isinstance(exc, OSError):
                 raise self._write_error(exc, manifest)
             raise

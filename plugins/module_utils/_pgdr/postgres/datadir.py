@@ -332,6 +332,6 @@ def refuse_live(path, what="target", stage="check", proc="/proc"):
                 "%s %s %s the %s of the PostgreSQL server running in %s (PID %s); pgdr "
                 "never writes into a running cluster's files, with or without force: "
                 "choose a directory outside it" % (what, shown, relation, where, pgdata,
-                                                    servers[pgdata]),
+                                                   servers[pgdata]),
                 code="target_running", stage=stage, live_data_directory=pgdata,
                 live_pid=servers[pgdata])

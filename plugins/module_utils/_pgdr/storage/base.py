@@ -83,7 +83,7 @@ class Storage(object):
                 first = (actual, len(data))
                 self._event("read of %s did not match its SHA-256 (%s... instead of %s..., "
                             "%d bytes): reading it again" % (key, actual[:12], want[:12],
-                                                              len(data)))
+                                                             len(data)))
         raise IntegrityError(
             "object %s in %s is damaged: two complete reads gave SHA-256 %s... (%d bytes) "
             "and %s... (%d bytes), %s... expected" % (key, self.describe(), first[0][:12],

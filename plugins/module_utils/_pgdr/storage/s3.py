@@ -390,7 +390,7 @@ class S3Storage(Storage):
         except Exception:
             try:
                 self._raw.abort_multipart_upload(Bucket=self.bucket, Key=self._key(key),
-                                                   UploadId=upload_id)
+                                                 UploadId=upload_id)
             except Exception:  # the upload's parts expire with the bucket's lifecycle
                 pass
             raise
@@ -459,12 +459,13 @@ class S3Storage(Storage):
             return True
         if 'ongoing-request="true"' in state:
             return False
+
         def thaw():
             try:
                 self._raw.restore_object(Bucket=self.bucket, Key=self._key(key),
-                                           RestoreRequest={"Days": days,
-                                                           "GlacierJobParameters":
-                                                           {"Tier": tier}})
+                                         RestoreRequest={"Days": days,
+                                                         "GlacierJobParameters":
+                                                         {"Tier": tier}})
             except self._botocore.exceptions.ClientError as exc:
                 if _error_code(exc) != "RestoreAlreadyInProgress":
                     raise
