@@ -77,12 +77,19 @@ def test_d11_2_end_of_archive_and_history_probe_exit_1(node):
     assert node["run"]("wal-fetch", "00000002.history", "pg_wal/RECOVERYHISTORY")[0] == 1
 
 
-def test_d11_2_a_repository_without_this_clusters_wal_is_not_the_end_of_it(node):
-    """Nothing archived at all for this cluster (a wrong cluster or prefix, an unmounted
-    repository directory): exit above 125, never 'not in the archive'."""
-    code, out, err = node["run"]("wal-fetch", FIRST, "pg_wal/RECOVERYXLOG")
+def test_d11_2_a_missing_repository_is_not_the_end_of_the_archive(node, tmp_path):
+    """An unmounted repository directory: exit above 125, never 'not in the archive'. A
+    restored copy that was planned with archived WAL and finds none at all for its cluster
+    (a wrong prefix or cluster) stops too; a standby set up before anything was archived
+    (no restore marker) still gets 'not in the archive'."""
+    code, out, err = node["run"]("wal-fetch", FIRST, "pg_wal/RECOVERYXLOG",
+                                 repo_path=tmp_path / "unmounted")
+    assert code == 131 and out["error"]["code"] == "repository_not_found", err
+    assert node["run"]("wal-fetch", "00000002.history", "pg_wal/RECOVERYHISTORY")[0] == 1
+    (node["pgdata"] / RESTORE_MARKER).write_text(json.dumps(
+        {"wal_planned": [[1, 5, 6]], "wal_segment_size": SEG}))
+    code, out, err = node["run"]("wal-fetch", "00000002.history", "pg_wal/RECOVERYHISTORY")
     assert code == 131 and out["error"]["code"] == "wal_archive_missing", err
-    assert node["run"]("wal-fetch", "00000002.history", "pg_wal/RECOVERYHISTORY")[0] == 131
 
 
 def test_d11_2_missing_destination_directory_stops_recovery(node):

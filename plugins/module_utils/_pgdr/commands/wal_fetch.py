@@ -91,21 +91,26 @@ def run(settings, progress, dry_run=False):
             _remove(dest)
         if isinstance(exc, WalNotFound):
             _refuse_planned_absence(pgdata, name, exc)
-            _confirm_repository(settings, exc)
+            _confirm_repository(settings, pgdata, exc)
         raise
 
 
-def _confirm_repository(settings, exc):
-    """'Not in the archive' only from a repository that is there and holds this cluster's
-    WAL: a missing directory (an unmounted NFS share), a wrong bucket, prefix or cluster
-    would otherwise read as the end of the archive, and recovery would promote early."""
+def _confirm_repository(settings, pgdata, exc):
+    """'Not in the archive' only from a repository that is there: a missing repository
+    directory (an unmounted NFS share), a missing bucket or refused credentials would
+    otherwise read as the end of the archive, and recovery would promote early. In a copy
+    pgdr restored with archived WAL to replay, an archive holding no WAL at all for the
+    cluster (a wrong prefix or cluster) is not its end either. A standby set up before
+    anything was archived still gets 'not in the archive'."""
     storage = _storage(settings)
     storage.check()
-    if not storage.list_dirs("%s/wal/" % settings.cluster):
+    marker = _read_json(os.path.join(pgdata, RESTORE_MARKER)) or {}
+    if marker.get("wal_planned") and not storage.list_dirs("%s/wal/" % settings.cluster):
         raise RepositoryError(
-            "%s; and the repository %s holds no WAL at all for cluster %s: a wrong cluster, "
-            "prefix or bucket, or a repository that is not mounted, is not taken for the "
-            "end of the archive" % (exc.msg, storage.describe(), settings.cluster),
+            "%s; and the repository %s holds no WAL at all for cluster %s although this "
+            "restore was planned with archived WAL: a wrong cluster, prefix or bucket is not "
+            "taken for the end of the archive" % (exc.msg, storage.describe(),
+                                                  settings.cluster),
             code="wal_archive_missing", stage="wal-fetch")
 
 
