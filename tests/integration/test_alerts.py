@@ -13,10 +13,12 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
 
+import pytest
 import yaml
 
 from lab.lab import REPO, free_port
@@ -150,7 +152,63 @@ def _textfile(path):
     return path.read_text() if path.exists() else ""
 
 
-def test_d12_6_archiving_failing_alert_fires_and_resolves(pg_cluster, workdir, seaweed, bucket):
+class Cron(threading.Thread):
+    """pgdr metrics every 2 s (the schedule's one-minute job, faster), beside the wal-push
+    worker writing the same file."""
+
+    def __init__(self, repo):
+        super().__init__(daemon=True)
+        self.repo, self.stop, self.failures = repo, threading.Event(), []
+
+    def run(self):
+        while not self.stop.is_set():
+            code, dummy, err = self.repo.run("metrics")
+            if code != 0:
+                self.failures.append(err)
+            self.stop.wait(2)
+
+    def finish(self):
+        self.stop.set()
+        self.join(60)
+
+
+class Break:
+    """One way to break archiving, and its fix: a wrong bucket in the config file, a wrong
+    secret key in the credentials file (credentials rotated), archive_command pointing
+    elsewhere (not through pgdr: only pg_stat_archiver, through pgdr metrics, tells)."""
+
+    def __init__(self, kind, pg, repo, seaweed, bucket):
+        self.kind, self.pg = kind, pg
+        if kind == "archive_command":
+            self.command = pg.psql("SHOW archive_command")
+            return
+        self.path, line, wrong = (
+            (repo.config, "s3_bucket = %s\n" % bucket, "wrong-" + bucket) if kind == "bucket"
+            else (repo.credentials, "s3_secret_key = %s\n" % seaweed.secret_key, "wrong"))
+        self.good = self.path.read_text()
+        assert line in self.good
+        self.bad = self.good.replace(line, line.split(" = ")[0] + " = %s\n" % wrong)
+
+    def _command(self, command):
+        self.pg.psql("ALTER SYSTEM SET archive_command = '%s'" % command.replace("'", "''"))
+        self.pg.psql("SELECT pg_reload_conf()")
+
+    def apply(self):
+        if self.kind == "archive_command":
+            self._command("/bin/false")
+        else:
+            _replace(self.path, self.bad)
+
+    def fix(self):  # as re-running setup would
+        if self.kind == "archive_command":
+            self._command(self.command)
+        else:
+            _replace(self.path, self.good)
+
+
+@pytest.mark.parametrize("kind", ["bucket", "secret_key", "archive_command"])
+def test_d12_6_archiving_failing_alert_fires_and_resolves(pg_cluster, workdir, seaweed, bucket,
+                                                          kind):
     _need(PROMETHEUS)
     _need(NODE_EXPORTER)
     textfile_dir = postgres_dir(workdir / "textfile")
@@ -178,17 +236,17 @@ def test_d12_6_archiving_failing_alert_fires_and_resolves(pg_cluster, workdir, s
 
     servers = Servers(workdir, textfile_dir)
     servers.start()
-    writer = None
+    writer = cron = None
     try:
         _wait(lambda: servers.query('pgdr_repository_up{cluster="main"} == 1'), 60,
               "prometheus scraping the node exporter's textfile\n" + servers.logs())
         assert not servers.alerts("ArchivingFailing", "pending")
         assert not servers.alerts("ArchivingFailing")
 
-        good = repo.config.read_text()
-        line = "s3_bucket = %s\n" % bucket
-        assert line in good
-        _replace(repo.config, good.replace(line, "s3_bucket = wrong-%s\n" % bucket))
+        cron = Cron(repo)
+        cron.start()
+        broken = Break(kind, pg, repo, seaweed, bucket)
+        broken.apply()
         broken_at = time.time()
         writer = Writer(pg)
         writer.start()
@@ -201,7 +259,7 @@ def test_d12_6_archiving_failing_alert_fires_and_resolves(pg_cluster, workdir, s
             return values.get("pgdr_archive_last_failure_timestamp_seconds", 0) > values.get(
                 "pgdr_archive_last_success_timestamp_seconds", 0)
 
-        _wait(failing_in_textfile, 120, "the wal-push worker recording the failure")
+        _wait(failing_in_textfile, 120, "the failure recorded in the textfile")
         recorded = time.time() - broken_at
         firing = _wait(lambda: servers.alerts("ArchivingFailing"), FOR_SECONDS + 60,
                        "ArchivingFailing firing\n" + servers.logs())
@@ -212,25 +270,27 @@ def test_d12_6_archiving_failing_alert_fires_and_resolves(pg_cluster, workdir, s
         # the alert waited for its for: after the failure was in the textfile
         assert fired >= FOR_SECONDS
 
-        # the cron job while the bucket is wrong: the repository does not answer
-        code, dummy, err = repo.run("metrics")
-        assert code == 0, err
-        assert 'pgdr_repository_up{cluster="main"} 0' in _textfile(prom)
+        # the cron job while archiving is broken: the repository answers only when the
+        # settings are right
+        _wait(lambda: 'pgdr_repository_up{cluster="main"} %d' % (kind == "archive_command")
+              in _textfile(prom), 30, "pgdr_repository_up from the cron job")
 
-        _replace(repo.config, good)  # fixed, as re-running setup would
+        broken.fix()
         fixed_at = time.time()
         _wait(lambda: not servers.alerts("ArchivingFailing")
               and not servers.alerts("ArchivingFailing", "pending"), 120,
               "ArchivingFailing resolved\n" + servers.logs())
         resolved = time.time() - fixed_at
     finally:
-        if writer is not None:
-            writer.finish()
+        for thread in (writer, cron):
+            if thread is not None:
+                thread.finish()
         servers.stop()
+    assert cron.failures == []
     assert all(proc.poll() is not None for dummy, proc in servers.procs)
-    print("failure in the textfile %.1f s after the break; ArchivingFailing (for: %ds) "
+    print("%s: failure in the textfile %.1f s after the break; ArchivingFailing (for: %ds) "
           "firing %.1f s after the break; resolved %.1f s after the fix"
-          % (recorded, FOR_SECONDS, fired, resolved))
+          % (kind, recorded, FOR_SECONDS, fired, resolved))
 
     # nothing lost: every committed row is in a restore to latest
     last = 999 + writer.written
