@@ -172,3 +172,17 @@ def test_wal_push_does_not_import_the_metrics_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False", out
+
+
+def test_a_held_lock_delays_a_writer_a_bounded_time(settings, monkeypatch):
+    import fcntl
+    monkeypatch.setattr(metrics, "LOCK_WAIT", 0.3)
+    lock = os.path.join(settings.metrics_textfile_dir, ".pgdr_main.lock")
+    with open(lock, "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert metrics._lock(lock, 0.3) is None  # not had within the wait
+        assert metrics.expire_done(settings)  # written anyway, unlocked
+    handle = metrics._lock(lock)
+    assert handle is not None
+    handle.close()
+    assert 'pgdr_expire_last_success_timestamp_seconds{cluster="main"}' in _text(settings)

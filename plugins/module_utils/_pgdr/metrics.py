@@ -80,6 +80,7 @@ FAMILIES = {
     "pgdr_drill_objective_met": (
         "gauge", "1 when the last drill met the declared objective, per objective."),
 }
+LOCK_WAIT = 5.0  # seconds a writer waits for another one to finish
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)\s*$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -195,18 +196,25 @@ def update(settings, change):
     return path
 
 
-def _lock(path):
+def _lock(path, wait=None):
+    """The lock file, held; None when it cannot be had within ``wait`` seconds (then the
+    write goes ahead unlocked: a lost update of a metric, never a stalled archive_command
+    or backup behind a lock someone else holds)."""
     try:
         import fcntl
-        handle = open(path, "a")
+        handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o664), "a")
     except (ImportError, IOError, OSError):
-        return None  # unlocked rather than no metrics
-    try:
-        os.chmod(path, 0o666)
-    except OSError:
-        pass
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-    return handle
+        return None
+    deadline = time.time() + (LOCK_WAIT if wait is None else wait)
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except (IOError, OSError):
+            if time.time() >= deadline:
+                handle.close()
+                return None
+            time.sleep(0.05)
 
 
 def record(settings, change):
