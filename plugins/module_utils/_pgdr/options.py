@@ -184,10 +184,10 @@ OPTIONS = (
     Option("textfile", "path", "Prometheus textfile (node exporter textfile collector) "
            "for the drill's metrics.", groups=("drill",)),
     Option("rto_objective", "int", "Declared recovery time objective in seconds.",
-           groups=("drill", "info"),
+           groups=("drill", "info", "metrics"),
            minimum=1, maximum=31536000),
     Option("rpo_objective", "int", "Declared recovery point objective in seconds.",
-           groups=("drill", "info"),
+           groups=("drill", "info", "metrics"),
            minimum=1, maximum=31536000),
     Option("fail_on_objective", "bool", "Fail (exit 9) when a declared objective is "
            "missed, so that a scheduler or AWX alerts.", default=False,
@@ -372,6 +372,16 @@ OPTIONS = (
            "(pgdr wal-push into this repository and cluster) and a WAL segment's round trip "
            "(false: the settings, the repository and PostgreSQL only).", default=True,
            groups=("check",)),
+    # -- metrics (Prometheus textfile; docs/monitoring.md) -----------------------------
+    Option("metrics_textfile_dir", "path", "Directory of the node exporter's textfile "
+           "collector: backup, expire, the wal-push worker and pgdr metrics keep "
+           "pgdr_<cluster>.prom there (nothing is written when it does not exist; empty: "
+           "no metrics).", default="/var/lib/prometheus/node-exporter",
+           groups=("metrics",)),
+    Option("backup_max_age", "int", "Seconds after which the newest backup counts as too "
+           "old (exported as pgdr_backup_max_age_seconds for the BackupTooOld alert; set it "
+           "to the schedule's longest interval between backups plus a margin).",
+           default=93600, groups=("metrics",), minimum=60, maximum=31536000),
 )
 
 BY_NAME = dict((o.name, o) for o in OPTIONS)

@@ -605,4 +605,14 @@ def summarize(manifest):
 
 
 def run(settings, progress, dry_run=False):
-    return BackupRun(settings, progress).run(dry_run)
+    if dry_run:
+        return BackupRun(settings, progress).run(dry_run)
+    from .. import metrics  # the node's textfile: success and failure (never fails this)
+    try:
+        result = BackupRun(settings, progress).run(dry_run)
+    except Exception as exc:
+        metrics.backup_failed(settings, settings.type, exc)
+        raise
+    if "size" in (result.get("backup") or {}):
+        metrics.backup_done(settings, result["backup"])
+    return result

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import time
 
+from .. import metrics
 from ..catalog import Catalog
 from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError, TargetRefused
 from ..options import resolve
@@ -319,40 +320,16 @@ def _publish(storage, settings, report, finished):
     body = json.dumps(report, indent=1, sort_keys=True).encode("utf-8")
     storage.put(key, body, if_absent=True)
     if settings.report_file:
-        _write_atomic(settings.report_file, body)
+        metrics.write_atomic(settings.report_file, body)
     if settings.textfile:
-        _write_atomic(settings.textfile, _metrics(settings.cluster, report, finished))
+        metrics.write_atomic(settings.textfile, _metrics(settings.cluster, report, finished))
     return key
 
 
 def _metrics(cluster, report, finished):
-    label = 'cluster="%s"' % cluster.replace('"', "")
-    lines = [
-        "# HELP pgdr_drill_last_timestamp_seconds End of the last restore drill.",
-        "# TYPE pgdr_drill_last_timestamp_seconds gauge",
-        "pgdr_drill_last_timestamp_seconds{%s} %.0f" % (label, finished),
-        "# HELP pgdr_drill_success 1 when the last drill's checks all passed.",
-        "# TYPE pgdr_drill_success gauge",
-        "pgdr_drill_success{%s} %d" % (label, 1 if report["success"] else 0),
-        "# HELP pgdr_drill_rto_seconds Measured RTO of the last drill.",
-        "# TYPE pgdr_drill_rto_seconds gauge",
-        "pgdr_drill_rto_seconds{%s} %.3f" % (label, report["rto_seconds"]),
-    ]
-    if report["rpo_seconds"] is not None:
-        lines += ["# HELP pgdr_drill_rpo_seconds Gap between the point asked for and the "
-                  "point recovered.", "# TYPE pgdr_drill_rpo_seconds gauge",
-                  "pgdr_drill_rpo_seconds{%s} %.3f" % (label, report["rpo_seconds"])]
-    for name, value in sorted(report["objectives"].items()):
-        lines.append('pgdr_drill_objective_met{%s,objective="%s"} %d'
-                     % (label, name, 1 if value["met"] else 0))
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
-
-def _write_atomic(path, data):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.rename(tmp, path)
+    samples = metrics.Samples(cluster)
+    metrics.drill_series(samples, report, finished)
+    return samples.render()
 
 
 def _iso(moment):

@@ -52,6 +52,19 @@ def retained(complete, retention_full, retention_days, now):
 
 
 def run(settings, progress, dry_run=False):
+    if dry_run:
+        return _run(settings, progress, dry_run)
+    from .. import metrics  # the node's textfile: success and failure (never fails this)
+    try:
+        result = _run(settings, progress, dry_run)
+    except Exception as exc:
+        metrics.expire_failed(settings, exc)
+        raise
+    metrics.expire_done(settings)
+    return result
+
+
+def _run(settings, progress, dry_run):
     settings.require("cluster")
     if not (settings.retention_full or settings.retention_days):
         raise ConfigError("expire needs a retention policy: set retention_full (full "

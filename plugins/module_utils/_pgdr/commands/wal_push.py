@@ -221,6 +221,7 @@ def _worker(settings, pg_wal, lock_path, out, files=None):
             for name in _ready_names(pg_wal, out)[:max(1, settings.workers) * 4]:
                 report(name, exc)
             health.failed(failures or [("-", exc.msg)])
+            _batch_metrics(settings, [], True)
             return
         files = files or pushhealth.fingerprint(settings)
         # idle: no success for archive_idle seconds (failures do not keep a worker alive)
@@ -249,8 +250,17 @@ def _worker(settings, pg_wal, lock_path, out, files=None):
             else:
                 health.succeeded()
                 idle_since = time.time()
+            failed = set(n for n, dummy in failures)
+            _batch_metrics(settings, [n for n in batch if n not in failed], bool(failures))
     finally:
         lock.release()
+
+
+def _batch_metrics(settings, pushed, failed):
+    """The node's textfile at the end of a batch (imported here: the per-segment fast
+    path stays lean)."""
+    from .. import metrics
+    metrics.archive_batch(settings, pushed, failed)
 
 
 def push_files(settings, files, keep_going=False, on_done=None, storage=None):

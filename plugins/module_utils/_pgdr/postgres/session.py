@@ -56,7 +56,8 @@ SELECT count(*) FILTER (WHERE name ~ '^[0-9A-F]{24}[.]ready$'),
        (SELECT extract(epoch FROM last_archived_time) FROM pg_stat_archiver),
        (SELECT failed_count FROM pg_stat_archiver),
        (SELECT last_failed_wal FROM pg_stat_archiver),
-       current_setting('archive_mode')
+       current_setting('archive_mode'),
+       (SELECT extract(epoch FROM last_failed_time) FROM pg_stat_archiver)
   FROM pg_ls_archive_statusdir()"""
 
 
@@ -68,7 +69,7 @@ def archive_lag(settings):
         with conn.cursor() as cur:
             cur.execute(ARCHIVE_STATUS_SQL)
             (pending, age, last_wal, last_time, failed, last_failed,
-             mode) = cur.fetchone()
+             mode, failed_time) = cur.fetchone()
     except _psycopg2().Error as exc:
         raise PostgresError("cannot read the archiver's state: %s" % str(exc).strip(),
                             code="postgres_refused", stage="archive-lag")
@@ -78,7 +79,8 @@ def archive_lag(settings):
             "lag_seconds": round(float(age), 1) if age is not None else 0.0,
             "last_archived_wal": last_wal,
             "last_archived_time": float(last_time) if last_time is not None else None,
-            "failed_count": int(failed or 0), "last_failed_wal": last_failed}
+            "failed_count": int(failed or 0), "last_failed_wal": last_failed,
+            "last_failed_time": float(failed_time) if failed_time is not None else None}
 
 
 class BackupSession(object):
