@@ -62,7 +62,7 @@ def test_d12_7_set_stats_and_the_session_token(node):
         "import sys; sys.path.insert(0, %r); from pgdr.options import resolve; "
         "s = resolve(config_file=%r, credentials_file=%r, environ={}); "
         "print(s.s3_session_token == %r)" % (str(node.prefix / "lib"), str(node.config),
-                                              str(node.credentials), token))
+                                             str(node.credentials), token))
     assert probe.returncode == 0 and probe.stdout.strip() == "True", probe
 
     code, doc, output = _play(node, "setup", "")  # the token expired: not set any more
