@@ -20,7 +20,7 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.options impo
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.progress import Progress
 
 
-COLLECTIONS_ROOT = metrics.__file__.split(os.sep + "ansible_collections" + os.sep)[0]
+COLLECTIONS_ROOT = metrics.__file__.split(os.sep + "ansible_collections" + os.sep, maxsplit=1)[0]
 UNITS = ("_seconds", "_bytes", "_total", "_segments", "_info", "_met", "_up", "_success")
 
 
