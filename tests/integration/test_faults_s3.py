@@ -158,7 +158,8 @@ def test_d11_9_wal_push_reset_then_500_after_store(pg_cluster, seaweed, bucket, 
     assert s3_faults.counts == {"cut": 1, "reset": 1, "forward_500": 1}
     # the same segment pushed again is a success; other bytes are refused, untouched
     forged = postgres_dir(workdir / "forged") / segment
-    forged.write_bytes(b"\x01" * source.stat().st_size)
+    original = source.read_bytes()  # its valid first page, other bytes after it
+    forged.write_bytes(original[:8192] + b"\x01" * (len(original) - 8192))
     shutil.chown(forged, "postgres")
     code, out, err = repo.run("wal-push", forged)
     assert code == 8, err
