@@ -3,6 +3,7 @@
 
 Every test checks the invariant: the command either failed with a clear error and left
 nothing that is offered for restore, or it succeeded and restores exactly."""
+import hashlib
 import json
 import os
 import signal
@@ -129,7 +130,9 @@ def test_d11_7_backup_that_loses_its_lease_stops_and_removes_what_it_stored(
     # another node takes the lease over (as after an expiry): this backup must stop
     foreign = {"holder": "pg9:99", "nonce": "f" * 32, "acquired_at": time.time(),
                "expires_at": time.time() + 3600}
-    s3.put_object(Bucket=bucket, Key="main/lock/backup.json", Body=json.dumps(foreign).encode())
+    body = json.dumps(foreign).encode()  # written as pgdr writes it: with its SHA-256
+    s3.put_object(Bucket=bucket, Key="main/lock/backup.json", Body=body,
+                  Metadata={"sha256": hashlib.sha256(body).hexdigest()})
     stdout, stderr = proc.communicate(timeout=300)
     stderr = stderr.decode()
     assert proc.returncode == 3, stderr
