@@ -195,6 +195,10 @@ class Seaweed:
                "-master.telemetry=false", f"-s3.config={ids_file}", "-webdav=false",
                "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                "-s3.autoCreateBucket=false",  # a missing bucket must be an error
+               # every bucket is a collection with volumes of its own, never freed while the
+               # server runs: the default cap (free disk / 1 GiB) ran out after ~100 test
+               # buckets ("No writable volumes"). Volumes are files that grow as written.
+               "-volume.max=2000",
                # unix sockets inside workdir instead of /tmp/seaweedfs-*.sock
                f"-filer.localSocket={self.workdir / 'filer.sock'}",
                f"-s3.localSocket={self.workdir / 's3.sock'}"]
