@@ -23,14 +23,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
-import struct
 
 from .. import archive
 from ..catalog import FILE_LIST, Catalog, backup_prefix, chain_objects
 from ..compress import CodecsByKey
 from ..errors import IntegrityError, NotFound, PgdrError
 from ..parallel import run_all
-from ..postgres.wal import format_lsn, history_name, parse_lsn, segment_name
+from ..postgres.wal import (format_lsn, history_name, long_page_header, parse_lsn,
+                            segment_name, segment_number)
 from ..storage import open_storage
 
 WAL_MODES = ("full", "list", "none")
@@ -38,8 +38,6 @@ WAL_MODES = ("full", "list", "none")
 CLASSES = (("manifests", "damaged manifests"), ("objects", "backup objects"),
            ("history", "history files"), ("wal", "archived WAL segments"),
            ("gaps", "gaps in the WAL archive"))
-_PAGE_MAGIC_MIN = 0xD000   # every XLOG_PAGE_MAGIC since 9.x is 0xD0xx
-_LONG_HEADER = struct.Struct("<HHIQI4xQII")  # XLogLongPageHeaderData
 
 
 def run(settings, progress, dry_run=False):
@@ -201,12 +199,11 @@ class WalCheck(object):
         if len(raw) != self.size:
             return "%s: %d bytes once decompressed, a WAL segment has %d" % (
                 key, len(raw), self.size)
-        magic, dummy, dummy, pageaddr, dummy, sysid, seg_size, dummy = \
-            _LONG_HEADER.unpack_from(raw, 0)
-        per_log = 0x100000000 // self.size
-        segno = int(name[8:16], 16) * per_log + int(name[16:24], 16)
-        if magic < _PAGE_MAGIC_MIN or pageaddr != segno * self.size or seg_size != self.size:
+        header = long_page_header(raw)
+        if (header is None or header[3] != segment_number(name, self.size) * self.size
+                or header[5] != self.size):
             return "%s: its first page is not the start of WAL segment %s" % (key, name)
+        sysid = header[4]
         if sysid != self.system_identifier:
             return ("%s: WAL of database system %d, not of this cluster's %d"
                     % (key, sysid, self.system_identifier))

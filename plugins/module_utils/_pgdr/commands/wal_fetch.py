@@ -31,7 +31,6 @@ import errno
 import json
 import os
 import re
-import struct
 import time
 
 from .. import archive, faultpoint, spool
@@ -40,7 +39,6 @@ from ..errors import (ConfigError, IntegrityError, NotFound, PgdrError, Reposito
 from ..postgres import walscan
 from ..postgres.datadir import RESTORE_MARKER
 
-XLP_LONG_HEADER = 0x0002    # xlp_info flag: the page starts with XLogLongPageHeaderData
 REQUESTED = "requested"      # the segment recovery asked for last (a hint for the prefetcher)
 MISSING = ".missing"         # the prefetcher found this segment absent from the archive
 FAILED = ".failed"           # the prefetcher could not read it: the call fetches it itself
@@ -124,14 +122,12 @@ def _refuse_other_system(pgdata, name, dest):
     wanted = (_read_json(os.path.join(pgdata, RESTORE_MARKER)) or {}).get("system_identifier")
     if not wanted:
         return
+    from ..postgres.wal import LONG_HEADER, long_page_header
     with open(dest, "rb") as handle:
-        header = handle.read(32)
-    if len(header) < 32:
-        return
-    magic, info = struct.unpack("<HH", header[:4])
-    if magic >> 8 not in (0xD0, 0xD1) or not info & XLP_LONG_HEADER:
+        header = long_page_header(handle.read(LONG_HEADER.size))
+    if header is None:
         return  # not a long header: PostgreSQL will say so itself, fatally
-    found = struct.unpack("<Q", header[24:32])[0]
+    found = header[4]
     if str(found) != str(wanted):
         raise IntegrityError(
             "WAL %s in the repository belongs to database system %d, not to %s that this "
@@ -148,8 +144,8 @@ def _refuse_planned_absence(pgdata, name, exc):
     if len(name) != 24 or not marker.get("wal_planned"):
         return
     timeline = int(name[:8], 16)
-    size = marker.get("wal_segment_size") or 16 * 1024 * 1024
-    segno = int(name[8:16], 16) * (0x100000000 // size) + int(name[16:24], 16)
+    from ..postgres.wal import segment_number
+    segno = segment_number(name, marker.get("wal_segment_size") or 16 * 1024 * 1024)
     for run_timeline, first, last in marker["wal_planned"]:
         if run_timeline == timeline and first <= segno <= last:
             raise IntegrityError(

@@ -34,7 +34,6 @@ from ..errors import ConfigError, PgdrError
 READY_SUFFIX = ".ready"
 RESULT_FILE = re.compile(r"^(.+)\.(ok|error)(\.tmp\.[0-9]+)?$")
 MIN_SEGMENT, MAX_SEGMENT = 1 << 20, 1 << 30
-XLP_LONG_HEADER = 0x0002
 LONG_PAGE_HEADER = 40
 CLEAN_EVERY = 1.0          # seconds between the worker's passes over finished results
 LOG_TAIL = 8192            # bytes of worker.log read for its last error line
@@ -73,29 +72,33 @@ def check_wal_file(path, size, head):
                           stage="wal-push")
     if len(name) != 24:
         return
-    problem = None
-    if size < MIN_SEGMENT or size > MAX_SEGMENT or size & (size - 1):
-        problem = "its size %d is not a power of two between 1 MiB and 1 GiB" % size
-    elif len(head) < LONG_PAGE_HEADER:
-        problem = "it is shorter than a WAL page header"
-    else:
-        magic, info = struct.unpack_from("<HH", head, 0)
-        page_address = struct.unpack_from("<Q", head, 8)[0]
-        segment_size, page_size = struct.unpack_from("<II", head, 32)
-        segno = int(name[8:16], 16) * (0x100000000 // size) + int(name[16:24], 16)
-        if magic >> 8 not in (0xD0, 0xD1) or not info & XLP_LONG_HEADER:
-            problem = ("its first page has no XLOG long page header (magic 0x%04X, "
-                       "info 0x%04X)" % (magic, info))
-        elif segment_size != size or page_size < 1024 or page_size & (page_size - 1):
-            problem = ("its page header says segment size %d, page size %d (file size %d)"
-                       % (segment_size, page_size, size))
-        elif page_address != segno * size:
-            problem = ("its first page is for WAL position %X/%X, not this segment's "
-                       "%X/%X" % (page_address >> 32, page_address & 0xFFFFFFFF,
-                                  (segno * size) >> 32, (segno * size) & 0xFFFFFFFF))
+    problem = _segment_problem(name, size, head)
     if problem:
         raise ConfigError("wal-push: %s is not a WAL segment: %s; nothing was uploaded"
                           % (path, problem), code="wal_file_invalid", stage="wal-push")
+
+
+def _segment_problem(name, size, head):
+    """Why a file of this size starting with head is not WAL segment name (None if it is)."""
+    from ..postgres.wal import long_page_header, segment_number
+    if size < MIN_SEGMENT or size > MAX_SEGMENT or size & (size - 1):
+        return "its size %d is not a power of two between 1 MiB and 1 GiB" % size
+    header = long_page_header(head)
+    if header is None:
+        if len(head) < LONG_PAGE_HEADER:
+            return "it is shorter than a WAL page header"
+        return ("its first page has no XLOG long page header (magic 0x%04X, info 0x%04X)"
+                % struct.unpack_from("<HH", head, 0))
+    page_address, segment_size, page_size = header[3], header[5], header[6]
+    if segment_size != size or page_size < 1024 or page_size & (page_size - 1):
+        return ("its page header says segment size %d, page size %d (file size %d)"
+                % (segment_size, page_size, size))
+    start = segment_number(name, size) * size
+    if page_address != start:
+        return ("its first page is for WAL position %X/%X, not this segment's %X/%X"
+                % (page_address >> 32, page_address & 0xFFFFFFFF, start >> 32,
+                   start & 0xFFFFFFFF))
+    return None
 
 
 def _push_async(settings, path, name):

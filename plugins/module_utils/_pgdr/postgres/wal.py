@@ -11,8 +11,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+import struct
 
 from ..errors import ConfigError
+
+# The long header on the first page of every WAL segment (XLogLongPageHeaderData):
+# magic, info, timeline, page address, remaining length, (padding), system identifier,
+# segment size, page size.
+LONG_HEADER = struct.Struct("<HHIQI4xQII")
+XLP_LONG_HEADER = 0x0002  # xlp_info flag: the page starts with a long header
 
 _LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 SEGMENT_NAME = re.compile(r"^[0-9A-F]{24}$")
@@ -45,3 +52,20 @@ def segments_between(timeline, start_lsn, stop_lsn, segment_size):
 
 def history_name(timeline):
     return "%08X.history" % timeline
+
+
+def segment_number(name, segment_size):
+    """The segment number of a segment file name (timeline ignored)."""
+    return int(name[8:16], 16) * (0x100000000 // segment_size) + int(name[16:24], 16)
+
+
+def long_page_header(data):
+    """(magic, info, timeline, page address, system identifier, segment size, page size)
+    of a segment's first page, or None when it carries no XLOG long page header."""
+    if len(data) < LONG_HEADER.size:
+        return None
+    magic, info, timeline, address, dummy, sysid, seg_size, page_size = \
+        LONG_HEADER.unpack_from(data, 0)
+    if magic >> 8 not in (0xD0, 0xD1) or not info & XLP_LONG_HEADER:
+        return None
+    return magic, info, timeline, address, sysid, seg_size, page_size
