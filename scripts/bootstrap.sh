@@ -31,7 +31,7 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
 fi
 installed_prom=no
 for p in python3 python3-venv cron openssl unzip ca-certificates procps make shellcheck git rsync \
-         prometheus prometheus-node-exporter; do
+         prometheus prometheus-node-exporter etcd-server; do
     if pkg_missing "$p"; then
         missing+=("$p")
         case $p in prometheus*) installed_prom=yes ;; esac
@@ -61,6 +61,11 @@ if [ "$installed_prom" = yes ] && command -v systemctl >/dev/null \
         && [ -d /run/systemd/system ]; then
     say "stopping and disabling the apt-started prometheus services"
     systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+fi
+# The Patroni test starts its own etcd on free loopback ports: not the packaged service.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ] \
+        && systemctl is-enabled etcd >/dev/null 2>&1; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
 # --- 2. venv -------------------------------------------------------------------------

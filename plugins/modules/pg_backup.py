@@ -72,6 +72,21 @@ options:
       - Seconds of replay lag above which a standby is not healthy enough to back up from.
     type: int
     default: 300
+  patroni_url:
+    description:
+      - "Patroni's REST API on this node, asked which member leads and which replicas are
+        healthy (backup_from then follows Patroni's view, the same on every member, so
+        exactly one member backs up): auto (ask http://127.0.0.1:8008; nothing listening
+        there means the node does not run Patroni and PostgreSQL's own views decide), off,
+        or a URL that must answer."
+    type: str
+    default: auto
+  standby_max_lag_bytes:
+    description:
+      - "With Patroni: bytes of replay lag (as Patroni reports it) above which a replica is
+        not healthy enough to back up from."
+    type: int
+    default: 67108864
   backup_lease:
     description:
       - Seconds a node's backup lease lasts in the repository without renewal (renewed while

@@ -147,6 +147,15 @@ OPTIONS = (
     Option("standby_max_lag", "int", "Seconds of replay lag above which a standby is not "
            "healthy enough to back up from.", default=300, groups=("backup",),
            minimum=0, maximum=604800),
+    Option("patroni_url", "str", "Patroni's REST API on this node, asked which member "
+           "leads and which replicas are healthy (backup_from then follows Patroni's view, "
+           "the same on every member, so exactly one member backs up): auto (ask "
+           "http://127.0.0.1:8008; nothing listening there means the node does not run "
+           "Patroni and PostgreSQL's own views decide), off, or a URL that must answer.",
+           default="auto", groups=("backup",)),
+    Option("standby_max_lag_bytes", "int", "With Patroni: bytes of replay lag (as Patroni "
+           "reports it) above which a replica is not healthy enough to back up from.",
+           default=67108864, groups=("backup",), minimum=0, maximum=1099511627776),
     Option("backup_lease", "int", "Seconds a node's backup lease lasts in the repository "
            "without renewal (renewed while the backup runs; a crashed holder blocks "
            "others at most this long).", default=600, groups=("backup",),

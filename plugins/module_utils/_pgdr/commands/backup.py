@@ -26,7 +26,7 @@ from ..compress import Codec
 from ..errors import ConfigError, IntegrityError, PgdrError, PostgresError
 from ..lease import Lease
 from ..parallel import run_all
-from ..postgres import datadir
+from ..postgres import datadir, patroni
 from ..postgres.pages import as_ranges, changed_blocks, is_delta_candidate
 from ..postgres.session import BackupSession
 from ..postgres.wal import format_lsn, history_name, parse_lsn, segments_between
@@ -214,7 +214,7 @@ class BackupRun(object):
         try:
             server = session.describe_server()
             pgdata = self._check_pgdata(server, session)
-            reason = designation(s, session.replication_state())
+            reason = node_designation(s, session)
             if reason:
                 return self._skip(reason)
             if dry_run:
@@ -590,6 +590,16 @@ def designation(settings, state):
             return ("standby %s (%s) is streaming with a replay lag of %.0f s: it is the "
                     "designated node" % (first["name"], first["address"], first["lag"]))
     return None
+
+
+def node_designation(settings, session):
+    """Why this node must not back up now: Patroni's view of the cluster when the node
+    runs Patroni (every member sees the same member list), else PostgreSQL's own."""
+    members = patroni.view(settings.patroni_url)
+    if members is not None:
+        return patroni.designation(settings.backup_from, members,
+                                   settings.standby_max_lag_bytes)
+    return designation(settings, session.replication_state())
 
 
 def _iso(timestamp):

@@ -1,0 +1,158 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Patroni's REST API, read only: who leads, which replicas are healthy, their tags.
+
+When a node runs Patroni, the cluster's topology is Patroni's, not what one PostgreSQL
+sees: after a failover, pg_stat_replication on the old primary's replacement is empty for
+a while, and a replica cannot see its siblings at all. Every member reads the same member
+list from the DCS through its local Patroni, so every member computes the same choice of
+the node that backs up (``choose``), and exactly one of them acts on it.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import socket
+
+try:
+    from http.client import HTTPConnection, HTTPException, HTTPSConnection
+    from urllib.parse import urlsplit
+except ImportError:  # pragma: no cover - Python 2 is not supported at run time
+    HTTPConnection = HTTPException = HTTPSConnection = urlsplit = None
+
+from ..errors import PostgresError
+
+DEFAULT_URL = "http://127.0.0.1:8008"
+LEADER_ROLES = ("leader", "standby_leader", "primary", "master")
+REPLICA_ROLES = ("replica", "sync_standby", "quorum_standby")
+# Patroni's member states for a replica that applies WAL from its upstream
+HEALTHY_REPLICA_STATES = ("streaming", "running")
+# a member tag of ours (Patroni keeps any tag): never back up from this member
+NOBACKUP_TAG = "nobackup"
+
+
+class _NotPatroni(Exception):
+    """The address answered, but not as Patroni's REST API does."""
+
+
+def _get(url, path, timeout):
+    """GET url + path as JSON (http.client: the engine has no ansible imports)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _NotPatroni("not an http(s) URL")
+    connection_class = HTTPSConnection if parts.scheme == "https" else HTTPConnection
+    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("GET", parts.path.rstrip("/") + path,
+                           headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise _NotPatroni("HTTP %d on %s" % (response.status, path))
+        return json.loads(body.decode("utf-8"))
+    finally:
+        connection.close()
+
+
+def _unreachable(url, why):
+    return PostgresError(
+        "Patroni's REST API at %s did not answer as Patroni does (%s): pgdr asks it which "
+        "member leads; set patroni_url to this node's Patroni API, or to 'off' when the "
+        "node does not run Patroni" % (url, why),
+        code="patroni_unreachable", stage="designation", url=url)
+
+
+def view(setting, timeout=5.0):
+    """{"name": this member, "scope": ..., "members": [...]} from the local Patroni, or
+    None when the node does not run Patroni. ``setting`` is the patroni_url option:
+    "off" (never ask), "auto" (ask DEFAULT_URL; nothing listening means no Patroni) or
+    the URL of this node's Patroni REST API, which must then answer."""
+    if setting == "off":
+        return None
+    url = DEFAULT_URL if setting == "auto" else setting.rstrip("/")
+    try:
+        me = _get(url, "/patroni", timeout)
+        cluster = _get(url, "/cluster", timeout)
+    except ConnectionRefusedError:
+        if setting == "auto":
+            return None  # nothing listens there: this node does not run Patroni
+        raise _unreachable(url, "connection refused")
+    except (_NotPatroni, HTTPException, socket.timeout, OSError, ValueError) as exc:
+        raise _unreachable(url, exc)
+    name = (me.get("patroni") or {}).get("name")
+    if not name or not isinstance(cluster.get("members"), list):
+        raise _unreachable(url, "no member name or member list in its answer")
+    return {"name": name, "scope": (me.get("patroni") or {}).get("scope"),
+            "members": cluster["members"]}
+
+
+def _lag(member):
+    """Replay lag in bytes as Patroni reports it (None when it says 'unknown')."""
+    for key in ("replay_lag", "lag"):
+        value = member.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _truthy(value):
+    return value is True or str(value).lower() in ("true", "yes", "on", "1")
+
+
+def eligible_replicas(members, max_lag_bytes):
+    """Replicas healthy enough to back up from, best first. The order depends only on
+    the member list, so that every member picks the same one: members tagged
+    nofailover first (they are not failover candidates: back up from them rather than
+    load one that may have to lead), then by name."""
+    found = []
+    for member in members:
+        tags = member.get("tags") or {}
+        lag = _lag(member)
+        if (member.get("role") in REPLICA_ROLES
+                and member.get("state") in HEALTHY_REPLICA_STATES
+                and not _truthy(tags.get(NOBACKUP_TAG))
+                and lag is not None and lag <= max_lag_bytes):
+            found.append(member)
+    return sorted(found, key=lambda m: (not _truthy((m.get("tags") or {}).get("nofailover")),
+                                        m.get("name")))
+
+
+def leader(members):
+    for member in members:
+        if member.get("role") in LEADER_ROLES and member.get("state") == "running":
+            return member
+    return None
+
+
+def choose(mode, members, max_lag_bytes):
+    """(member name or None, why): the one member that backs up under backup_from=mode."""
+    lead = leader(members)
+    replicas = eligible_replicas(members, max_lag_bytes)
+    if mode == "primary":
+        if lead is None:
+            return None, "Patroni reports no running leader"
+        return lead["name"], "the leader backs up (backup_from=primary)"
+    if replicas:
+        first = replicas[0]
+        return first["name"], ("replica %s is streaming with a replay lag of %s bytes: it "
+                               "is the designated member" % (first["name"], _lag(first)))
+    if mode == "standby":
+        return None, ("no replica is streaming within %d bytes of lag without the %s tag; "
+                      "with backup_from=standby no member backs up"
+                      % (max_lag_bytes, NOBACKUP_TAG))
+    if lead is None:
+        return None, "Patroni reports no running leader and no healthy replica"
+    return lead["name"], "no healthy replica: the leader backs up (backup_from=prefer-standby)"
+
+
+def designation(mode, patroni_view, max_lag_bytes):
+    """Why this member must not back up now (None when it should)."""
+    chosen, why = choose(mode, patroni_view["members"], max_lag_bytes)
+    if chosen == patroni_view["name"]:
+        return None
+    if chosen is None:
+        return "Patroni cluster %s: %s" % (patroni_view["scope"], why)
+    return "Patroni cluster %s: %s, not this member (%s)" % (
+        patroni_view["scope"], why, patroni_view["name"])

@@ -1,0 +1,126 @@
+"""Patroni-aware designation: every member computes the same designated member from the
+member list Patroni serves from the DCS (GET /cluster), whatever member asks."""
+from __future__ import absolute_import, division, print_function
+
+import socket
+
+import pytest
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import PostgresError
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.postgres import patroni
+
+MiB = 1024 * 1024
+
+
+def member(name, role="replica", state="streaming", lag=0, **tags):
+    out = {"name": name, "role": role, "state": state, "host": "10.0.0.%d" % len(name),
+           "port": 5432, "timeline": 3, "tags": tags}
+    if role != "leader":
+        out["receive_lag"] = out["replay_lag"] = out["lag"] = lag
+    return out
+
+
+THREE = [member("pg1", role="leader", state="running"), member("pg3"), member("pg2")]
+
+
+def designated(mode, members, max_lag=64 * MiB):
+    """The set of members whose own designation says 'back up' (must be one or none)."""
+    return {m["name"] for m in members
+            if patroni.designation(mode, {"name": m["name"], "scope": "main",
+                                          "members": members}, max_lag) is None}
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("primary", {"pg1"}), ("prefer-standby", {"pg2"}), ("standby", {"pg2"})])
+def test_exactly_one_member_backs_up(mode, expected):
+    assert designated(mode, THREE) == expected
+
+
+def test_the_choice_does_not_depend_on_member_order():
+    assert designated("prefer-standby", list(reversed(THREE))) == {"pg2"}
+
+
+def test_a_nofailover_replica_is_preferred_it_never_has_to_lead():
+    members = THREE[:2] + [member("pg2"), member("pg9", nofailover=True)]
+    assert designated("prefer-standby", members) == {"pg9"}
+
+
+@pytest.mark.parametrize("broken", [
+    member("pg2", state="starting"), member("pg2", state="stopped"),
+    member("pg2", lag="unknown"), member("pg2", lag=65 * MiB),
+    member("pg2", nobackup=True), member("pg2", nobackup="true")])
+def test_an_unhealthy_or_excluded_replica_is_passed_over(broken):
+    members = [member("pg1", role="leader", state="running"), broken, member("pg3")]
+    assert designated("prefer-standby", members) == {"pg3"}
+
+
+def test_no_healthy_replica_the_leader_backs_up_with_prefer_standby():
+    members = [member("pg1", role="leader", state="running"), member("pg2", lag=None)]
+    assert designated("prefer-standby", members) == {"pg1"}
+
+
+def test_no_healthy_replica_nobody_backs_up_with_standby_and_says_why():
+    members = [member("pg1", role="leader", state="running"), member("pg2", nobackup=True)]
+    assert designated("standby", members) == set()
+    reason = patroni.designation("standby", {"name": "pg1", "scope": "main",
+                                             "members": members}, 64 * MiB)
+    assert "no member backs up" in reason and "nobackup" in reason
+
+
+def test_the_reason_names_the_designated_member():
+    reason = patroni.designation("prefer-standby", {"name": "pg1", "scope": "main",
+                                                    "members": THREE}, 64 * MiB)
+    assert "replica pg2" in reason and "not this member (pg1)" in reason
+
+
+def test_a_standby_cluster_leader_counts_as_the_leader():
+    members = [member("pg1", role="standby_leader", state="running")]
+    assert designated("primary", members) == {"pg1"}
+
+
+def _closed_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_auto_with_nothing_listening_means_no_patroni(monkeypatch):
+    monkeypatch.setattr(patroni, "DEFAULT_URL", "http://127.0.0.1:%d" % _closed_port())
+    assert patroni.view("auto") is None
+    assert patroni.view("off") is None
+
+
+def test_an_explicit_url_that_does_not_answer_is_an_error():
+    url = "http://127.0.0.1:%d" % _closed_port()
+    with pytest.raises(PostgresError) as caught:
+        patroni.view(url)
+    assert caught.value.code == "patroni_unreachable" and caught.value.exit_code == 4
+    assert url in caught.value.msg and "patroni_url" in caught.value.msg
+
+
+def test_auto_where_something_else_answers_is_an_error_not_a_silent_fallback(monkeypatch):
+    """A service that is not Patroni on its port: pgdr cannot know who leads, so it says
+    so instead of deciding from PostgreSQL's views behind Patroni's back."""
+    import http.server
+    import threading
+
+    class NotPatroni(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotPatroni)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(patroni, "DEFAULT_URL", "http://127.0.0.1:%d" % server.server_port)
+        with pytest.raises(PostgresError) as caught:
+            patroni.view("auto")
+        assert caught.value.code == "patroni_unreachable" and "HTTP 404" in caught.value.msg
+    finally:
+        server.shutdown()
+        server.server_close()
