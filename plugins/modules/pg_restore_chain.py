@@ -128,6 +128,14 @@ options:
         so that a restored copy never archives into the production repository.
     type: bool
     default: false
+  standby:
+    description:
+      - "Restore the newest backup as a new standby of the running cluster (for example
+        Patroni's replica creation method): standby.signal and restore_command, no recovery
+        target, and nothing else in postgresql.auto.conf, so archiving and the server's
+        settings stay those of the cluster's own configuration. Only with point latest."
+    type: bool
+    default: false
   workers:
     description:
       - Parallel workers that read, compress and transfer.

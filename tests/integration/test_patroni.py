@@ -18,7 +18,7 @@ import yaml
 
 from lab.lab import REPO, PgCluster, free_port, pg_bindir
 from tests.integration.pgdr_run import (PGDR, Repo, archive_everything, postgres_dir,
-                                        restore_rows, write_rows)
+                                        restore_rows, wait_until_promoted, write_rows)
 
 PATRONI = REPO / ".venv" / "bin" / "patroni"
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -37,8 +37,9 @@ class Member:
     """One Patroni member: its PostgreSQL (a PgCluster for psql and stop), its REST API,
     and a pgdr config for backups on this node."""
 
-    def __init__(self, workdir, name, etcd_port, archive):
+    def __init__(self, workdir, name, etcd_port, archive, fetch, replica_from=None):
         self.name = name
+        self.replica_from = replica_from  # a Repo: build this replica from the repository
         self.home = postgres_dir(workdir / name)
         os.chmod(self.home, 0o755)
         self.api = free_port()
@@ -46,7 +47,7 @@ class Member:
         postgres_dir(self.pg.socket_dir)
         self.url = "http://127.0.0.1:%d" % self.api
         self.config = self.home / "patroni.yml"
-        self.config.write_text(yaml.safe_dump(self._settings(etcd_port, archive)))
+        self.config.write_text(yaml.safe_dump(self._settings(etcd_port, archive, fetch)))
         os.chown(self.config, self.pg_uid, -1)
         self.process = None
 
@@ -55,7 +56,7 @@ class Member:
         import pwd
         return pwd.getpwnam("postgres").pw_uid
 
-    def _settings(self, etcd_port, archive):
+    def _settings(self, etcd_port, archive, fetch):
         hba = ["local all all trust", "host all all 127.0.0.1/32 trust",
                "host replication all 127.0.0.1/32 trust"]
         return {
@@ -80,8 +81,24 @@ class Member:
                 "pgpass": str(self.home / "pgpass"), "pg_hba": hba,
                 "authentication": {"superuser": {"username": "postgres"},
                                    "replication": {"username": "postgres"}},
-                "parameters": {"unix_socket_directories": str(self.pg.socket_dir)}},
+                "parameters": {"unix_socket_directories": str(self.pg.socket_dir)},
+                # Patroni owns the recovery settings (it removes them from
+                # postgresql.auto.conf): restore_command goes through its configuration
+                "recovery_conf": {"restore_command": fetch},
+                **self._replica_methods()},
         }
+
+    def _replica_methods(self):
+        """Patroni's replica creation: from the repository (the newest backup plus WAL,
+        without loading the leader) when asked, pg_basebackup from the leader otherwise
+        and as the fallback."""
+        if self.replica_from is None:
+            return {}
+        repo = self.replica_from
+        command = "%s restore --standby --target %s --config %s --credentials %s" % (
+            PGDR, self.pg.datadir, repo.config, repo.credentials)
+        return {"create_replica_methods": ["pgdr", "basebackup"],
+                "pgdr": {"command": command, "no_params": True}}
 
     def start(self):
         log = open(self.home / "patroni.log", "ab")
@@ -176,23 +193,37 @@ def etcd(workdir):
 
 @pytest.fixture
 def patroni_cluster(workdir, etcd, seaweed, bucket):
-    """Three members pg1 (bootstraps and leads), pg2, pg3, archiving into one repository
-    through Patroni's dynamic configuration."""
+    """Three members archiving into one repository through Patroni's dynamic
+    configuration: pg1 bootstraps and leads and takes the first backup (of pgbench
+    data), then pg2 is built by pg_basebackup from the leader and pg3 from that backup
+    plus WAL (pgdr as Patroni's replica creation method), each timed."""
     spool = postgres_dir(workdir / "spool")
     archive_repo = Repo.s3(workdir, seaweed, bucket, spool_dir=spool, archive_wait=30,
                            cluster_name="patroni")
     archive = "%s wal-push --config %s --credentials %s %%p" % (
         PGDR, archive_repo.config, archive_repo.credentials)
-    members = [Member(workdir, name, etcd, archive) for name in ("pg1", "pg2", "pg3")]
+    fetch = "%s wal-fetch --config %s --credentials %s %%f %%p" % (
+        PGDR, archive_repo.config, archive_repo.credentials)
+    members = [Member(workdir, "pg1", etcd, archive, fetch),
+               Member(workdir, "pg2", etcd, archive, fetch),
+               Member(workdir, "pg3", etcd, archive, fetch, replica_from=archive_repo)]
+    repo_settings = dict(archive_repo.settings, **archive_repo.secrets)
+    repo_settings.pop("cluster")
+    repo_settings["cluster_name"] = "patroni"
+    built = {}
     try:
         members[0].start()
         wait_for(members[:1], leader="pg1")
+        leader = members[0].pg
+        leader.psql("CREATE DATABASE bench")
+        leader.pgbench("-i", "-s", "10", "-q", "bench")
+        assert "skipped" not in members[0].backup(repo_settings)  # the only member: it
         for member in members[1:]:
+            started = time.time()
             member.start()
-        wait_for(members, leader="pg1", replicas=("pg2", "pg3"))
-        repo_settings = dict(archive_repo.settings, **archive_repo.secrets)
-        repo_settings.pop("cluster")
-        yield members, archive_repo, dict(repo_settings, cluster_name="patroni")
+            wait_for(members, leader="pg1", replicas=(member.name,))
+            built[member.name] = time.time() - started
+        yield members, archive_repo, repo_settings, built
     finally:
         for member in members:
             member.stop()
@@ -212,9 +243,17 @@ def _one_backup(members, repo_settings):
 
 
 def test_patroni_designates_one_member_and_survives_a_failover(patroni_cluster, workdir):
-    members, archive_repo, repo_settings = patroni_cluster
+    members, archive_repo, repo_settings, built = patroni_cluster
     by_name = {m.name: m for m in members}
     leader = by_name["pg1"]
+    # pg3 came from the repository, not from the leader, and holds the leader's data
+    assert (by_name["pg3"].pg.datadir / "pgdr_restore.json").exists()
+    pg3_log = (by_name["pg3"].home / "patroni.log").read_text()
+    assert "replica has been created using pgdr" in pg3_log
+    assert not (by_name["pg2"].pg.datadir / "pgdr_restore.json").exists()
+    bench_sums = leader.pg.psql("SELECT sum(abalance), count(*) FROM pgbench_accounts", db="bench")
+    assert by_name["pg3"].pg.psql("SELECT sum(abalance), count(*) FROM pgbench_accounts",
+                                  db="bench") == bench_sums
     leader.pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, "
                    "at timestamptz DEFAULT clock_timestamp())")
     stamps = {}
@@ -232,6 +271,7 @@ def test_patroni_designates_one_member_and_survives_a_failover(patroni_cluster, 
     new_leader = wait_for(survivors, timeout=120, not_leader="pg1")
     failover_seconds = time.time() - killed_at
     new = by_name[new_leader]
+    wait_until_promoted(new.pg)  # Patroni names the leader before promotion has ended
     write_rows(new.pg, 101, 150, stamps)
     archive_everything(new.pg)
 
@@ -245,7 +285,16 @@ def test_patroni_designates_one_member_and_survives_a_failover(patroni_cluster, 
 
     rows, restored = restore_rows(archive_repo, workdir, "after-failover", "--point", "latest")
     assert rows == 150, "the restore to latest lost rows committed around the failover"
-    print("patroni: failover %.1f s, next backup done %.1f s after the kill (by %s); "
+    print("patroni: replica built by pg_basebackup %.1f s, from the repository %.1f s; "
+          "failover %.1f s, next backup done %.1f s after the kill (by %s); "
           "restore to latest holds %d/150 rows, timeline %s" % (
-              failover_seconds, backup_after_failover, took[0], rows,
+              built["pg2"], built["pg3"], failover_seconds, backup_after_failover, took[0], rows,
               restored.get("plan", {}).get("timeline") if restored else None))
+
+    # a standby follows its primary from the newest backup: any other point is refused
+    # before anything is written
+    elsewhere = workdir / "standby-at-a-point" / "data"
+    code, out, err = archive_repo.run("restore", "--standby", "--point", "immediate",
+                                      "--target", elsewhere)
+    assert code == 2 and "standby" in err and "point=immediate" in err, (code, err)
+    assert not elsewhere.exists()

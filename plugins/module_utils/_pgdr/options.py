@@ -233,6 +233,11 @@ OPTIONS = (
            "the restored cluster. Off by default, so that a restored copy never "
            "archives into the production repository.", default=False,
            groups=("restore",)),
+    Option("standby", "bool", "Restore the newest backup as a new standby of the running "
+           "cluster (for example Patroni's replica creation method): standby.signal and "
+           "restore_command, no recovery target, and nothing else in postgresql.auto.conf, "
+           "so archiving and the server's settings stay those of the cluster's own "
+           "configuration. Only with point latest.", default=False, groups=("restore",)),
     # -- upload ---------------------------------------------------------------------------
     Option("src", "path", "Local file or directory to put into the repository; a "
            "directory is uploaded recursively.", groups=("upload",)),

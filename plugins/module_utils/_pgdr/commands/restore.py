@@ -27,7 +27,7 @@ import time
 
 from .. import catalog, faultpoint
 from ..compress import CodecsByKey
-from ..errors import IntegrityError, TargetRefused
+from ..errors import ConfigError, IntegrityError, TargetRefused
 from ..options import BY_NAME, DEFAULT_CONFIG_FILE
 from ..recovery import Planner, parse_point
 from ..parallel import run_all
@@ -139,6 +139,8 @@ class RestoreRun(object):
         # backup's own consistency point
         base = s.backup_id if s.backup_id not in (None, "", "latest") else None
         self.point = parse_point(s.point)
+        if s.standby:
+            self.point, base = self._standby_point(base), None
         if base and self.point.kind in ("latest", "immediate"):
             self.point, base = parse_point("backup:" + base), None
         recovery = Planner(self.storage, self.catalog, s.cluster, s.target_inclusive,
@@ -188,6 +190,17 @@ class RestoreRun(object):
             raise
         self.progress.event("restored " + what)
         return dict(plan, changed=True, msg="restored " + what)
+
+    def _standby_point(self, base):
+        """A standby starts from the newest backup and follows its primary: the plan
+        only proves the backup reaches consistency from the archive (point immediate);
+        the rest comes by streaming and restore_command."""
+        if base or self.point.kind != "latest":
+            raise ConfigError("standby restores the newest backup and follows the primary: "
+                              "point=%s and backup_id=%s cannot be combined with it (expected "
+                              "point latest, no backup_id)" % (self.settings.point, base),
+                              code="config_invalid", stage="plan", option="standby")
+        return parse_point("immediate")
 
     def _write_error(self, exc, manifest):
         """A clear TargetRefused for an OSError while writing: a full filesystem is named
@@ -436,15 +449,17 @@ class RestoreRun(object):
             lines = "".join("%s %s\n" % (oid, pair[1]) for oid, pair in sorted(mapping.items()))
             self._write_file("tablespace_map", lines.encode("utf-8"), 0o600)
         extra = []
-        if not self.settings.keep_archiving:
-            extra.append("# restored copy: never archive into the source's repository")
-            extra.append("archive_mode = 'off'")
-        values = dict(self.carried)
-        values.update(_user_settings(self.settings))
-        if self.recovery.recovery:
-            values.update(self.recovery.recovery)
+        if self.settings.standby:
+            # a member of the running cluster: its archiving and settings stay the
+            # cluster's (Patroni's configuration); only how to fetch WAL is added
+            values = _user_settings(self.settings)
             values["restore_command"] = self._restore_command()
-            self._write_file("recovery.signal", b"", 0o600)
+            self._write_file("standby.signal", b"", 0o600)
+        else:
+            if not self.settings.keep_archiving:
+                extra.append("# restored copy: never archive into the source's repository")
+                extra.append("archive_mode = 'off'")
+            values = self._copy_settings()
         for name, value in sorted(values.items()):
             extra.append("%s = '%s'" % (name, conf_quote(value)))
         self._write_missing_config(manifest)
@@ -472,6 +487,17 @@ class RestoreRun(object):
         self._write_file(CONTROL_FILE, data, mode)
         self._write_file(MARKER, json.dumps(marker).encode("utf-8"), 0o600)
         os.sync()  # pg_control and the marker too, before anyone starts it
+
+    def _copy_settings(self):
+        """A restored copy's postgresql.auto.conf values: the carried settings, the
+        user's and the recovery target."""
+        values = dict(self.carried)
+        values.update(_user_settings(self.settings))
+        if self.recovery.recovery:
+            values.update(self.recovery.recovery)
+            values["restore_command"] = self._restore_command()
+            self._write_file("recovery.signal", b"", 0o600)
+        return values
 
     def _write_missing_config(self, manifest):
         """A cluster that keeps its configuration outside the data directory (Debian's
