@@ -173,8 +173,16 @@ class Seaweed:
         if self.is_running():
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.access_key = "LAB" + secrets.token_hex(8).upper()
-        self.secret_key = secrets.token_urlsafe(30)
+        if not self.ports:  # a first start; restart() keeps ports, data and keys
+            self.access_key = "LAB" + secrets.token_hex(8).upper()
+            self.secret_key = secrets.token_urlsafe(30)
+            chosen: set[int] = set()
+            for name in ("s3", "master", "volume", "filer", "admin"):
+                p = _free_port_with_grpc(chosen)
+                self.ports[name] = p
+                chosen |= {p, p + 10000}
+            if self.tls:
+                self.ports["s3_https"] = _free_port_with_grpc(chosen)
         identities = {"identities": [{
             "name": "admin",
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
@@ -182,11 +190,6 @@ class Seaweed:
         ids_file = self.workdir / "identities.json"
         _write_secret_json(ids_file, identities)
 
-        chosen: set[int] = set()
-        for name in ("s3", "master", "volume", "filer", "admin"):
-            p = _free_port_with_grpc(chosen)
-            self.ports[name] = p
-            chosen |= {p, p + 10000}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
 
         data = self.workdir / "data"
@@ -203,10 +206,10 @@ class Seaweed:
                f"-filer.localSocket={self.workdir / 'filer.sock'}",
                f"-s3.localSocket={self.workdir / 's3.sock'}"]
         for name, p in self.ports.items():
-            cmd += [f"-{name}.port={p}", f"-{name}.port.grpc={p + 10000}"]
+            if name != "s3_https":
+                cmd += [f"-{name}.port={p}", f"-{name}.port.grpc={p + 10000}"]
         if self.tls:
             self._make_cert()
-            self.ports["s3_https"] = _free_port_with_grpc(chosen)
             self.https_endpoint = f"https://127.0.0.1:{self.ports['s3_https']}"
             cmd += [f"-s3.port.https={self.ports['s3_https']}",
                     f"-s3.cert.file={self.cert_file}", f"-s3.key.file={self.key_file}"]
@@ -226,6 +229,14 @@ class Seaweed:
         except Exception:
             self.stop()
             raise
+
+    def restart(self, secret_key: str | None = None) -> None:
+        """Stop and start again on the same ports and data (an outage, a restart); with
+        secret_key, the server's secret key is rotated to it (old clients get 403)."""
+        self.stop()
+        if secret_key is not None:
+            self.secret_key = secret_key
+        self.start()
 
     def _make_cert(self) -> None:
         self.cert_file.parent.mkdir(exist_ok=True)
