@@ -93,3 +93,56 @@ def test_module_docs_match_argspec_and_options(module_name):
                             and "ansible.builtin.assert" not in task)
     returned = yaml.safe_load(module.RETURN)
     assert {"events", "error_code", "stage"} <= set(returned)
+
+
+# -- the tree and the docs: what exists is documented --------------------------------------
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+ENGINE = ROOT / "plugins" / "module_utils" / "_pgdr"
+
+
+def _doc(name):
+    return (ROOT / name).read_text()
+
+
+def _names(folder, suffix=""):
+    return sorted(p.name[:-len(suffix)] if suffix else p.name
+                  for p in (ROOT / folder).iterdir()
+                  if p.name.endswith(suffix) and not p.name.startswith(("_", ".")))
+
+
+def test_every_module_is_in_the_docs_and_in_this_test():
+    modules = _names("plugins/modules", ".py")
+    assert sorted(MODULES) == modules
+    for module in modules:
+        assert "| `%s` |" % module in _doc("docs/modules.md"), module
+        assert "`pgdr.postgresql.%s`" % module in _doc("README.md"), module
+        assert module in _doc("docs/architecture.md"), module
+
+
+def test_every_role_and_playbook_is_in_the_docs():
+    architecture, readme = _doc("docs/architecture.md"), _doc("README.md")
+    for role in _names("roles"):
+        assert "  %s/" % role in architecture, "role %s missing from the tree" % role
+        assert "pgdr.postgresql.%s" % role in readme, "role %s missing from the README" % role
+    for playbook in _names("playbooks", ".yml"):
+        assert "  %s.yml" % playbook in architecture, "playbook %s missing" % playbook
+        assert "pgdr.postgresql.%s" % playbook in readme, "playbook %s missing" % playbook
+
+
+def test_every_cli_verb_is_in_the_cli_docs():
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import cli
+    documented = _doc("docs/cli.md")
+    for verb in cli.COMMANDS:
+        assert "pgdr %s" % verb in documented, "pgdr %s missing from docs/cli.md" % verb
+
+
+def test_every_engine_file_is_in_the_architecture():
+    """The tree in docs/architecture.md names every file of the engine (a name in a list
+    of its folder counts), so a new file cannot arrive unexplained."""
+    tree = _doc("docs/architecture.md")
+    tree = tree[tree.index("## The tree"):tree.index("## How the pieces fit")]
+    for path in sorted(ENGINE.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        assert re.search(r"\b%s\b" % re.escape(path.stem), tree), \
+            "%s is not named in docs/architecture.md's tree" % path.relative_to(ROOT)

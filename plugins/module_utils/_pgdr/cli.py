@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ``pgdr`` command line: the same engine as the modules, for nodes and cron.
 
 ``run(argv, stdout, stderr)`` returns the exit code instead of exiting, so it
@@ -23,7 +23,7 @@ from .options import (BY_NAME, DEFAULT_CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, OP
 from .progress import Progress
 
 COMMANDS = {
-    "backup": ("Take a full backup of the cluster.", ("repo", "pg", "backup")),
+    "backup": ("Take a backup (full, diff, incr or auto) when this node is the one to back up.", ("repo", "pg", "backup")),
     "restore": ("Restore a backup into a new data directory.", ("repo", "restore", "wal")),
     "info": ("List the backups, the recoverable window and the archive lag.",
              ("repo", "pg", "info")),

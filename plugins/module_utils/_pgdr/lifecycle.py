@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Bucket lifecycle rules computed from the retention policy, and a validator that
 refuses rules which would break it (docs/lifecycle.md).
 

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Metrics of the protection itself, as a Prometheus textfile on each node.
 
 One file per cluster, ``<metrics_textfile_dir>/pgdr_<cluster>.prom``, read by the node

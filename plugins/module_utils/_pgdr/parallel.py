@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Run transfer tasks on a pool of threads; the first failure stops the rest.
 
 Threads suit this work: zstd, zlib, hashlib and socket I/O release the GIL.

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Full physical backup of a running cluster into the repository.
 
 Order matters for safety: start the backup on one session (a temporary slot
@@ -219,6 +219,9 @@ class BackupRun(object):
                 return self._skip(reason)
             if dry_run:
                 kind = self._choose_reference(server)
+                recent = self._recent(kind, server)  # the run would skip: so does check mode
+                if recent:
+                    return self._skip(recent)
                 return {"changed": True, "pg_data": pgdata,
                         "backup": {"type": kind, "cluster": s.cluster,
                                    "reference": self.reference["id"] if self.reference

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Backups that never completed: which exist, and removing their objects.
 
 A backup without manifest is never offered for restore, but its objects cost

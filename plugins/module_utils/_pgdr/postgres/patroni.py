@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Patroni's REST API, read only: who leads, which replicas are healthy, their tags.
 
 When a node runs Patroni, the cluster's topology is Patroni's, not what one PostgreSQL

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """S3 and S3-compatible repositories, through boto3.
 
 Every PUT carries the object's SHA-256 (ChecksumSHA256, so the server rejects
