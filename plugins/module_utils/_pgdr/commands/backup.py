@@ -288,6 +288,7 @@ class BackupRun(object):
         none or the newest is older than full_max_age days, a diff otherwise."""
         wanted = self.settings.type
         complete = self.catalog.scan()[0]
+        self.catalog.refuse_newer_format()  # never a backup beside a newer format's
         same = [m for m in complete if m["system_identifier"] == server["system_identifier"]]
         fulls = [m for m in same if m["type"] == "full"]
         if wanted == "auto":
