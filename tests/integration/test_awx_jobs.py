@@ -13,7 +13,8 @@ import uuid
 import pytest
 import yaml
 
-from lab.lab import REPO, load_sample_data
+from lab.lab import REPO, PgCluster, free_port, load_sample_data
+from tests.integration.pgdr_run import checksums
 from tests.integration.test_playbooks import own_node
 
 CONTROLLER = REPO / "extensions" / "awx" / "controller.yml"
@@ -96,11 +97,14 @@ def controller(lab_root, seaweed):
 def test_every_template_runs_as_awx_runs_it(controller):
     status, dummy = controller.run("pgdr setup")
     assert status == "successful"
-    for backup_type in ("full", "diff"):
+    choices = controller.templates["pgdr backup"]["survey_spec"]["spec"][0]["choices"]
+    assert choices == ["full", "diff", "incr", "auto"]
+    for backup_type in choices:
         status, artifacts = controller.run("pgdr backup", backup_type=backup_type)
         assert status == "successful"
         backup = artifacts["pgdr_backup"]
-        assert backup["type"] == backup_type and backup["id"].endswith(backup_type)
+        taken = "diff" if backup_type == "auto" else backup_type  # auto: a full is recent
+        assert backup["type"] == taken and backup["id"].endswith(taken)
         assert set(backup) >= {"id", "type", "size_bytes", "stored_bytes", "duration_seconds"}
     status, artifacts = controller.run("pgdr check")
     assert status == "successful"
@@ -108,7 +112,16 @@ def test_every_template_runs_as_awx_runs_it(controller):
     status, artifacts = controller.run("pgdr expire")
     assert status == "successful"
     assert set(artifacts["pgdr_expire"]) >= {"expired", "kept", "wal_removed"}
-    assert len(artifacts["pgdr_expire"]["kept"]) == 2  # the full and its diff
+    assert len(artifacts["pgdr_expire"]["kept"]) == 4  # the full and its chain
+
+    target = controller.node.root / "restored" / "data"
+    port = free_port()
+    restored = PgCluster(15, target, port=port)
+    controller.node.restored.append(restored)  # stopped when the module's node goes
+    status, artifacts = controller.run("pgdr restore", target=str(target), restore_port=port)
+    assert status == "successful"
+    assert artifacts["pgdr_restore"]["target"] == str(target)
+    assert checksums(restored) == checksums(controller.node.pg)
 
 
 def test_the_workflow_passes_artifacts_and_takes_its_failure_path(controller):
