@@ -122,9 +122,13 @@ def backup_started(repo, s3, bucket):
 
 
 def test_d11_7_backup_that_loses_its_lease_stops_and_removes_what_it_stored(
-        pg_cluster, seaweed, bucket, workdir):
+        pg_cluster, seaweed, bucket, workdir, s3_faults):
     pg, repo = dataset(pg_cluster, workdir, seaweed, bucket, rows=1500000, workers=1,
-                       backup_lease=6)
+                       backup_lease=6, s3_endpoint=s3_faults.endpoint)
+    # every object of the backup is stored a second late (the lease is not): the backup
+    # still runs when the other node takes the lease, however fast the machine is (an idle
+    # one finished the whole backup in 1.7 s, before its next lease renewal)
+    s3_faults.set_rule("delay", method="PUT", key="/main/backup/", times=10 ** 6)
     s3 = seaweed.client()
     proc = backup_started(repo, s3, bucket)
     # another node takes the lease over (as after an expiry): this backup must stop
