@@ -121,7 +121,17 @@ def test_every_template_runs_as_awx_runs_it(controller):
     status, artifacts = controller.run("pgdr restore", target=str(target), restore_port=port)
     assert status == "successful"
     assert artifacts["pgdr_restore"]["target"] == str(target)
-    assert checksums(restored) == checksums(controller.node.pg)
+    live = checksums(controller.node.pg)
+    assert checksums(restored) == live
+
+    # a cutover asked for without typing CUTOVER: refused before any node is touched
+    unconfirmed = controller.node.root / "unconfirmed" / "data"
+    status, dummy = controller.run("pgdr restore", target=str(unconfirmed),
+                                   restore_port=free_port(), restore_cutover="true")
+    assert status == "failed"
+    assert "restore_confirm=no must be CUTOVER" in controller.events[-1]
+    assert not unconfirmed.exists()
+    assert controller.node.pg.is_running() and checksums(controller.node.pg) == live
 
 
 def test_the_workflow_passes_artifacts_and_takes_its_failure_path(controller):
