@@ -54,6 +54,8 @@ _RESERVED_RESULT_KEYS = frozenset(("msg", "failed", "changed", "error_code", "st
 def option_spec(option):
     """The argument spec entry of one engine option."""
     entry = {"type": KIND_TO_TYPE[option.kind]}
+    if option.kind == "list":
+        entry["elements"] = "str"
     if option.default is not None:
         entry["default"] = option.default
     if option.choices:
@@ -63,21 +65,24 @@ def option_spec(option):
     return entry
 
 
-def option_names(groups, exclude=()):
-    """Names of the engine options a module with these groups takes, in OPTIONS order."""
+def option_names(groups, exclude=(), include=()):
+    """Names of the engine options a module with these groups (and the named options of
+    other groups) takes, in OPTIONS order."""
     wanted = set(groups)
     return [o.name for o in _options.OPTIONS
-            if wanted & set(o.groups) and o.name not in exclude]
+            if (wanted & set(o.groups) or o.name in include) and o.name not in exclude]
 
 
-def argument_spec(groups, exclude=(), extras=None, required=()):
-    """The argument spec of a module running the given option groups."""
+def argument_spec(groups, exclude=(), extras=None, required=(), files=True, include=()):
+    """The argument spec of a module running the given option groups (with
+    config_file and credentials_file unless files is false)."""
     spec = {}
-    for name in option_names(groups, exclude):
+    for name in option_names(groups, exclude, include):
         spec[name] = option_spec(_options.BY_NAME[name])
     for name in required:
         spec[name]["required"] = True
-    spec.update(dict((k, dict(v)) for k, v in COMMON_EXTRAS.items()))
+    if files:
+        spec.update(dict((k, dict(v)) for k, v in COMMON_EXTRAS.items()))
     spec.update(extras or {})
     return spec
 
@@ -85,13 +90,14 @@ def argument_spec(groups, exclude=(), extras=None, required=()):
 class PgdrModule(object):
     """An AnsibleModule whose engine options come from OPTIONS."""
 
-    def __init__(self, groups, exclude=(), extras=None, required=(), needs=(),
-                 **module_kwargs):
-        self.names = option_names(groups, exclude)
+    def __init__(self, groups, exclude=(), extras=None, required=(), needs=(), files=True,
+                 include=(), **module_kwargs):
+        self.names = option_names(groups, exclude, include)
         self.needs = needs
         module_kwargs.setdefault("supports_check_mode", True)
         self.module = AnsibleModule(
-            argument_spec=argument_spec(groups, exclude, extras, required), **module_kwargs)
+            argument_spec=argument_spec(groups, exclude, extras, required, files, include),
+            **module_kwargs)
         self.progress = Progress()
 
     @property

@@ -11,9 +11,10 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils import _adapter
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import options
 
 MODULES = ["pg_backup", "pg_restore_chain", "pg_backup_info", "pg_backup_expire", "pg_check",
-           "s3_backup_upload", "s3_repository"]
+           "pg_drill", "pg_instance", "s3_backup_upload", "s3_repository"]
 PREFIX = "ansible_collections.pgdr.postgresql.plugins."
-KIND_TO_TYPE = {"str": "str", "int": "int", "bool": "bool", "path": "path", "dict": "dict"}
+KIND_TO_TYPE = {"str": "str", "int": "int", "bool": "bool", "path": "path", "dict": "dict",
+                "list": "list"}
 
 
 def fragment(name):
@@ -146,3 +147,4 @@ def test_every_engine_file_is_in_the_architecture():
             continue
         assert re.search(r"\b%s\b" % re.escape(path.stem), tree), \
             "%s is not named in docs/architecture.md's tree" % path.relative_to(ROOT)
+

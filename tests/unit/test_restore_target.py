@@ -207,9 +207,13 @@ def test_d11_1_a_server_in_another_pid_namespace_is_live(tmp_path):
     sockets = tempfile.mkdtemp(dir="/tmp")  # a unix socket path must stay short
     pgdata = tmp_path / "data"
     pgdata.mkdir()
+    # a shared memory id no segment of this machine has (the servers of other tests do)
+    with open("/proc/sysvipc/shm") as table:
+        used = set(int(line.split()[1]) for line in table.readlines()[1:])
+    shmid = max(used | {0}) + 1000
     (pgdata / "postmaster.pid").write_text(
-        "4000000\n%s\n1764662400\n5499\n%s\n*\n  5499001         42\nready   \n"
-        % (pgdata, sockets))
+        "4000000\n%s\n1764662400\n5499\n%s\n*\n  5499001 %10d\nready   \n"
+        % (pgdata, sockets, shmid))
     assert not datadir.is_running(str(pgdata))  # stale: no such process, nothing answers
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(os.path.join(sockets, ".s.PGSQL.5499"))

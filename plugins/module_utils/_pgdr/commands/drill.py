@@ -19,14 +19,14 @@ import os
 import random
 import shutil
 import socket
-import subprocess
 import time
 
 from .. import metrics
 from ..catalog import Catalog
-from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError, TargetRefused
+from ..errors import ConfigError, ObjectiveMissed, PgdrError, TargetRefused
 from ..options import resolve
 from ..postgres.datadir import is_running, refuse_live
+from ..postgres.instance import Instance, PgCtl, bindir, check, log_tail, target_reached
 from ..postgres.session import archive_lag
 from ..postgres.wal import format_lsn
 from ..recovery import Planner, parse_point
@@ -53,8 +53,8 @@ def run(settings, progress, dry_run=False):
     storage.check()
     catalog = Catalog(storage, settings.cluster)
     point = _choose_point(settings, storage, catalog)
-    if dry_run:
-        return {"changed": False, "point": point}
+    if dry_run:  # a real run restores, starts and removes a copy: changed
+        return {"changed": True, "point": point}
     run_settings = settings.replace(
         point=point, target_action="pause", force=False, keep_archiving=False,
         settings=dict(settings.settings or {}, port=str(settings.drill_port),
@@ -73,8 +73,7 @@ def run(settings, progress, dry_run=False):
         server = Scratch(settings, restored["backup"]["pg_version"])
         server.start()
         report["recovered"] = server.recover(settings.drill_timeout)
-        report["checks"] = server.checks(settings, restored["plan"]["recovery"],
-                                         report["recovered"])
+        report["checks"] = server.checks(settings, restored["plan"]["recovery"])
         verified = time.time()  # RTO ends here: the copy is open and verified
     except PgdrError as exc:
         report["checks"].append({"name": "restore and recovery", "ok": False,
@@ -84,9 +83,9 @@ def run(settings, progress, dry_run=False):
             report["server_log_tail"] = server.stop()
         if is_running(settings.target):
             # the scratch server did not stop: never delete the files of a running server
-            report["checks"].append(_check("scratch removed", False, "the scratch server in "
-                                           "%s is still running: stop it, then remove the "
-                                           "directory" % settings.target))
+            report["checks"].append(check("scratch removed", False, "the scratch server in "
+                                          "%s is still running: stop it, then remove the "
+                                          "directory" % settings.target))
         else:
             shutil.rmtree(settings.target, ignore_errors=True)
             for location in (restored.get("tablespaces") or {}).values():
@@ -143,135 +142,50 @@ class Scratch(object):
 
     def __init__(self, settings, version_num):
         self.settings = settings
-        self.bindir = settings.pg_bindir or "/usr/lib/postgresql/%d/bin" % (version_num // 10000)
-        self.log = os.path.join(os.path.dirname(settings.target),
-                                "pgdr-drill-%d.log" % settings.drill_port)
+        log = os.path.join(os.path.dirname(settings.target),
+                           "pgdr-drill-%d.log" % settings.drill_port)
+        self.ctl = PgCtl(bindir(settings.pg_bindir, version_num), settings.target, log)
         # through the socket directory the copy was given (run(): unix_socket_directories):
         # local connections work with the backup's pg_hba.conf, and with the minimal one a
         # restore writes for a backup without (Debian's layout: "local all all peer")
-        self.conn_settings = resolve({"pg_host": os.path.dirname(settings.target),
-                                      "pg_port": settings.drill_port,
-                                      "pg_user": settings.pg_user,
-                                      "pg_database": settings.pg_database}, environ={})
-
-    def _pg_ctl(self, *args):
-        command = [os.path.join(self.bindir, "pg_ctl"), "-D", self.settings.target] + list(args)
-        try:
-            return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  timeout=600, check=False)
-        except OSError as exc:
-            raise ConfigError("cannot run %s: %s (set pg_bindir)" % (command[0], exc),
-                              code="pg_bindir_invalid", stage="drill")
+        self.server = Instance(resolve({"pg_host": os.path.dirname(settings.target),
+                                        "pg_port": settings.drill_port,
+                                        "pg_user": settings.pg_user,
+                                        "pg_database": settings.pg_database}, environ={}),
+                               stage="verify")
+        self.at_target = {}
 
     def start(self):
-        result = self._pg_ctl("-l", self.log, "-w", "-t", "600", "start")
-        if result.returncode != 0:
-            raise PostgresError("the restored copy did not start: %s" % self._tail(),
-                                code="drill_start_failed", stage="recover")
-
-    def sql(self, statement, database=None):
-        from ..postgres.session import connect
-        settings = self.conn_settings
-        if database:
-            settings = settings.replace(pg_database=database)
-        conn = connect(settings, stage="verify", timeout=10)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        self.ctl.start()
 
     def recover(self, timeout):
-        """Wait until recovery pauses at the target (target_action pause) or ends by
-        itself (no target); note where it stopped; then promote, so that the checks can
-        write (amcheck needs its extension)."""
-        deadline = time.time() + timeout
-        while True:
-            if self._pg_ctl("status").returncode != 0:
-                raise PostgresError("the restored copy stopped during recovery: %s"
-                                    % self._tail(), code="recovery_failed", stage="recover")
-            try:
-                state = self.sql("SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() "
-                                 "THEN pg_get_wal_replay_pause_state() END, "
-                                 "pg_last_wal_replay_lsn()::text, "
-                                 "extract(epoch FROM pg_last_xact_replay_timestamp())")[0]
-            except PostgresError:
-                state = None  # not accepting connections yet
-            if state and (not state[0] or state[1] == "paused"):
-                break
-            if time.time() > deadline:
-                raise PostgresError("recovery did not reach the point within %d s" % timeout,
-                                    code="recovery_timeout", stage="recover")
-            time.sleep(0.2)
-        recovered = {"paused_at_target": state[0], "lsn": state[2],
-                     "last_commit_time": float(state[3]) if state[3] is not None else None}
-        if state[0]:
-            self.sql("SELECT pg_promote(true, 120)")
-        return recovered
+        """Wait until recovery pauses at the target or ends by itself (no target); note
+        where it stopped; then promote, so that the checks can write (amcheck needs its
+        extension)."""
+        state = self.server.wait_recovery(timeout, self.settings.target, self.ctl.log)
+        self.at_target = state
+        if state["in_recovery"]:
+            self.server.rows("SELECT pg_promote(true, 120)")
+        return {"paused_at_target": state["pause_state"] == "paused",
+                "lsn": state["replay_lsn"], "last_commit_time": state["last_replay_epoch"]}
 
-    def checks(self, settings, recovery, recovered):
-        out = []
-        databases = [r[0] for r in self.sql(
-            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")]
-        out.append(_check("databases open", bool(databases), ", ".join(databases)))
-        targeted = any(k.startswith("recovery_target_") and k not in (
-            "recovery_target_action", "recovery_target_timeline", "recovery_target_inclusive")
-            for k in recovery)
-        reached = recovered["paused_at_target"] or not targeted
-        out.append(_check("point reached", reached, "%s; replayed to %s" % (
-            ", ".join("%s=%s" % kv for kv in sorted(recovery.items()))
-            or "backup consistency point", recovered["lsn"])))
-        if settings.amcheck:
-            out.append(self._amcheck(databases))
-        for index, statement in enumerate(settings.check_sql or ()):
-            try:
-                value = self.sql(statement, settings.pg_database)
-                ok = bool(value) and value[0][0] is True
-                out.append(_check("assertion %d" % (index + 1), ok,
-                                  "%s -> %s" % (statement, value[0][0] if value else None)))
-            except PgdrError as exc:
-                out.append(_check("assertion %d" % (index + 1), False,
-                                  "%s -> %s" % (statement, exc.msg)))
-        return out
-
-    def _amcheck(self, databases):
-        checked = 0
-        for database in databases:
-            try:
-                if not self.sql("SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'",
-                                database):
-                    return _check("amcheck", True, "extension not available: skipped")
-                self.sql("CREATE EXTENSION IF NOT EXISTS amcheck", database)
-                rows = self.sql(
-                    "SELECT count(bt_index_check(c.oid)) FROM pg_index i "
-                    "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
-                    "WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisvalid",
-                    database)
-                checked += int(rows[0][0])
-            except PgdrError as exc:
-                return _check("amcheck", False, "%s: %s" % (database, exc.msg))
-        return _check("amcheck", True, "%d btree indexes checked" % checked)
-
-    def _tail(self, lines=12):
-        try:
-            with open(self.log) as handle:
-                return " | ".join(l.strip() for l in handle.readlines()[-lines:])
-        except (IOError, OSError):
-            return "(no server log)"
+    def checks(self, settings, recovery):
+        """The restore role's checks, with its names: the target reached (from the
+        state in which recovery paused or ended), then the copy's checks."""
+        assertions = [{"name": "assertion %d" % (index + 1), "sql": statement,
+                       "database": settings.pg_database}
+                      for index, statement in enumerate(settings.check_sql or ())]
+        out, _now = self.server.checks(assertions, amcheck=settings.amcheck)
+        return [target_reached(recovery, "pause", self.at_target)] + out
 
     def stop(self):
-        self._pg_ctl("-m", "immediate", "-w", "stop")
-        tail = self._tail(6)
+        self.ctl.stop(mode="immediate")
+        tail = log_tail(self.ctl.log, 6)
         try:
-            os.unlink(self.log)
+            os.unlink(self.ctl.log)
         except OSError:
             pass
         return tail
-
-
-def _check(name, ok, detail):
-    return {"name": name, "ok": bool(ok), "detail": detail}
 
 
 def _point_gap(point, recovered):
