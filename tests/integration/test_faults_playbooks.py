@@ -176,3 +176,28 @@ def test_d12_4_another_group_name_fails_with_one_line(node, tmp_path):
         "no host of the inventory matches pgdr_hosts=pgdr_nodes (its default): set -e "
         "pgdr_hosts=GROUP to the group of the database nodes (the inventory has: databases), "
         "or name that group pgdr_nodes"], run
+
+
+@pytest.mark.parametrize("given,expected", [
+    ({"s3_ca_bundel": "/etc/ssl/corp.pem"},
+     "pgdr_options: s3_ca_bundel is not an engine option: did you mean s3_ca_bundle?"),
+    ({"s3_secret_key": "not-to-be-printed-42"},
+     "pgdr_options: s3_secret_key is a secret: set it with its own variable"),
+])
+def test_pgdr_options_are_checked_before_touching_a_node(node, given, expected):
+    run = node.play("backup", "-e", json.dumps({"pgdr_options": given}))
+    assert run.rc != 0 and expected in run.output, run
+    assert len(re.findall(r"^PLAY \[", run.output, re.M)) == 1, run  # no node play ran
+    assert "not-to-be-printed-42" not in run.output
+
+
+def test_pgdr_options_reach_the_modules_that_take_them(node):
+    """min_interval reaches pg_backup (a backup within a day of the last one is skipped);
+    drill_port, which pg_backup does not take, is left out for it instead of failing."""
+    assert node.play("backup").rc == 0
+    code, before = node.cli("info")
+    run = node.play("backup", "-e", json.dumps({"pgdr_options": {"min_interval": 86400,
+                                                                 "drill_port": 7999}}))
+    assert run.rc == 0 and "min_interval" in run.output, run
+    code, after = node.cli("info")
+    assert code == 0 and after["backups"] == before["backups"]

@@ -315,3 +315,23 @@ def test_d11_11_unreadable_config_file_one_line_without_its_text(text, fragment,
     assert msg == "cannot read config file %s: %s" % (path, fragment) or fragment in msg, msg
     assert "\n" not in msg and "sekret" not in msg
     assert info.value.exit_code == 2
+
+
+def test_engine_options_filter_gives_each_module_what_it_takes():
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.pgdr.postgresql.plugins.filter.engine_options import (
+        engine_options)
+    given = {"s3_ca_bundle": "/etc/ssl/corp.pem", "workers": 8, "drill_port": 7000,
+             "compression": "none"}
+    assert engine_options(given, "pg_backup") == {
+        "s3_ca_bundle": "/etc/ssl/corp.pem", "workers": 8, "compression": "none"}
+    assert engine_options(given, "pg_drill") == {
+        "s3_ca_bundle": "/etc/ssl/corp.pem", "workers": 8, "drill_port": 7000}
+    assert engine_options(given, "node") == given
+    unknown = "s3_ca_bundel is not an engine option: did you mean s3_ca_bundle"
+    with pytest.raises(AnsibleFilterError, match=unknown):
+        engine_options({"s3_ca_bundel": "/x"}, "pg_backup")
+    with pytest.raises(AnsibleFilterError, match="s3_secret_key is a secret"):
+        engine_options({"s3_secret_key": "x"}, "node")
+    with pytest.raises(AnsibleFilterError, match="not a module"):
+        engine_options({}, "pg_nothing")
