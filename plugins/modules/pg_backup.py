@@ -55,6 +55,18 @@ options:
       - "With type auto: days after which the next backup is a full again."
     type: int
     default: 7
+  changed_blocks:
+    description:
+      - "How a diff or incr finds the pages changed since its reference: auto (the server's
+        WAL summaries on PostgreSQL 17+ with summarize_wal on, else reading every page's
+        LSN) or scan (always read every page)."
+      - With WAL summaries a diff reads only the changed pages; the manifest records
+        C(block_source) (V(wal_summary) or V(page_scan)) and C(delta_read_size).
+    type: str
+    default: auto
+    choices:
+      - auto
+      - scan
   backup_from:
     description:
       - "Which node backs up, decided on the node at run time: primary (only the primary),

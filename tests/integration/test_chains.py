@@ -12,6 +12,11 @@ from tests.integration.pgdr_run import (archive_everything, archiving_cluster, c
 SMALL = dict(chunk_size=1, bundle_limit=64)
 
 
+def summarize_wal(pg):
+    pg.psql("ALTER SYSTEM SET summarize_wal = on")
+    pg.psql("SELECT pg_reload_conf()")
+
+
 def snapshot(pg):
     """Every logged table of every database (and large objects), by checksum."""
     return checksums(pg)
@@ -53,6 +58,8 @@ def workload(pg, step):
 def run_chain(pg_cluster, workdir, seaweed, bucket, version):
     pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket, version=version,
                                  **SMALL)
+    if version >= 17:  # the diff and incrs read only the pages the WAL summaries name
+        summarize_wal(pg)
     pg.psql("CREATE DATABASE shop")
     pg.psql("""
         CREATE TABLE items (id bigint PRIMARY KEY, note text);
@@ -120,6 +127,7 @@ def check_chain(pg_cluster, workdir, seaweed, bucket, version):
     # page-level: the diff and incrementals store a fraction of the full
     for later in (diff, incr1, incr2):
         assert later["stored_size"] < full["stored_size"], later
+        assert later["block_source"] == ("wal_summary" if version >= 17 else "page_scan")
     # every backup restores to exactly its moment (bench changed during incr1)
     for item in backups:
         skip = ("bench",) if item is incr1 else ()
@@ -199,3 +207,36 @@ def test_expire_keeps_chains_and_the_wal_they_need(pg_cluster, workdir, seaweed,
     # and a second run has nothing to do
     code, again, err = repo.run("expire", "--retention-full", "1")
     assert code == 0 and again["changed"] is False and again["expired"] == []
+
+
+@pytest.mark.pg18
+def test_pg18_diff_reads_only_the_summarized_pages_and_restores_as_the_scan(
+        pg_cluster, workdir, seaweed, bucket):
+    """The same changes taken by a diff that reads every page (changed_blocks=scan) and one
+    that reads only what the WAL summaries name: the second reads a small fraction, stores
+    about the same, and both restore to exactly the source's data."""
+    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket, version=18, **SMALL)
+    summarize_wal(pg)
+    pg.psql("""
+        CREATE TABLE big (k int PRIMARY KEY, v text);
+        INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 150000) g;""")
+    pg.psql("VACUUM (FREEZE) big")  # else the VACUUM below would rewrite every page
+    full = backup(repo, "full")
+    pg.psql("UPDATE big SET v = 'changed' WHERE k BETWEEN 20000 AND 21000")
+    pg.psql("DELETE FROM big WHERE k > 140000")
+    pg.psql("VACUUM big")  # truncates the end of the table
+    pg.psql("INSERT INTO big SELECT g, 'again' FROM generate_series(140001, 141000) g")
+    code, scanned, err = repo.run("backup", "--type", "diff", "--changed-blocks", "scan")
+    assert code == 0, err
+    scanned = scanned["backup"]
+    summarized = backup(repo, "diff")
+    expected = snapshot(pg)
+    assert (scanned["block_source"], summarized["block_source"]) == ("page_scan", "wal_summary")
+    assert scanned["reference"] == summarized["reference"] == full["id"]
+    assert summarized["delta_read_size"] * 5 < scanned["delta_read_size"], (
+        summarized["delta_read_size"], scanned["delta_read_size"])
+    assert summarized["stored_size"] < 1.5 * scanned["stored_size"], (
+        summarized["stored_size"], scanned["stored_size"])
+    for item in (scanned, summarized):
+        restore_and_compare(repo, workdir, item["id"][-4:] + item["id"][9:15], 18,
+                            item["id"], expected)

@@ -123,6 +123,10 @@ OPTIONS = (
     Option("full_max_age", "int", "With type auto: days after which the next backup is "
            "a full again.", default=7, groups=("backup",),
            minimum=0, maximum=3650),
+    Option("changed_blocks", "str", "How a diff or incr finds the pages changed since its "
+           "reference: auto (the server's WAL summaries on PostgreSQL 17+ with "
+           "summarize_wal on, else reading every page's LSN) or scan (always read every "
+           "page).", default="auto", choices=("auto", "scan"), groups=("backup",)),
     Option("compression", "str", "Compression of stored data.", default="zstd",
            choices=("zstd", "gzip", "none"), groups=("backup",)),
     Option("compression_level", "int", "Compression level (zstd 1-19, gzip 1-9). "

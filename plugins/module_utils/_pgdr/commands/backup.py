@@ -26,7 +26,7 @@ from ..compress import Codec
 from ..errors import ConfigError, IntegrityError, PgdrError, PostgresError
 from ..lease import Lease
 from ..parallel import run_all
-from ..postgres import datadir, patroni
+from ..postgres import datadir, patroni, walsummary
 from ..postgres.pages import as_ranges, changed_blocks, is_delta_candidate
 from ..postgres.session import BackupSession
 from ..postgres.wal import format_lsn, history_name, parse_lsn, segments_between
@@ -132,6 +132,9 @@ class BackupRun(object):
         self.parent_bundles = {}   # its bundles (and those it points to), by key
         self.threshold = 0         # pages with an LSN at or after this changed
         self.block_size = 8192
+        self.summary = None        # ChangedBlocks from WAL summaries: read only those
+        self.block_source = None   # wal_summary or page_scan (diff and incr)
+        self.delta_disk_read = 0   # bytes of relation files read to find changed pages
         self.lease = None          # held while the backup runs: lost -> the backup stops
 
     def store(self, key, raw):
@@ -156,25 +159,56 @@ class BackupRun(object):
 
     def copy_delta(self, part):
         """The pages of one part that changed since the reference: one object holding
-        them, or none at all when nothing changed."""
+        them, or none at all when nothing changed. With WAL summaries only those pages
+        are read; otherwise every page's LSN is."""
+        first = part.offset // self.block_size
+        if self.summary is not None:
+            length, runs, data = self._read_summarized(part, first)
+        else:
+            length, runs, data = self._read_scanned(part)
+        # read: the part's extent in the file; disk_read: the bytes read to find the changes
+        record = {"offset": part.offset, "read": length, "blocks": [],
+                  "disk_read": len(data) if self.summary is not None else length}
+        if runs:
+            record.update(self.store(part.key, data))
+            record["blocks"] = [[first + start, count] for start, count in runs]
+            record["block_size"] = self.block_size
+        self.meter.advance(length - len(data))  # pages unchanged (or not read) count too
+        return record
+
+    def _read_scanned(self, part):
+        """(length of the part now, runs of changed pages, their bytes): every page read,
+        its LSN compared with the reference's start."""
         try:
             with open(part.entry.source, "rb") as handle:
                 handle.seek(part.offset)
                 raw = handle.read(part.length)
         except (IOError, OSError):
             raw = b""
-        first = part.offset // self.block_size
-        runs = as_ranges(changed_blocks(raw, self.threshold, self.block_size))
-        record = {"offset": part.offset, "read": len(raw), "blocks": []}
-        if runs:
-            size = self.block_size  # one slice per run of consecutive changed pages
-            data = b"".join(raw[start * size:(start + count) * size] for start, count in runs)
-            record.update(self.store(part.key, data))
-            record["blocks"] = [[first + start, count] for start, count in runs]
-            record["block_size"] = size
-        else:
-            self.meter.advance(len(raw))
-        return record
+        size = self.block_size  # one slice per run of consecutive changed pages
+        runs = as_ranges(changed_blocks(raw, self.threshold, size))
+        return len(raw), runs, b"".join(raw[s * size:(s + n) * size] for s, n in runs)
+
+    def _read_summarized(self, part, first):
+        """The same from the WAL summaries: only the changed pages are read (and a
+        trailing partial page, as the scan takes it)."""
+        size = self.block_size
+        try:
+            fd = os.open(part.entry.source, os.O_RDONLY)
+        except OSError:
+            return 0, [], b""  # dropped during the backup; WAL replay agrees
+        try:
+            length = max(0, min(part.length, os.fstat(fd).st_size - part.offset))
+            count = -(-length // size)
+            wanted = self.summary.blocks(part.entry.path, first, count)
+            if length % size and (not wanted or wanted[-1] != count - 1):
+                wanted.append(count - 1)
+            runs = as_ranges(wanted)
+            data = b"".join(os.pread(fd, min(n * size, length - s * size),
+                                     part.offset + s * size) for s, n in runs)
+        finally:
+            os.close(fd)
+        return length, runs, data
 
     def copy_bundle(self, bundle):
         """Small files: those identical to the reference's copy are not stored again."""
@@ -331,6 +365,8 @@ class BackupRun(object):
                                 "backup fails if the server recycles WAL it needs")
         start_lsn = session.start("pgdr %s" % backup_id, s.fast_checkpoint)
         try:
+            if self.reference:
+                self._changed_blocks(session, start_lsn)
             entries = datadir.walk(pgdata, server["version_num"], server["tablespaces"])
             control = entries.pop()
             tasks = plan_pieces(entries, prefix, self.codec, s.chunk_size * MIB,
@@ -338,6 +374,7 @@ class BackupRun(object):
             self.meter.begin("backup", sum(e.size for e in entries + [control]
                                            if e.kind == "file"))
             records = run_all(self._copy, tasks, s.workers)
+            self.delta_disk_read = sum(r.get("disk_read", 0) for r in records)
             last = Bundle(0, "%sbundle/%06d%s" % (prefix, 0, self.codec.suffix))
             last.members.append(control)
             control_record = self.copy_bundle(last)
@@ -362,6 +399,22 @@ class BackupRun(object):
         faultpoint.reached("backup.after_manifest")
         self.progress.event("backup %s complete: %s" % (backup_id, describe(manifest)))
         return {"changed": True, "backup": summarize(manifest)}
+
+    def _changed_blocks(self, session, start_lsn):
+        """Read only the pages the WAL summaries name, when they cover the whole range
+        since the reference's start on its timeline; else scan every page."""
+        why = "changed_blocks=scan"
+        if self.settings.changed_blocks == "auto":
+            timeline = session.timeline()
+            if timeline != self.reference["timeline"]:
+                why = "the reference is on timeline %s, this backup on %s" % (
+                    self.reference["timeline"], timeline)
+            else:
+                self.summary, why = walsummary.changed_since(
+                    session, self.threshold, start_lsn, timeline, progress=self.progress)
+        self.block_source = "wal_summary" if self.summary is not None else "page_scan"
+        if self.summary is None:
+            self.progress.event("changed pages: reading every page's LSN (%s)" % why)
 
     def _copy(self, task):
         if isinstance(task, DeltaPart):
@@ -469,6 +522,10 @@ class BackupRun(object):
             "duration": round(stopped - started, 3),
             "compression": self.codec.name, "backup_label": label, "tablespace_map": spcmap,
             "tablespaces": server["tablespaces"], "settings": server["settings"],
+            # how a diff/incr found its changed pages, and the bytes of relation files it
+            # read to find them (all of them with page_scan)
+            "block_source": self.block_source,
+            "delta_read_size": self.delta_disk_read if self.reference else None,
             "file_count": sum(1 for f in files if f["kind"] == "file"),
             "changed_files": sum(1 for f in files if _stored_here(f, own)),
             "removed_files": sorted(set(self.parent_files) - set(f["path"] for f in files)),
@@ -614,7 +671,7 @@ def summarize(manifest):
     keys = ("id", "cluster", "type", "reference", "chain", "host", "pg_version", "timeline",
             "start_lsn", "stop_lsn", "start_wal", "stop_wal", "start_time", "stop_time", "duration",
             "compression", "file_count", "changed_files", "size", "wal_size", "stored_size",
-            "from_standby", "system_identifier")
+            "from_standby", "system_identifier", "block_source", "delta_read_size")
     return dict((k, manifest.get(k)) for k in keys)
 
 
