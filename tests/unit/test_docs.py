@@ -148,3 +148,59 @@ def test_every_engine_file_is_in_the_architecture():
         assert re.search(r"\b%s\b" % re.escape(path.stem), tree), \
             "%s is not named in docs/architecture.md's tree" % path.relative_to(ROOT)
 
+
+# -- the engine's layers: docs/architecture.md's table is the code's import graph ----------
+def _engine_name(path):
+    """commands/backup.py -> commands/backup; storage/__init__.py -> storage (the package,
+    what `from ..storage import open_storage` imports); the engine's own -> __init__."""
+    name = path.relative_to(ENGINE).with_suffix("").as_posix()
+    if path.name == "__init__.py":
+        name = name[:-len("/__init__")] if "/" in name else "__init__"
+    return name
+
+
+def _engine_files():
+    return dict((_engine_name(p), p) for p in sorted(ENGINE.rglob("*.py")))
+
+
+def _engine_imports(name, path, files):
+    """The engine files one file imports, lazy imports inside functions included."""
+    import ast
+    package = name.split("/") if path.name == "__init__.py" and name != "__init__" else (
+        [] if name == "__init__" else name.split("/")[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = package[:len(package) - (node.level - 1)]
+        module = base + (node.module.split(".") if node.module else [])
+        candidates = ["/".join(module + [alias.name]) for alias in node.names]
+        if not any(c in files for c in candidates):
+            candidates.append("/".join(module) or "__init__")  # names from a package
+        found.update(c for c in candidates if c in files and c != name)
+    return sorted(found)
+
+
+def engine_layers():
+    """{file: (floor, imports)}: floor 0 imports no engine file; any other file sits one
+    floor above the highest file it imports. A cycle fails."""
+    files = _engine_files()
+    imports = dict((name, _engine_imports(name, path, files)) for name, path in files.items())
+    floors = {}
+
+    def floor(name, path=()):
+        assert name not in path, "import cycle: %s" % " -> ".join(path + (name,))
+        if name not in floors:
+            floors[name] = 1 + max([floor(i, path + (name,)) for i in imports[name]] or [-1])
+        return floors[name]
+
+    return dict((name, (floor(name), imports[name])) for name in files)
+
+
+def test_the_architecture_draws_the_engine_layers_as_the_code_imports_them():
+    text = _doc("docs/architecture.md")
+    table = text[text.index("## Layers"):]
+    rows = re.findall(r"^\| (\d+) \| `([a-z0-9_/]+)` \| ([a-z0-9_/, `]*) \|$", table, re.M)
+    drawn = dict((name, (int(floor), sorted(re.findall(r"`([a-z0-9_/]+)`", imports))))
+                 for floor, name, imports in rows)
+    assert drawn == engine_layers()

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import cli, options
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import cli, options, verbs
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import ConfigError
 
 INTS = [o for o in options.OPTIONS if o.kind == "int"]
@@ -280,11 +280,11 @@ def test_d11_11_missing_required_option_one_line_exit_2(verb, tmp_path):
     assert code == expected_exit(verb)
 
 
-@pytest.mark.parametrize("verb", sorted(v for v in cli.COMMANDS if v in cli.POSITIONAL))
+@pytest.mark.parametrize("verb", sorted(v for v in cli.COMMANDS if v in verbs.POSITIONAL))
 def test_d11_11_missing_positional_one_line(verb, tmp_path):
     code, out, err = run_cli([verb, "--cluster", "main"], tmp_path)
     message = one_line(verb, err, "usage_invalid")
-    assert "required: " + ", ".join(cli.POSITIONAL[verb]) in message
+    assert "required: " + ", ".join(verbs.POSITIONAL[verb]) in message
     assert code == expected_exit(verb)
 
 

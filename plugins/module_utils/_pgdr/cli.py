@@ -12,41 +12,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import argparse
 import json
 import os
 
 from . import ENGINE_VERSION
-from .errors import EXIT_CODES, ConfigError, PgdrError, WalNotFound
-from .options import (BY_NAME, DEFAULT_CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, OPTIONS,
-                      resolve)
+from .errors import ConfigError, PgdrError, WalNotFound
+from .options import DEFAULT_CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, resolve
 from .progress import Progress
+from .verbs import COMMANDS, UsageError, build_parser, explicit
 
-COMMANDS = {
-    "backup": ("Take a backup (full, diff, incr or auto) when this node is the one to back up.", ("repo", "pg", "backup")),
-    "restore": ("Restore a backup into a new data directory.", ("repo", "restore", "wal")),
-    "info": ("List the backups, the recoverable window and the archive lag.",
-             ("repo", "pg", "info")),
-    "verify": ("Download and check every object of a backup's chain and the WAL "
-               "archive it needs.",
-               ("repo", "verify")),
-    "expire": ("Delete backups and WAL outside the retention policy, keeping chains whole.",
-               ("repo", "expire", "cleanup")),
-    "cleanup": ("Remove the objects of incomplete backups that no backup is still writing.",
-                ("repo", "cleanup")),
-    "drill": ("Restore a point into a scratch directory, verify it, measure RTO and RPO.",
-              ("repo", "restore", "wal", "drill", "pg")),
-    "wal-push": ("Archive one WAL file (archive_command = 'pgdr wal-push %p').",
-                 ("repo", "wal", "backup")),
-    "check": ("Prove the set-up: settings, repository (write, read, delete), PostgreSQL, "
-              "archive_mode and archive_command, and a WAL segment's round trip.",
-              ("repo", "pg", "check")),
-    "metrics": ("Refresh the node's Prometheus textfile (backups, archiving, RPO, "
-                "repository): the one-minute cron job.", ("repo", "pg", "metrics")),
-    "wal-fetch": ("Fetch one WAL file (restore_command = 'pgdr wal-fetch %f %p').",
-                  ("repo", "wal")),
-}
-POSITIONAL = {"wal-push": ("wal_path",), "wal-fetch": ("wal_name", "wal_dest")}
 # restore_command: 1 means 'not in the archive' (WalNotFound, and nothing else) and lets
 # recovery go on; any other failure, a usage error or a bug included, exits above 125,
 # which PostgreSQL treats as fatal, so that recovery stops instead of ending early and
@@ -54,75 +28,6 @@ POSITIONAL = {"wal-push": ("wal_path",), "wal-fetch": ("wal_name", "wal_dest")}
 WAL_FETCH_NOT_FOUND = 1
 WAL_FETCH_FATAL_BASE = 128
 INTERNAL_EXIT = PgdrError.exit_code
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so run() keeps control."""
-
-    def error(self, message):
-        raise _UsageError(message)
-
-
-class _UsageError(Exception):
-    pass
-
-
-def build_parser(only=None):
-    """The parser; with ``only``, just that subcommand's (archive_command and
-    restore_command run once per WAL file: building every subcommand costs ~80 ms)."""
-    epilog = "exit codes:\n" + "\n".join("  %d  %s" % (code, name)
-                                         for code, name, dummy in EXIT_CODES)
-    parser = _Parser(prog="pgdr", description="PostgreSQL disaster recovery to "
-                     "S3-compatible storage.", epilog=epilog,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="store_true", help="print the version")
-    sub = parser.add_subparsers(dest="command")
-    for name, (help_text, groups) in sorted(COMMANDS.items()):
-        if only and name != only:
-            continue
-        command = sub.add_parser(name, help=_escape(help_text), description=help_text)
-        command.add_argument("--config", default=None,
-                             help="config file (default %s when it exists)"
-                             % DEFAULT_CONFIG_FILE)
-        command.add_argument("--credentials", default=None,
-                             help="credentials file holding the secret settings (mode 0600; "
-                             "default %s when this user can read it)"
-                             % DEFAULT_CREDENTIALS_FILE)
-        command.add_argument("--json", action="store_true",
-                             help="print the result as one JSON object")
-        command.add_argument("--dry-run", action="store_true",
-                             help="check and plan, change nothing")
-        for positional in POSITIONAL.get(name, ()):
-            command.add_argument(positional, help=_escape(BY_NAME[positional].help))
-        for option in OPTIONS:
-            if option.secret or not set(option.groups) & set(groups):
-                continue
-            kwargs = {"dest": option.name, "default": None, "help": _escape(option.help)}
-            if option.kind == "bool":
-                kwargs.update(nargs="?", const="true", metavar="BOOL")
-            elif option.kind == "dict":
-                kwargs.update(action="append", metavar="KEY=VALUE")
-            elif option.kind == "list":
-                kwargs.update(action="append")
-            elif option.choices:
-                kwargs.update(choices=option.choices)
-            command.add_argument(option.flag, **kwargs)
-    return parser
-
-
-def _escape(text):
-    """argparse formats help with %: a literal %p must be written %%p."""
-    return text.replace("%", "%%")
-
-
-def _explicit(args):
-    values = {}
-    for option in OPTIONS:
-        value = getattr(args, option.name, None)
-        if value is None:
-            continue
-        values[option.name] = ",".join(value) if option.kind == "dict" else value
-    return values
 
 
 def _render(command, result):
@@ -204,7 +109,7 @@ def run(argv, stdout, stderr=None, environ=None):
     wanted = next((a for a in argv if not a.startswith("-")), None)
     try:
         args = build_parser(wanted if wanted in COMMANDS else None).parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         return _usage_error(argv, str(exc), stdout, stderr)
     if args.version:
         stdout.write("pgdr %s\n" % ENGINE_VERSION)
@@ -218,9 +123,9 @@ def run(argv, stdout, stderr=None, environ=None):
                                  else None)
         credentials = args.credentials or (
             DEFAULT_CREDENTIALS_FILE if os.access(DEFAULT_CREDENTIALS_FILE, os.R_OK) else None)
-        explicit = _explicit(args)
-        explicit.update(config_file=config, credentials_file=credentials)
-        settings = resolve(explicit, config_file=config,
+        values = explicit(args)
+        values.update(config_file=config, credentials_file=credentials)
+        settings = resolve(values, config_file=config,
                            credentials_file=credentials, environ=environ,
                            config_required=bool(args.config))
         progress = Progress(stderr, interval=10.0)

@@ -151,16 +151,16 @@ def archive_command_settings(command, default_config, environ=None):
                                           for w in words[:words.index("wal-push")]):
         raise _mismatch("archive_command %r does not run pgdr wal-push" % command)
     argv = [w if w != "%p" else "pg_wal/X" for w in words[words.index("wal-push"):]]
-    from .. import cli
     from ..options import resolve
+    from ..verbs import UsageError, build_parser, explicit
     try:
-        args = cli.build_parser("wal-push").parse_args(argv)
-    except cli._UsageError as exc:
+        args = build_parser("wal-push").parse_args(argv)
+    except UsageError as exc:
         raise _mismatch("archive_command %r: pgdr would refuse its arguments: %s"
                         % (command, exc))
     config = args.config or default_config
     try:
-        return resolve(cli._explicit(args), config_file=config, credentials_file=None,
+        return resolve(explicit(args), config_file=config, credentials_file=None,
                        environ=environ or {}, config_required=bool(args.config)), config
     except ConfigError as exc:
         raise _mismatch("archive_command %r: its settings are not usable: %s"
