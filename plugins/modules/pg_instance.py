@@ -32,6 +32,11 @@ description:
   - V(configuration) - the settings O(settings_names) as the server sees them, every
     setting pending a restart, errors in the configuration files, C(pg_stat_archiver).
   - V(reload) - C(pg_reload_conf()), then wait until new sessions see the new files.
+  - V(patroni_config) - when the node runs Patroni (O(patroni_url)), put O(parameters) and
+    O(recovery_conf) into Patroni's dynamic configuration (every member gets them; only
+    what differs is changed), never into the files Patroni owns; wait until the server
+    runs with them or says it needs a restart, and with O(restart) restart this member
+    through Patroni. Without Patroni it changes nothing and returns C(patroni=false).
 author:
   - pgdr contributors (@pgdr)
 options:
@@ -40,7 +45,7 @@ options:
       - What to ask of the server.
     type: str
     required: true
-    choices: [state, wait_recovery, wait_ready, verify, archive_probe, mark_ready, configuration, reload]
+    choices: [state, wait_recovery, wait_ready, verify, archive_probe, mark_ready, configuration, reload, patroni_config]
   timeout:
     description:
       - Seconds that V(wait_recovery), V(wait_ready) and V(archive_probe) wait.
@@ -106,6 +111,34 @@ options:
     type: list
     elements: str
     default: []
+  parameters:
+    description:
+      - The PostgreSQL settings V(patroni_config) puts into Patroni's dynamic configuration
+        (C(postgresql.parameters)).
+    type: dict
+    default: {}
+  recovery_conf:
+    description:
+      - The recovery settings (C(restore_command)) V(patroni_config) puts into Patroni's
+        dynamic configuration (C(postgresql.recovery_conf)).
+    type: dict
+    default: {}
+  restart:
+    description:
+      - Whether V(patroni_config) restarts this member through Patroni when a setting
+        needs it (archive_mode).
+    type: bool
+    default: false
+  patroni_url:
+    description:
+      - "Patroni's REST API on this node, asked which member leads and which replicas are
+        healthy (backup_from then follows Patroni's view, the same on every member, so
+        exactly one member backs up): auto (ask http://127.0.0.1:8008; nothing listening
+        there means the node does not run Patroni and PostgreSQL's own views decide), off,
+        or a URL that must answer."
+      - V(patroni_config) changes Patroni's configuration through it.
+    type: str
+    default: auto
 extends_documentation_fragment:
   - pgdr.postgresql.postgres
   - ansible.builtin.action_common_attributes
@@ -186,6 +219,23 @@ archived:
   returned: action is archive_probe
   type: str
   sample: 000000020000000000000007
+patroni:
+  description: Whether the node runs Patroni (V(patroni_config)).
+  returned: action is patroni_config
+  type: bool
+  sample: true
+changed_settings:
+  description: The settings V(patroni_config) changed in Patroni's dynamic configuration.
+  returned: action is patroni_config
+  type: list
+  elements: str
+  sample: [archive_command, archive_mode]
+pending_restart:
+  description: The settings that still wait for a restart after V(patroni_config).
+  returned: action is patroni_config
+  type: list
+  elements: str
+  sample: []
 marked:
   description: The files V(mark_ready) marked for archiving (or would, in check mode).
   returned: action is mark_ready
@@ -234,8 +284,11 @@ EXTRAS = dict(
     timeline=dict(type="int"),
     current_wal=dict(type="str"),
     settings_names=dict(type="list", elements="str", default=[]),
+    parameters=dict(type="dict", default={}),
+    recovery_conf=dict(type="dict", default={}),
+    restart=dict(type="bool", default=False),
 )
-ARGS = dict(groups=("pg",), extras=EXTRAS, files=False)
+ARGS = dict(groups=("pg",), include=("patroni_url",), extras=EXTRAS, files=False)
 REQUIRED_IF = [("action", "wait_recovery", ("data_directory", "log")),
                ("action", "mark_ready", ("data_directory", "timeline", "current_wal"))]
 

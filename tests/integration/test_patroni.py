@@ -5,6 +5,7 @@ leader is killed (-9, Patroni and PostgreSQL), Patroni fails over, archiving con
 the new leader with no gap, the next backup runs on the new topology with no config change,
 and a restore to latest holds every row committed before and after the failover."""
 import json
+import re
 import os
 import shutil
 import signal
@@ -59,6 +60,15 @@ class Member:
     def _settings(self, etcd_port, archive, fetch):
         hba = ["local all all trust", "host all all 127.0.0.1/32 trust",
                "host replication all 127.0.0.1/32 trust"]
+        settings = self._all_settings(etcd_port, archive, fetch, hba)
+        if archive is None:  # archiving comes later, through pgdr (pg_instance)
+            dcs = settings["bootstrap"]["dcs"]["postgresql"]["parameters"]
+            for name in ("archive_mode", "archive_command", "archive_timeout"):
+                dcs.pop(name)
+            settings["postgresql"].pop("recovery_conf")
+        return settings
+
+    def _all_settings(self, etcd_port, archive, fetch, hba):
         return {
             "scope": "pgdrtest", "name": self.name,
             "restapi": {"listen": "127.0.0.1:%d" % self.api,
@@ -303,3 +313,119 @@ def test_patroni_designates_one_member_and_survives_a_failover(patroni_cluster, 
                                       "--target", elsewhere)
     assert code == 2 and "standby" in err and "point=immediate" in err, (code, err)
     assert not elsewhere.exists()
+
+
+def test_archiving_goes_through_patroni_dynamic_configuration(workdir, etcd, seaweed, bucket):
+    """A Patroni member that does not archive: pg_instance patroni_config puts
+    archive_mode, archive_command and archive_timeout into Patroni's dynamic configuration
+    (never into a file Patroni owns), restarts the member through Patroni for archive_mode,
+    and a switched segment reaches the repository. Check mode predicts the change; a second
+    run changes nothing; a node without Patroni is told so."""
+    from plugins.module_utils._pgdr.options import resolve
+    from plugins.module_utils._pgdr.postgres import instance
+    from plugins.module_utils._pgdr.progress import Progress
+
+    spool = postgres_dir(workdir / "spool")
+    repo = Repo.s3(workdir, seaweed, bucket, spool_dir=spool, archive_wait=30,
+                   cluster_name="patroni")
+    member = Member(workdir, "pg1", etcd, None, None)
+    owned = [member.config, member.pg.datadir / "postgresql.conf"]
+    try:
+        member.start()
+        wait_for([member], leader="pg1")
+        before = dict((path, path.read_bytes()) for path in owned)
+        archive = "%s wal-push --config %s --credentials %s %%p" % (
+            PGDR, repo.config, repo.credentials)
+        fetch = "%s wal-fetch --config %s --credentials %s %%f %%p" % (
+            PGDR, repo.config, repo.credentials)
+        parameters = {"archive_mode": "on", "archive_command": archive, "archive_timeout": 5}
+
+        def ask(dry_run=False, url=member.url, restart=True):
+            settings = resolve({"pg_host": "127.0.0.1", "pg_port": member.pg.port,
+                                "pg_user": "postgres", "patroni_url": url}, environ={})
+            return instance.Request("patroni_config", parameters=parameters,
+                                    recovery_conf={"restore_command": fetch},
+                                    restart=restart, timeout=120).run(
+                settings, Progress(), dry_run=dry_run)
+
+        predicted = ask(dry_run=True)
+        assert member.pg.psql("SHOW archive_mode") == "off"  # check mode changed nothing
+        applied = ask()
+        assert predicted["changed_settings"] == applied["changed_settings"] == [
+            "archive_command", "archive_mode", "archive_timeout", "restore_command"]
+        assert applied["patroni"] is True and applied["restarted"] is True, applied
+        assert applied["pending_restart"] == []
+        assert member.pg.psql("SHOW archive_mode") == "on"
+        assert member.pg.psql("SHOW archive_command") == archive
+        dcs = _get(member.url + "/config")["postgresql"]
+        assert dcs["parameters"]["archive_command"] == archive
+        assert dcs["recovery_conf"]["restore_command"] == fetch
+        # Patroni's own files: Patroni wrote postgresql.conf again, pgdr never did
+        assert member.config.read_bytes() == before[member.config]
+        assert "pgdr" not in (member.pg.datadir / "postgresql.base.conf").read_text() \
+            if (member.pg.datadir / "postgresql.base.conf").exists() else True
+        segment = member.pg.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        deadline = time.time() + 60
+        while member.pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < segment:
+            assert time.time() < deadline, member.pg.psql("SELECT * FROM pg_stat_archiver")
+            time.sleep(0.5)
+        code, info, err = repo.run("info")
+        assert code == 0, err
+        again = ask()
+        assert again["changed"] is False and again["changed_settings"] == []
+        nowhere = ask(url="off")
+        assert nowhere == {"changed": False, "patroni": False}
+    finally:
+        member.stop()
+
+
+def test_the_archiving_role_goes_through_patroni(workdir, etcd, seaweed, bucket):
+    """The archiving role on a Patroni member: no file beside postgresql.conf, no include
+    line in it, the settings in Patroni's dynamic configuration, archive_mode's restart
+    done by Patroni; a second run changes nothing."""
+    from tests.integration.test_playbooks import ANSIBLE_PLAYBOOK, _ansible_env
+    subprocess.run([str(REPO / "scripts" / "link-collection.sh")], check=True)
+    repo = Repo.s3(workdir, seaweed, bucket, cluster_name="patroni")
+    member = Member(workdir, "pg1", etcd, None, None)
+    playbook = workdir / "archiving.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "WAL archiving on a Patroni member", "hosts": "localhost",
+        "gather_facts": False, "roles": [{"role": "pgdr.postgresql.archiving"}]}]))
+    # an inventory, not -e: the role's own ansible_python_interpreter must win over it
+    variables = {"ansible_connection": "local", "ansible_become_method": "ansible.builtin.su",
+                 "ansible_python_interpreter": "/usr/bin/python3",
+                 "archiving_launcher": str(PGDR), "archiving_config_file": str(repo.config),
+                 "archiving_python": str(REPO / ".venv" / "bin" / "python"),
+                 "archiving_spool_dir": str(workdir / "spool"),
+                 "archiving_pg_host": "127.0.0.1", "archiving_pg_port": member.pg.port,
+                 "archiving_patroni_url": member.url, "archiving_rpo": 60}
+    inventory = workdir / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": variables}}}))
+
+    def play():
+        return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)],
+                              cwd=REPO, env=_ansible_env(),
+                              capture_output=True, text=True, timeout=600, check=False)
+    try:
+        member.start()
+        wait_for([member], leader="pg1")
+        patroni_file = member.config.read_bytes()
+        first = play()
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+        assert member.pg.psql("SHOW archive_mode") == "on"
+        assert "wal-push" in member.pg.psql("SHOW archive_command")
+        assert member.pg.psql("SHOW archive_timeout") == "50s"  # RPO 60 s - 10 s margin
+        dcs = _get(member.url + "/config")["postgresql"]["parameters"]
+        assert dcs["archive_mode"] == "on" and "wal-push" in dcs["archive_command"]
+        conf = member.pg.datadir / "postgresql.conf"
+        # Patroni wrote the settings into its postgresql.conf; pgdr added no include line
+        # and no file of its own beside it
+        assert "include_if_exists" not in conf.read_text() and not (
+            member.pg.datadir / "pgdr-archiving.conf").exists()
+        assert member.config.read_bytes() == patroni_file
+        assert "Patroni's dynamic configuration" in first.stdout
+        second = play()
+        assert second.returncode == 0 and re.search(r"changed=0\b", second.stdout), \
+            second.stdout[-3000:]
+    finally:
+        member.stop()

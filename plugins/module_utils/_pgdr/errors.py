@@ -233,5 +233,7 @@ CODES = {
     "wal_push_settings_changed": "wal-push: the config changed during the push: retried",
     "wal_dest_unwritable": "wal-fetch: the destination cannot be written (recovery stops)",
     "spool_full": "wal-fetch: prefetching paused, the spool is full",
+    "patroni_config_refused": "Patroni's REST API refused a dynamic configuration change",
+    "patroni_config_timeout": "PostgreSQL did not take a setting given through Patroni in time",
     "drill_failed": "a drill check failed",
 }

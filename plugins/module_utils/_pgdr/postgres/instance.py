@@ -19,6 +19,7 @@ import subprocess
 import time
 
 from ..errors import ConfigError, PostgresError
+from . import patroni
 from .session import _psycopg2, connect
 
 # recovery_target_* settings that name a point (recovery_target = 'immediate' does not
@@ -256,6 +257,29 @@ class Instance(object):
         out["postmaster_pid"] = postmaster_pid(out["data_directory"])
         return out
 
+    def wait_applied(self, parameters, timeout):
+        """Wait until the server runs with each parameter or says it needs a restart
+        for it; the names pending a restart."""
+        deadline = time.time() + timeout
+        while True:
+            rows = self.rows("SELECT name, setting, pending_restart FROM pg_settings "
+                             "WHERE name = ANY(%s)", (list(parameters),))
+            seen = dict((name, (setting, pending)) for name, setting, pending in rows)
+            # archive_command reads "(disabled)" while archive_mode is off: it is taken
+            # with the restart that archive_mode waits for
+            waiting = [n for n in parameters if n not in seen or (
+                seen[n][0] != str(parameters[n]) and not seen[n][1]
+                and seen[n][0] != "(disabled)")]
+            if not waiting:
+                return sorted(n for n in parameters if seen[n][1])
+            if time.time() > deadline:
+                raise PostgresError("PostgreSQL at %s:%s does not run with %s %d s after "
+                                    "the change" % (self.settings.pg_host,
+                                                    self.settings.pg_port,
+                                                    ", ".join(waiting), timeout),
+                                    code="patroni_config_timeout", stage=self.stage)
+            time.sleep(0.5)
+
     def reload(self, timeout=30):
         """pg_reload_conf(), then wait until new sessions see the reloaded files."""
         if self.dry_run:
@@ -422,6 +446,29 @@ def _configuration(server, params):
             "configuration": server.configuration(params.get("settings_names") or ())}
 
 
+def _patroni_config(server, params):
+    """The settings through Patroni's dynamic configuration when the node runs Patroni;
+    {"patroni": False} otherwise (the caller writes its files)."""
+    url = patroni.api_url(server.settings.patroni_url)
+    if url is None:
+        return {"changed": False, "patroni": False}
+    parameters = params.get("parameters") or {}
+    changed = patroni.apply_configuration(url, parameters, params.get("recovery_conf"),
+                                          dry_run=server.dry_run)
+    result = {"changed": bool(changed), "patroni": True, "url": url,
+              "changed_settings": changed, "restarted": False, "pending_restart": []}
+    if server.dry_run:
+        return result
+    pending = server.wait_applied(parameters, params["timeout"])
+    if pending and params.get("restart"):
+        patroni.restart_member(url)
+        server.wait_ready(params["timeout"])
+        result["restarted"] = result["changed"] = True
+        pending = server.wait_applied(parameters, params["timeout"])
+    result["pending_restart"] = pending
+    return result
+
+
 def _reload(server, _params):
     server.reload()
     return {"changed": True}
@@ -429,4 +476,5 @@ def _reload(server, _params):
 
 ACTIONS = {"state": _state, "wait_recovery": _wait_recovery, "wait_ready": _wait_ready,
            "verify": _verify, "archive_probe": _archive_probe, "mark_ready": _mark_ready,
-           "configuration": _configuration, "reload": _reload}
+           "configuration": _configuration, "reload": _reload,
+           "patroni_config": _patroni_config}

@@ -39,19 +39,33 @@ class _NotPatroni(Exception):
 
 def _get(url, path, timeout):
     """GET url + path as JSON (http.client: the engine has no ansible imports)."""
+    return _request(url, "GET", path, None, timeout)
+
+
+def _request(url, method, path, body, timeout, accept=(200,)):
+    """One request to Patroni's REST API; its JSON answer (None when it is not JSON)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _NotPatroni("not an http(s) URL")
     connection_class = HTTPSConnection if parts.scheme == "https" else HTTPConnection
     connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    headers = {"Accept": "application/json"}
+    payload = None
+    if body is not None:
+        payload = json.dumps(body).encode("utf-8")
+        headers["Content-Type"] = "application/json"
     try:
-        connection.request("GET", parts.path.rstrip("/") + path,
-                           headers={"Accept": "application/json"})
+        connection.request(method, parts.path.rstrip("/") + path, body=payload,
+                           headers=headers)
         response = connection.getresponse()
-        body = response.read()
-        if response.status != 200:
-            raise _NotPatroni("HTTP %d on %s" % (response.status, path))
-        return json.loads(body.decode("utf-8"))
+        answer = response.read()
+        if response.status not in accept:
+            raise _NotPatroni("HTTP %d on %s %s: %s" % (
+                response.status, method, path, answer.decode("utf-8", "replace")[:200]))
+        try:
+            return json.loads(answer.decode("utf-8"))
+        except ValueError:
+            return None
     finally:
         connection.close()
 
@@ -156,3 +170,57 @@ def designation(mode, patroni_view, max_lag_bytes):
         return "Patroni cluster %s: %s" % (patroni_view["scope"], why)
     return "Patroni cluster %s: %s, not this member (%s)" % (
         patroni_view["scope"], why, patroni_view["name"])
+
+
+def api_url(setting, timeout=5.0):
+    """The URL of this node's Patroni REST API, or None when the node does not run
+    Patroni (patroni_url off, or auto with nothing listening on DEFAULT_URL)."""
+    if view(setting, timeout) is None:
+        return None
+    return DEFAULT_URL if setting == "auto" else setting.rstrip("/")
+
+
+def configuration_changes(current, parameters, recovery_conf):
+    """The PATCH body that puts these PostgreSQL parameters (and recovery settings) into
+    Patroni's dynamic configuration, with only what differs from it ({} when nothing)."""
+    postgresql = current.get("postgresql") or {}
+    have = postgresql.get("parameters") or {}
+    want = dict((k, v) for k, v in parameters.items() if str(have.get(k)) != str(v))
+    have_recovery = postgresql.get("recovery_conf") or {}
+    want_recovery = dict((k, v) for k, v in (recovery_conf or {}).items()
+                         if str(have_recovery.get(k)) != str(v))
+    body = {}
+    if want:
+        body["parameters"] = want
+    if want_recovery:
+        body["recovery_conf"] = want_recovery
+    return {"postgresql": body} if body else {}
+
+
+def apply_configuration(url, parameters, recovery_conf=None, dry_run=False, timeout=10.0):
+    """Put the settings into Patroni's dynamic configuration (the DCS: every member gets
+    them, and a new leader after a failover has them), never into the files Patroni owns.
+    The names of the settings that were (or, with dry_run, would be) changed."""
+    try:
+        current = _get(url, "/config", timeout)
+        body = configuration_changes(current or {}, parameters, recovery_conf)
+        if body and not dry_run:
+            _request(url, "PATCH", "/config", body, timeout)
+    except (_NotPatroni, HTTPException, socket.timeout, OSError, ValueError) as exc:
+        raise PostgresError("Patroni's REST API at %s refused the dynamic configuration: "
+                            "%s" % (url, exc), code="patroni_config_refused",
+                            stage="patroni", url=url)
+    postgresql = body.get("postgresql", {})
+    return sorted(postgresql.get("parameters", {})) + sorted(
+        postgresql.get("recovery_conf", {}))
+
+
+def restart_member(url, timeout=60.0):
+    """Restart this member's PostgreSQL through Patroni, as Patroni wants it done: never
+    behind its back with pg_ctl or the service manager. (The caller saw the server ask
+    for it; Patroni's own pending_restart flag may lag a loop behind.)"""
+    try:
+        _request(url, "POST", "/restart", {}, timeout, accept=(200, 202))
+    except (_NotPatroni, HTTPException, socket.timeout, OSError) as exc:
+        raise PostgresError("Patroni at %s did not restart PostgreSQL: %s" % (url, exc),
+                            code="patroni_config_refused", stage="patroni", url=url)
