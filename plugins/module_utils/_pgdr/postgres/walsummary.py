@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import bisect
 import re
 import time
 
@@ -58,6 +59,8 @@ class ChangedBlocks(object):
                 self.limits[key] = min(int(block), self.limits.get(key, int(block)))
             else:
                 self.changed.setdefault(key, set()).add(int(block))
+        # sorted once: a part's blocks are a slice of them (bisect), not a scan of all
+        self.changed = dict((key, sorted(blocks)) for key, blocks in self.changed.items())
 
     def blocks(self, path, first, count):
         """Indexes (from 0) of the changed blocks among the ``count`` blocks of the file at
@@ -69,7 +72,9 @@ class ChangedBlocks(object):
         relation, segment = key[:4], key[4]
         low = segment * self.blocks_per_segment + first
         high = low + count
-        wanted = set(b - low for b in self.changed.get(relation, ()) if low <= b < high)
+        changed = self.changed.get(relation, [])
+        wanted = set(b - low for b in changed[bisect.bisect_left(changed, low):
+                                              bisect.bisect_left(changed, high)])
         limit = self.limits.get(relation)
         if limit is not None and limit < high:
             wanted.update(range(max(limit, low) - low, count))
