@@ -66,21 +66,28 @@ class Instance(object):
         self.installed = []  # databases where the checks created amcheck (or would)
 
     def rows(self, sql, params=(), database=None, timeout=5):
+        """One statement on a connection of its own."""
+        conn = self._connect(database, timeout)
+        try:
+            return self._execute(conn, sql, params)
+        finally:
+            conn.close()
+
+    def _connect(self, database=None, timeout=5):
         settings = self.settings
         if database:
             settings = settings.replace(pg_database=database)
-        conn = connect(settings, stage=self.stage, timeout=timeout)
-        try:
-            with conn.cursor() as cur:
-                try:
-                    cur.execute(sql, params)
-                except _psycopg2().Error as exc:
-                    raise PostgresError("PostgreSQL refused %s: %s" % (
-                        sql.split()[0], str(exc).strip()), code="postgres_refused",
-                        stage=self.stage)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        return connect(settings, stage=self.stage, timeout=timeout)
+
+    def _execute(self, conn, sql, params=()):
+        with conn.cursor() as cur:
+            try:
+                cur.execute(sql, params)
+            except _psycopg2().Error as exc:
+                raise PostgresError("PostgreSQL refused %s: %s" % (
+                    sql.split()[0], str(exc).strip()), code="postgres_refused",
+                    stage=self.stage)
+            return cur.fetchall() if cur.description else []
 
     def state(self):
         """Recovery and pause state, timeline, replay position, data directory,
@@ -182,19 +189,31 @@ class Instance(object):
                 if not self._has_amcheck(database, install):
                     skipped.append(database)
                     continue
-                for (index,) in self.rows(BTREE_INDEXES_SQL, database=database):
-                    try:
-                        self.rows("SELECT bt_index_check(%s::regclass, true)", (index,),
-                                  database=database, timeout=30)
-                        indexes += 1
-                    except PostgresError as exc:
-                        failures.append("%s.%s: %s" % (database, index, exc.msg))
+                checked, failed = self._check_indexes(database)
+                indexes += checked
+                failures.extend(failed)
             except PostgresError as exc:
                 failures.append("%s: %s" % (database, exc.msg))
         return check("amcheck", not failures, "; ".join(failures[:5]) if failures else
                      "%d btree indexes checked (heapallindexed)%s" % (indexes, (
                          "; amcheck not installed in " + ", ".join(skipped))
                          if skipped else ""))
+
+    def _check_indexes(self, database):
+        """bt_index_check with heapallindexed on every btree index of one database, on one
+        connection (autocommit: a failed check does not end it)."""
+        conn = self._connect(database)
+        try:
+            checked, failed = 0, []
+            for (index,) in self._execute(conn, BTREE_INDEXES_SQL):
+                try:
+                    self._execute(conn, "SELECT bt_index_check(%s::regclass, true)", (index,))
+                    checked += 1
+                except PostgresError as exc:
+                    failed.append("%s.%s: %s" % (database, index, exc.msg))
+            return checked, failed
+        finally:
+            conn.close()
 
     def _has_amcheck(self, database, install):
         if self.rows("SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'",
