@@ -89,7 +89,7 @@ class Instance(object):
                     stage=self.stage)
             return cur.fetchall() if cur.description else []
 
-    def state(self):
+    def state(self, again=False):
         """Recovery and pause state, timeline, replay position, data directory,
         archive_mode, databases, tablespaces, the postmaster's pid; {"up": False,
         "error": ...} when the server does not answer."""
@@ -98,7 +98,14 @@ class Instance(object):
         except PostgresError as exc:
             return {"up": False, "error": exc.msg}
         if out["in_recovery"]:
-            out["pause_state"] = self.rows("SELECT pg_get_wal_replay_pause_state()")[0][0]
+            try:
+                out["pause_state"] = self.rows("SELECT pg_get_wal_replay_pause_state()")[0][0]
+            except PostgresError:
+                # a recovery without a target ends (promotes) by itself, possibly between
+                # the two statements ("recovery is not in progress"): ask once more
+                if again:
+                    raise
+                return self.state(again=True)
             out["timeline"] = out["checkpoint_timeline"]
         else:
             out["pause_state"] = "not in recovery"
