@@ -11,12 +11,14 @@ One installation and one backup serve the whole module: the tests run in file or
 backup from the `agent` and `backup` fixtures.
 """
 import contextlib
+import importlib.util
 import json
 import os
 import pwd
 import re
 import shutil
 import stat
+import struct
 import subprocess
 import tempfile
 import uuid
@@ -215,6 +217,26 @@ def _mode(path):
     return stat.S_IMODE(st.st_mode), pwd.getpwuid(st.st_uid).pw_name, st.st_gid
 
 
+def _stale_byte_code(engine):
+    """Engine modules whose byte code the PostgreSQL user's interpreter would not use (it
+    cannot write __pycache__ there: each archive or restore call would compile them): no
+    .pyc, or one whose header names another source mtime or size."""
+    stale = []
+    for source in sorted(engine.rglob("*.py")):
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        st = source.stat()
+        try:
+            header = cached.read_bytes()[:16]
+        except OSError:
+            stale.append(str(source.relative_to(engine)))
+            continue
+        flags, mtime, size = struct.unpack("<III", header[4:16])
+        if header[:4] != importlib.util.MAGIC_NUMBER or flags != 0 or (
+                mtime, size) != (int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF):
+            stale.append(str(source.relative_to(engine)))
+    return stale
+
+
 def test_setup_installs_the_agent(node):
     postgres = pwd.getpwnam("postgres")
     created = [node.prefix, node.launcher.parent, node.config.parent]
@@ -234,6 +256,7 @@ def test_setup_installs_the_agent(node):
     res = as_postgres(node.launcher, "--version")
     assert res.returncode == 0 and re.match(r"^pgdr \S+\n$", res.stdout), res
     assert (node.prefix / "lib" / "pgdr" / "cli.py").is_file()
+    assert _stale_byte_code(node.prefix / "lib" / "pgdr") == []
     launcher = node.launcher.read_text()
     assert str(node.venv) in launcher and str(node.config) in launcher, launcher
     assert _mode(node.launcher) == (0o755, "root", 0)
