@@ -34,6 +34,14 @@ MB = 1_000_000  # MB = 10^6 bytes throughout
 
 
 # --------------------------------------------------------------------------- commands
+def compile_engine() -> None:
+    """Byte-compile the engine, as the agent role does on nodes: the tools run as postgres,
+    who cannot write __pycache__ here, and PYTHONDONTWRITEBYTECODE may be set; without
+    byte code every wal-push or wal-fetch call would compile the engine's sources."""
+    subprocess.run([sys.executable, "-I", "-m", "compileall", "-q",
+                    str(REPO / "plugins" / "module_utils" / "_pgdr")], check=True)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 

@@ -31,7 +31,11 @@ restore_command sequentially, one segment at a time, as in production.
   Barman:         barman-cloud-wal-restore %f %p (its default: no prefetch)
   Barman -p 2:    barman-cloud-wal-restore -p 2 --spool-dir (its own prefetch; optional,
                   --fetch-tools pgdr,barman,barman-p2,local)
-  local:          cp from a local directory: the floor set by PostgreSQL's own replay
+  local:          cp from a local directory: restore_command's cheapest form
+  pg_wal:         the same segments already sitting in the copy's pg_wal, restore_command
+                  `false` (the physical limit: PostgreSQL's own single-threaded redo, no
+                  fetch at all); the ratio "recovery_time pgdr/pg_wal" is issue 15's
+                  replay-bound target (<= 1.15x)
 
 Prints a table and writes bench/results/wal-<date>-<time>.json. See docs/benchmarks.md.
 """
@@ -51,7 +55,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (BARMAN_VENV, BENCH, MB, PGBACKREST, PGDR, REGION, STANZA,  # noqa: E402
-                    PgCluster, can_drop_caches, chown_pg, drop_caches, free_port,
+                    PgCluster, can_drop_caches, chown_pg, compile_engine, drop_caches,
+                    free_port,
                     load_average, log, machine_info, make_pg_dir, make_workdir,
                     pgbackrest_config, run, start_seaweed, versions, write_private,
                     write_result)
@@ -62,7 +67,8 @@ BUCKETS = {"pgdr": "wal-pgdr", "pgbackrest": "wal-pgbackrest", "barman": "wal-ba
 LABELS = {"pgdr": "pgdr (async, 2 workers)", "pgbackrest": "pgBackRest 2.45 (async, 2)",
           "barman": "Barman cloud (sync)", "barman-p2": "Barman cloud -p 2"}
 FETCH_LABELS = {"pgdr": "pgdr wal-fetch (prefetch 16, 2 workers)",
-                "local": "cp from a local directory (floor)",
+                "local": "cp from a local directory",
+                "pg_wal": "already in pg_wal (replay only, floor)",
                 "barman": "barman-cloud-wal-restore", "barman-p2": "barman-cloud-wal-restore -p 2"}
 
 
@@ -362,7 +368,7 @@ def seg_no(name: str) -> int:
 def upload_corpus(ctx: Ctx, tools: dict, names: list[str]) -> dict:
     """Untimed: the same N segments into each tool's 'corpus' archive, 4 in parallel."""
     out = {}
-    for t in (tools["pgdr"], tools["barman"]):
+    for t in (tools[n] for n in ("pgdr", "barman") if n in ctx.fetch_uploads):
         t0 = time.monotonic()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_"))}
 
@@ -388,6 +394,14 @@ def recovery_run(ctx: Ctx, variant: str, tools: dict, rnd: int) -> dict:
         rc = tools["pgdr"].restore_command()
     elif variant == "local":
         rc = f"cp {ctx.local_corpus}/%f %p"
+    elif variant == "pg_wal":
+        # untimed: the WAL is where crash recovery would find it; restore_command finds
+        # nothing, so recovery reads pg_wal (the physical limit of replay)
+        for n in ctx.corpus:
+            shutil.copy(ctx.local_corpus / n, target / "pg_wal" / n)
+        chown_pg(target / "pg_wal")
+        run(["chown", "-R", "postgres:postgres", target / "pg_wal"], postgres=False)
+        rc = "false"
     else:
         tools["barman"].prepare_fetch()
         rc = tools["barman"].restore_command(parallel=variant == "barman-p2")
@@ -479,7 +493,9 @@ def summarize(arch: dict, fetch: dict) -> dict:
         for o in f:
             if o != "pgdr":
                 ratios[f"fetch pgdr/{o}"] = {"throughput": f["pgdr"]["segments_s"]
-                                             / f[o]["segments_s"]}
+                                             / f[o]["segments_s"],
+                                             "recovery_time": f["pgdr"]["seconds"]
+                                             / f[o]["seconds"]}
     return {"archive": a, "fetch": f, "ratios": ratios}
 
 
@@ -549,6 +565,7 @@ def main(argv=None) -> int:
         return 1
     if not args.skip_setup:
         subprocess.run(["bash", str(BENCH / "setup.sh")], check=True)
+    compile_engine()
     names = [n.strip() for n in args.tools.split(",") if n.strip()]
     fetch_names = [n.strip() for n in args.fetch_tools.split(",") if n.strip()]
 
@@ -559,6 +576,9 @@ def main(argv=None) -> int:
     ctx.load_start = load_average()
     ctx.drop = (not args.warm) and can_drop_caches()
     ctx.corpus = []
+    ctx.fetch_uploads = [n for n in fetch_names if n in ("pgdr", "barman", "barman-p2")]
+    if "barman-p2" in ctx.fetch_uploads:
+        ctx.fetch_uploads.append("barman")
 
     sw = None
     pg = None
@@ -625,7 +645,7 @@ def main(argv=None) -> int:
             if len(ctx.corpus) < args.segments:
                 log(f"only {len(ctx.corpus)} complete segments since the base backup")
             corpus_upload = upload_corpus(ctx, tools, ctx.corpus)
-            if "local" in fetch_names:  # the floor: replay with a free restore_command
+            if {"local", "pg_wal"} & set(fetch_names):  # WAL on local disk
                 ctx.local_corpus = make_pg_dir(ctx.work / "corpus-local")
                 for n in ctx.corpus:
                     shutil.copy(ctx.pg.datadir / "pg_wal" / n, ctx.local_corpus / n)
