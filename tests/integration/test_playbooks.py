@@ -220,14 +220,19 @@ def _mode(path):
 def _stale_byte_code(engine):
     """Engine modules whose byte code the PostgreSQL user's interpreter would not use (it
     cannot write __pycache__ there: each archive or restore call would compile them): no
-    .pyc, or one whose header names another source mtime or size."""
+    .pyc, one others cannot read, or one whose header names another source mtime or size.
+    (The agent's interpreter is the same python3 as this one: same cache tag and magic.)"""
     stale = []
     for source in sorted(engine.rglob("*.py")):
         cached = Path(importlib.util.cache_from_source(str(source)))
         st = source.stat()
         try:
             header = cached.read_bytes()[:16]
+            readable = bool(cached.stat().st_mode & 0o004) and (
+                cached.parent.stat().st_mode & 0o005) == 0o005
         except OSError:
+            readable = False
+        if not readable:
             stale.append(str(source.relative_to(engine)))
             continue
         flags, mtime, size = struct.unpack("<III", header[4:16])
