@@ -399,7 +399,6 @@ def recovery_run(ctx: Ctx, variant: str, tools: dict, rnd: int) -> dict:
         # nothing, so recovery reads pg_wal (the physical limit of replay)
         for n in ctx.corpus:
             shutil.copy(ctx.local_corpus / n, target / "pg_wal" / n)
-        chown_pg(target / "pg_wal")
         run(["chown", "-R", "postgres:postgres", target / "pg_wal"], postgres=False)
         rc = "false"
     else:
@@ -669,7 +668,9 @@ def main(argv=None) -> int:
                 "caches_before_recovery": "dropped" if ctx.drop else "warm",
                 "transport": "https for every tool",
                 "fetch_method": "real recovery: base backup + restore_command to the end of "
-                                "the archive, pg_ctl start until promoted"},
+                                "the archive, pg_ctl start until promoted (pg_wal: the "
+                                "segments in pg_wal, restore_command false)",
+                "engine": "byte-compiled before the run"},
             "corpus": {"segments": len(ctx.corpus),
                        "first": ctx.corpus[0] if ctx.corpus else None,
                        "last": ctx.corpus[-1] if ctx.corpus else None,
