@@ -139,6 +139,16 @@ options:
       - V(patroni_config) changes Patroni's configuration through it.
     type: str
     default: auto
+  patroni_username:
+    description:
+      - "User of Patroni's REST API (restapi.authentication), sent with the requests that
+        change something: the dynamic configuration and restarts. Reading the member list
+        needs none."
+    type: str
+  patroni_password:
+    description:
+      - Password of patroni_username.
+    type: str
 extends_documentation_fragment:
   - pgdr.postgresql.postgres
   - ansible.builtin.action_common_attributes
@@ -288,7 +298,8 @@ EXTRAS = dict(
     recovery_conf=dict(type="dict", default={}),
     restart=dict(type="bool", default=False),
 )
-ARGS = dict(groups=("pg",), include=("patroni_url",), extras=EXTRAS, files=False)
+ARGS = dict(groups=("pg",), include=("patroni_url", "patroni_username", "patroni_password"),
+            extras=EXTRAS, files=False)
 REQUIRED_IF = [("action", "wait_recovery", ("data_directory", "log")),
                ("action", "mark_ready", ("data_directory", "timeline", "current_wal"))]
 

@@ -136,6 +136,15 @@ options:
         settings stay those of the cluster's own configuration. Only with point latest."
     type: bool
     default: false
+  bootstrap:
+    description:
+      - "Restore as the first member of a new cluster whose configuration is managed
+        elsewhere (Patroni's bootstrap.method): recovery.signal, restore_command and the
+        point's recovery target, and nothing else in postgresql.auto.conf, so that once
+        promoted the server archives and runs with the cluster's own configuration. Needs
+        target_action promote."
+    type: bool
+    default: false
   workers:
     description:
       - Parallel workers that read, compress and transfer.

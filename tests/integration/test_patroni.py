@@ -38,9 +38,13 @@ class Member:
     """One Patroni member: its PostgreSQL (a PgCluster for psql and stop), its REST API,
     and a pgdr config for backups on this node."""
 
-    def __init__(self, workdir, name, etcd_port, archive, fetch, replica_from=None):
+    def __init__(self, workdir, name, etcd_port, archive, fetch, replica_from=None,
+                 scope="pgdrtest", bootstrap_from=None, api_auth=None):
         self.name = name
+        self.api_auth = api_auth  # (user, password): restapi.authentication
+        self.scope = scope
         self.replica_from = replica_from  # a Repo: build this replica from the repository
+        self.bootstrap_from = bootstrap_from  # (Repo, point): a new cluster from a backup
         self.home = postgres_dir(workdir / name)
         os.chmod(self.home, 0o755)
         self.api = free_port()
@@ -70,9 +74,12 @@ class Member:
 
     def _all_settings(self, etcd_port, archive, fetch, hba):
         return {
-            "scope": "pgdrtest", "name": self.name,
-            "restapi": {"listen": "127.0.0.1:%d" % self.api,
-                        "connect_address": "127.0.0.1:%d" % self.api},
+            "scope": self.scope, "name": self.name,
+            "restapi": dict({"listen": "127.0.0.1:%d" % self.api,
+                             "connect_address": "127.0.0.1:%d" % self.api},
+                            **({"authentication": dict(zip(("username", "password"),
+                                                           self.api_auth))}
+                               if self.api_auth else {})),
             "etcd3": {"hosts": ["127.0.0.1:%d" % etcd_port]},
             "bootstrap": {
                 "dcs": {"ttl": 20, "loop_wait": 1, "retry_timeout": 5,
@@ -83,7 +90,8 @@ class Member:
                             "archive_timeout": 5, "wal_level": "replica",
                             "hot_standby": "on", "track_commit_timestamp": "on",
                             "max_wal_senders": 10, "max_replication_slots": 10}}},
-                "initdb": [{"encoding": "UTF8"}, "no-locale", {"auth": "trust"}]},
+                "initdb": [{"encoding": "UTF8"}, "no-locale", {"auth": "trust"}],
+                **self._bootstrap_method()},
             "postgresql": {
                 "listen": "127.0.0.1:%d" % self.pg.port,
                 "connect_address": "127.0.0.1:%d" % self.pg.port,
@@ -109,6 +117,18 @@ class Member:
             PGDR, self.pg.datadir, repo.config, repo.credentials)
         return {"create_replica_methods": ["pgdr", "basebackup"],
                 "pgdr": {"command": command, "no_params": True}}
+
+    def _bootstrap_method(self):
+        """A new cluster whose first member is restored from the repository to a point
+        (Patroni's bootstrap.method); pgdr's recovery settings are kept until promotion."""
+        if self.bootstrap_from is None:
+            return {}
+        repo, point = self.bootstrap_from
+        command = "%s restore --bootstrap --point %s --target %s --config %s " \
+                  "--credentials %s" % (PGDR, point, self.pg.datadir, repo.config,
+                                        repo.credentials)
+        return {"method": "pgdr", "pgdr": {"command": command, "no_params": True,
+                                           "keep_existing_recovery_conf": True}}
 
     def start(self):
         log = open(self.home / "patroni.log", "ab")
@@ -203,19 +223,25 @@ def etcd(workdir):
     proc.wait(30)
 
 
+def _archiving_repo(workdir, seaweed, bucket):
+    """The repository of cluster "patroni" with its archive_command and restore_command."""
+    spool = postgres_dir(workdir / "spool")
+    repo = Repo.s3(workdir, seaweed, bucket, spool_dir=spool, archive_wait=30,
+                   cluster_name="patroni")
+    archive = "%s wal-push --config %s --credentials %s %%p" % (
+        PGDR, repo.config, repo.credentials)
+    fetch = "%s wal-fetch --config %s --credentials %s %%f %%p" % (
+        PGDR, repo.config, repo.credentials)
+    return repo, archive, fetch
+
+
 @pytest.fixture
 def patroni_cluster(workdir, etcd, seaweed, bucket):
     """Three members archiving into one repository through Patroni's dynamic
     configuration: pg1 bootstraps and leads and takes the first backup (of pgbench
     data), then pg2 is built by pg_basebackup from the leader and pg3 from that backup
     plus WAL (pgdr as Patroni's replica creation method), each timed."""
-    spool = postgres_dir(workdir / "spool")
-    archive_repo = Repo.s3(workdir, seaweed, bucket, spool_dir=spool, archive_wait=30,
-                           cluster_name="patroni")
-    archive = "%s wal-push --config %s --credentials %s %%p" % (
-        PGDR, archive_repo.config, archive_repo.credentials)
-    fetch = "%s wal-fetch --config %s --credentials %s %%f %%p" % (
-        PGDR, archive_repo.config, archive_repo.credentials)
+    archive_repo, archive, fetch = _archiving_repo(workdir, seaweed, bucket)
     members = [Member(workdir, "pg1", etcd, archive, fetch),
                Member(workdir, "pg2", etcd, archive, fetch),
                Member(workdir, "pg3", etcd, archive, fetch, replica_from=archive_repo)]
@@ -386,7 +412,8 @@ def test_the_archiving_role_goes_through_patroni(workdir, etcd, seaweed, bucket)
     from tests.integration.test_playbooks import ANSIBLE_PLAYBOOK, _ansible_env
     subprocess.run([str(REPO / "scripts" / "link-collection.sh")], check=True)
     repo = Repo.s3(workdir, seaweed, bucket, cluster_name="patroni")
-    member = Member(workdir, "pg1", etcd, None, None)
+    password = "api-Pa55-%d" % os.getpid()
+    member = Member(workdir, "pg1", etcd, None, None, api_auth=("pgdr", password))
     playbook = workdir / "archiving.yml"
     playbook.write_text(yaml.safe_dump([{
         "name": "WAL archiving on a Patroni member", "hosts": "localhost",
@@ -398,7 +425,8 @@ def test_the_archiving_role_goes_through_patroni(workdir, etcd, seaweed, bucket)
                  "archiving_python": str(REPO / ".venv" / "bin" / "python"),
                  "archiving_spool_dir": str(workdir / "spool"),
                  "archiving_pg_host": "127.0.0.1", "archiving_pg_port": member.pg.port,
-                 "archiving_patroni_url": member.url, "archiving_rpo": 60}
+                 "archiving_patroni_url": member.url, "archiving_rpo": 60,
+                 "archiving_patroni_username": "pgdr", "archiving_patroni_password": password}
     inventory = workdir / "inventory.json"
     inventory.write_text(json.dumps({"all": {"hosts": {"localhost": variables}}}))
 
@@ -424,8 +452,122 @@ def test_the_archiving_role_goes_through_patroni(workdir, etcd, seaweed, bucket)
             member.pg.datadir / "pgdr-archiving.conf").exists()
         assert member.config.read_bytes() == patroni_file
         assert "Patroni's dynamic configuration" in first.stdout
+        assert password not in first.stdout + first.stderr  # no_log
         second = play()
         assert second.returncode == 0 and re.search(r"changed=0\b", second.stdout), \
             second.stdout[-3000:]
+    finally:
+        member.stop()
+
+
+def test_a_new_patroni_cluster_bootstraps_from_a_backup_at_a_point(workdir, etcd, seaweed,
+                                                                   bucket):
+    """Patroni's bootstrap.method through `pgdr restore --bootstrap`: a new cluster (its
+    own scope) starts from the repository at a restore point and holds exactly the rows
+    committed before it; once promoted it runs with Patroni's configuration (archiving on,
+    no recovery target left behind) and archives its new timeline into the repository. A
+    bootstrap that cannot promote is refused before anything is written."""
+    repo, archive, fetch = _archiving_repo(workdir, seaweed, bucket)
+    source = Member(workdir, "old1", etcd, archive, fetch)
+    new = Member(workdir, "new1", etcd, archive, fetch, scope="pgdrnew",
+                 bootstrap_from=(repo, "name:before_the_mistake"))
+    settings = dict(repo.settings, **repo.secrets)
+    settings.pop("cluster")
+    settings["cluster_name"] = "patroni"
+    try:
+        source.start()
+        wait_for([source], leader="old1")
+        source.pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, "
+                       "at timestamptz DEFAULT clock_timestamp())")
+        stamps = {}
+        write_rows(source.pg, 1, 20, stamps)
+        assert "skipped" not in source.backup(settings)
+        write_rows(source.pg, 21, 40, stamps)
+        source.pg.psql("SELECT pg_create_restore_point('before_the_mistake')")
+        write_rows(source.pg, 41, 60, stamps)
+        archive_everything(source.pg)
+        source.stop()
+
+        refused = workdir / "refused" / "data"
+        code, out, err = repo.run("restore", "--bootstrap", "--target-action", "pause",
+                                  "--point", "name:before_the_mistake", "--target", refused)
+        assert code == 2 and "target_action=promote" in err and "pause" in err, (code, out, err)
+        assert not refused.exists()
+        code, out, err = repo.run("restore", "--bootstrap", "--standby", "--target", refused)
+        assert code == 2 and "bootstrap and standby" in err, (code, out, err)
+        assert not refused.exists()
+
+        started = time.time()
+        new.start()
+        wait_for([new], leader="new1", timeout=180)
+        wait_until_promoted(new.pg)
+        print("patroni bootstrap from the repository: leader promoted in %.1f s"
+              % (time.time() - started))
+        assert new.pg.psql("SELECT count(*), min(k), max(k) FROM ticks") == "40|1|40"
+        assert (new.pg.datadir / "pgdr_restore.json").exists()
+        assert "pgdr" in (new.home / "patroni.log").read_text()
+        # Patroni's configuration, not the restore's: archiving on, no target left
+        assert new.pg.psql("SHOW archive_mode") == "on"
+        # Patroni removes the recovery settings from postgresql.auto.conf at the end of
+        # its bootstrap: a later restart, or a replica copied from this member, never
+        # stops at the old target
+        auto_conf = new.pg.datadir / "postgresql.auto.conf"
+        deadline = time.time() + 60
+        while "recovery_target" in auto_conf.read_text():
+            assert time.time() < deadline, auto_conf.read_text()
+            time.sleep(0.5)
+        assert "archive_mode" not in auto_conf.read_text()
+        timeline = int(new.pg.psql("SELECT timeline_id FROM pg_control_checkpoint()"))
+        assert timeline >= 2
+        new.pg.psql("INSERT INTO ticks (k) VALUES (41)")  # on the new timeline only
+        segment = archive_everything(new.pg)
+        assert int(segment[:8], 16) == timeline
+        rows, restored = restore_rows(repo, workdir, "after-bootstrap", "--point", "latest")
+        assert rows == 41, ("latest after the bootstrap follows the new cluster's timeline",
+                            restored)
+    finally:
+        source.stop()
+        new.stop()
+
+
+def test_patroni_config_sends_the_rest_api_credentials(workdir, etcd):
+    """A Patroni member with restapi.authentication (autobase's default): pg_instance
+    patroni_config without credentials, or with a wrong password, fails with a clear error
+    naming the options and changes nothing; with them, the settings are applied and the
+    member restarted through Patroni. The password never appears in the error."""
+    from plugins.module_utils._pgdr.errors import PostgresError
+    from plugins.module_utils._pgdr.options import resolve
+    from plugins.module_utils._pgdr.postgres import instance
+    from plugins.module_utils._pgdr.progress import Progress
+
+    password = "api-Pa55-%d" % os.getpid()
+    member = Member(workdir, "pg1", etcd, None, None, api_auth=("pgdr", password))
+
+    def ask(credentials):
+        given = {"pg_host": "127.0.0.1", "pg_port": member.pg.port, "pg_user": "postgres",
+                 "patroni_url": member.url}
+        given.update(credentials)
+        settings = resolve(given, environ={})
+        return instance.Request("patroni_config", parameters={"archive_timeout": 17},
+                                recovery_conf={}, restart=True, timeout=120).run(
+            settings, Progress())
+
+    try:
+        member.start()
+        wait_for([member], leader="pg1")
+        for credentials, expected in (
+                ({}, "needs patroni_username and patroni_password"),
+                ({"patroni_username": "pgdr", "patroni_password": "wrong"},
+                 "refused patroni_username and patroni_password")):
+            with pytest.raises(PostgresError) as refused:
+                ask(credentials)
+            assert refused.value.code == "patroni_config_refused"
+            assert expected in str(refused.value) and "401" in str(refused.value)
+            assert password not in str(refused.value)
+            dcs = _get(member.url + "/config").get("postgresql", {}).get("parameters", {})
+            assert "archive_timeout" not in dcs, dcs
+        applied = ask({"patroni_username": "pgdr", "patroni_password": password})
+        assert applied["changed_settings"] == ["archive_timeout"], applied
+        assert member.pg.psql("SHOW archive_timeout") == "17s"
     finally:
         member.stop()

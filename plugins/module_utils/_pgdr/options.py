@@ -157,6 +157,11 @@ OPTIONS = (
            "http://127.0.0.1:8008; nothing listening there means the node does not run "
            "Patroni and PostgreSQL's own views decide), off, or a URL that must answer.",
            default="auto", groups=("backup",)),
+    Option("patroni_username", "str", "User of Patroni's REST API (restapi.authentication), "
+           "sent with the requests that change something: the dynamic configuration and "
+           "restarts. Reading the member list needs none.", groups=("patroni",)),
+    Option("patroni_password", "str", "Password of patroni_username.", secret=True,
+           groups=("patroni",)),
     Option("standby_max_lag_bytes", "int", "With Patroni: bytes of replay lag (as Patroni "
            "reports it) above which a replica is not healthy enough to back up from.",
            default=67108864, groups=("backup",), minimum=0, maximum=1099511627776),
@@ -242,6 +247,12 @@ OPTIONS = (
            "restore_command, no recovery target, and nothing else in postgresql.auto.conf, "
            "so archiving and the server's settings stay those of the cluster's own "
            "configuration. Only with point latest.", default=False, groups=("restore",)),
+    Option("bootstrap", "bool", "Restore as the first member of a new cluster whose "
+           "configuration is managed elsewhere (Patroni's bootstrap.method): recovery.signal, "
+           "restore_command and the point's recovery target, and nothing else in "
+           "postgresql.auto.conf, so that once promoted the server archives and runs with "
+           "the cluster's own configuration. Needs target_action promote.", default=False,
+           groups=("restore",)),
     # -- upload ---------------------------------------------------------------------------
     Option("src", "path", "Local file or directory to put into the repository; a "
            "directory is uploaded recursively.", groups=("upload",)),

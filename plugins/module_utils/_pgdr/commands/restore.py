@@ -141,6 +141,8 @@ class RestoreRun(object):
         self.point = parse_point(s.point)
         if s.standby:
             self.point, base = self._standby_point(base), None
+        if s.bootstrap:
+            self._check_bootstrap()
         if base and self.point.kind in ("latest", "immediate"):
             self.point, base = parse_point("backup:" + base), None
         recovery = Planner(self.storage, self.catalog, s.cluster, s.target_inclusive,
@@ -201,6 +203,21 @@ class RestoreRun(object):
                               "point latest, no backup_id)" % (self.settings.point, base),
                               code="config_invalid", stage="plan", option="standby")
         return parse_point("immediate")
+
+    def _check_bootstrap(self):
+        """The first member of a new Patroni cluster: Patroni waits for the server to
+        leave recovery, so the point must end in a promotion; a standby is another mode."""
+        s = self.settings
+        if s.standby:
+            raise ConfigError("bootstrap and standby cannot be combined: bootstrap makes "
+                              "the first member of a new cluster, standby a member of a "
+                              "running one", code="config_invalid", stage="plan",
+                              option="bootstrap")
+        if s.target_action != "promote":
+            raise ConfigError("bootstrap needs target_action=promote, not %s: the cluster "
+                              "manager waits for the server to leave recovery"
+                              % s.target_action, code="config_invalid", stage="plan",
+                              option="target_action")
 
     def _write_error(self, exc, manifest):
         """A clear TargetRefused for an OSError while writing: a full filesystem is named
@@ -455,6 +472,12 @@ class RestoreRun(object):
             values = _user_settings(self.settings)
             values["restore_command"] = self._restore_command()
             self._write_file("standby.signal", b"", 0o600)
+        elif self.settings.bootstrap:
+            # the first member of a new cluster: archiving, the carried settings and the
+            # rest belong to the cluster manager's configuration, which writes
+            # postgresql.conf; a value here would override it for good
+            values = _user_settings(self.settings)
+            values.update(self._recovery_settings())
         else:
             if not self.settings.keep_archiving:
                 extra.append("# restored copy: never archive into the source's repository")
@@ -493,11 +516,16 @@ class RestoreRun(object):
         user's and the recovery target."""
         values = dict(self.carried)
         values.update(_user_settings(self.settings))
-        if self.recovery.recovery:
-            values.update(self.recovery.recovery)
-            values["restore_command"] = self._restore_command()
-            self._write_file("recovery.signal", b"", 0o600)
+        values.update(self._recovery_settings())
         return values
+
+    def _recovery_settings(self):
+        """The point's recovery target and restore_command, with recovery.signal; none
+        for a backup restored to its own consistency point without the archive."""
+        if not self.recovery.recovery:
+            return {}
+        self._write_file("recovery.signal", b"", 0o600)
+        return dict(self.recovery.recovery, restore_command=self._restore_command())
 
     def _write_missing_config(self, manifest):
         """A cluster that keeps its configuration outside the data directory (Debian's

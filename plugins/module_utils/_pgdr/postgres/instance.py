@@ -479,15 +479,16 @@ def _patroni_config(server, params):
     if url is None:
         return {"changed": False, "patroni": False}
     parameters = params.get("parameters") or {}
+    auth = patroni.credentials(server.settings)
     changed = patroni.apply_configuration(url, parameters, params.get("recovery_conf"),
-                                          dry_run=server.dry_run)
+                                          dry_run=server.dry_run, auth=auth)
     result = {"changed": bool(changed), "patroni": True, "url": url,
               "changed_settings": changed, "restarted": False, "pending_restart": []}
     if server.dry_run:
         return result
     pending = server.wait_applied(parameters, params["timeout"])
     if pending and params.get("restart"):
-        patroni.restart_member(url)
+        patroni.restart_member(url, auth=auth)
         server.wait_ready(params["timeout"])
         result["restarted"] = result["changed"] = True
         pending = server.wait_applied(parameters, params["timeout"])

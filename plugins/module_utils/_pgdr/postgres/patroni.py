@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import json
 import socket
 
@@ -42,14 +43,22 @@ def _get(url, path, timeout):
     return _request(url, "GET", path, None, timeout)
 
 
-def _request(url, method, path, body, timeout, accept=(200,)):
-    """One request to Patroni's REST API; its JSON answer (None when it is not JSON)."""
+class _Unauthorized(_NotPatroni):
+    """Patroni asked for the credentials of restapi.authentication (HTTP 401)."""
+
+
+def _request(url, method, path, body, timeout, accept=(200,), auth=None):
+    """One request to Patroni's REST API; its JSON answer (None when it is not JSON).
+    ``auth``: (user, password) for restapi.authentication, sent as HTTP Basic."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _NotPatroni("not an http(s) URL")
     connection_class = HTTPSConnection if parts.scheme == "https" else HTTPConnection
     connection = connection_class(parts.hostname, parts.port, timeout=timeout)
     headers = {"Accept": "application/json"}
+    if auth:
+        token = base64.b64encode(("%s:%s" % auth).encode("utf-8")).decode("ascii")
+        headers["Authorization"] = "Basic " + token
     payload = None
     if body is not None:
         payload = json.dumps(body).encode("utf-8")
@@ -59,6 +68,11 @@ def _request(url, method, path, body, timeout, accept=(200,)):
                            headers=headers)
         response = connection.getresponse()
         answer = response.read()
+        if response.status == 401:
+            raise _Unauthorized("HTTP 401 on %s %s: Patroni's restapi.authentication %s"
+                                % (method, path, "refused patroni_username and "
+                                   "patroni_password" if auth else "needs patroni_username "
+                                   "and patroni_password"))
         if response.status not in accept:
             raise _NotPatroni("HTTP %d on %s %s: %s" % (
                 response.status, method, path, answer.decode("utf-8", "replace")[:200]))
@@ -197,7 +211,8 @@ def configuration_changes(current, parameters, recovery_conf):
     return {"postgresql": body} if body else {}
 
 
-def apply_configuration(url, parameters, recovery_conf=None, dry_run=False, timeout=10.0):
+def apply_configuration(url, parameters, recovery_conf=None, dry_run=False, timeout=10.0,
+                        auth=None):
     """Put the settings into Patroni's dynamic configuration (the DCS: every member gets
     them, and a new leader after a failover has them), never into the files Patroni owns.
     The names of the settings that were (or, with dry_run, would be) changed."""
@@ -205,7 +220,7 @@ def apply_configuration(url, parameters, recovery_conf=None, dry_run=False, time
         current = _get(url, "/config", timeout)
         body = configuration_changes(current or {}, parameters, recovery_conf)
         if body and not dry_run:
-            _request(url, "PATCH", "/config", body, timeout)
+            _request(url, "PATCH", "/config", body, timeout, auth=auth)
     except (_NotPatroni, HTTPException, socket.timeout, OSError, ValueError) as exc:
         raise PostgresError("Patroni's REST API at %s refused the dynamic configuration: "
                             "%s" % (url, exc), code="patroni_config_refused",
@@ -215,12 +230,20 @@ def apply_configuration(url, parameters, recovery_conf=None, dry_run=False, time
         postgresql.get("recovery_conf", {}))
 
 
-def restart_member(url, timeout=60.0):
+def restart_member(url, timeout=60.0, auth=None):
     """Restart this member's PostgreSQL through Patroni, as Patroni wants it done: never
     behind its back with pg_ctl or the service manager. (The caller saw the server ask
     for it; Patroni's own pending_restart flag may lag a loop behind.)"""
     try:
-        _request(url, "POST", "/restart", {}, timeout, accept=(200, 202))
+        _request(url, "POST", "/restart", {}, timeout, accept=(200, 202), auth=auth)
     except (_NotPatroni, HTTPException, socket.timeout, OSError) as exc:
         raise PostgresError("Patroni at %s did not restart PostgreSQL: %s" % (url, exc),
                             code="patroni_config_refused", stage="patroni", url=url)
+
+
+def credentials(settings):
+    """(user, password) for restapi.authentication from patroni_username and
+    patroni_password, or None when no user is set."""
+    if not settings.patroni_username:
+        return None
+    return (settings.patroni_username, settings.patroni_password or "")
