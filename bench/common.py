@@ -10,10 +10,12 @@ import json
 import os
 import platform
 import pwd
+import re
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -25,7 +27,8 @@ if str(REPO) not in sys.path:
 from lab.lab import PgCluster, Seaweed, free_port  # noqa: E402,F401 - re-exported
 
 
-PGDR = REPO / "bin" / "pgdr"
+# BENCH_PGDR: another launcher with the same arguments, e.g. a py-spy wrapper to profile
+PGDR = Path(os.environ.get("BENCH_PGDR") or REPO / "bin" / "pgdr")
 BARMAN_VENV = BENCH / ".venv-barman"
 PGBACKREST = "pgbackrest"
 STANZA = "bench"
@@ -81,7 +84,7 @@ def timed(cmd: list, env: dict | None = None, sync_after: bool = False,
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     io0 = self_io()
     t0 = time.monotonic()
-    res = run(cmd, env=env, postgres=postgres)
+    res, peak_rss = run_with_peak_rss(cmd, env=env, postgres=postgres)
     t_cmd = time.monotonic() - t0
     if sync_after:
         os.sync()
@@ -91,8 +94,54 @@ def timed(cmd: list, env: dict | None = None, sync_after: bool = False,
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     return {"seconds": t, "command_seconds": t_cmd, "cpu_seconds": cpu,
             "read_bytes": io1["read_bytes"] - io0["read_bytes"],
-            "rchar": io1["rchar"] - io0["rchar"],
+            "rchar": io1["rchar"] - io0["rchar"], "peak_rss_bytes": peak_rss,
             "stdout": res.stdout, "stderr": res.stderr}
+
+
+def run_with_peak_rss(cmd: list, env: dict | None = None,
+                      postgres: bool = True) -> tuple[subprocess.CompletedProcess, int]:
+    """run(), plus the peak resident set of the command: wait4()'s ru_maxrss covers the
+    process and the descendants it reaped (the largest one of them), the memory a user
+    must provision for it. runuser is the reaped child; its RSS is small."""
+    full = as_pg(cmd) if postgres else [str(c) for c in cmd]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(full, env=env, stdout=out, stderr=err, cwd="/")
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        res = subprocess.CompletedProcess(full, proc.returncode,
+                                          out.read().decode("utf-8", "replace"),
+                                          err.read().decode("utf-8", "replace"))
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(full)} failed ({res.returncode}):\n"
+                           f"{res.stderr.strip()[-3000:] or res.stdout.strip()[-3000:]}")
+    return res, usage.ru_maxrss * 1024  # KiB on Linux
+
+
+def pgbackrest_version() -> tuple[int, ...]:
+    """The pgBackRest on the PATH as a tuple (2, 59, 1); () when it does not answer."""
+    text = version_of([PGBACKREST, "version"])
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(g) for g in match.groups() if g is not None) if match else ()
+
+
+def pgbackrest_label() -> str:
+    version = pgbackrest_version()
+    return "pgBackRest " + (".".join(map(str, version)) if version else "?")
+
+
+def pgbackrest_best() -> str:
+    """pgBackRest's configuration lines as its users run it when the version has them:
+    file bundling (2.39) and block incremental (2.46, needs bundling). 2.45 gets neither
+    line of block incremental, only bundling."""
+    version = pgbackrest_version()
+    lines = ""
+    if version >= (2, 39):
+        lines += "repo1-bundle=y\n"
+    if version >= (2, 46):
+        lines += "repo1-block=y\n"
+    return lines
 
 
 def parse_json_out(text: str):
@@ -231,8 +280,9 @@ def pgbackrest_config(ctx, dir: Path, bucket: str, pg: PgCluster, before: str = 
                       after: str = "") -> Path:
     """Write DIR/pgbackrest.conf for the SeaweedFS of ctx (HTTPS, path style), zst at
     ctx.args.level, process-max ctx.args.workers, with BEFORE / AFTER (lines ending in a
-    newline) around the compression settings in [global]; makes its log, lock and spool
-    directories."""
+    newline) around the compression settings in [global], and bundling and block
+    incremental on when the version has them (pgbackrest_best); makes its log, lock and
+    spool directories."""
     conf = dir / "pgbackrest.conf"
     https_port = int(ctx.sw.https_endpoint.rsplit(":", 1)[1])
     # compress-level 3 is pgBackRest's default for zst; set explicitly to match pgdr
@@ -247,7 +297,7 @@ repo1-s3-region={REGION}
 repo1-s3-key={ctx.sw.access_key}
 repo1-s3-key-secret={ctx.sw.secret_key}
 repo1-path=/pgbackrest
-{before}compress-type=zst
+{pgbackrest_best()}{before}compress-type=zst
 compress-level={ctx.args.level}
 process-max={ctx.args.workers}
 {after}log-level-console=warn
@@ -302,4 +352,7 @@ def write_result(result: dict, out: Path | None, kind: str, stamp: dt.datetime,
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=indent) + "\n")
     log(f"results: {out}")
+    if kind in ("full", "wal") and out.parent == BENCH / "results":
+        import charts  # the docs' PNGs from the newest results (a run elsewhere: none)
+        charts.render()
     return out

@@ -42,13 +42,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (BENCH, MB, REPO, PGBACKREST, PGDR, REGION, STANZA, PgCluster,  # noqa: E402
-                    can_drop_caches, chown_pg, drop_caches, du_bytes, free_port, load_average,
+                    can_drop_caches, chown_pg, compile_engine, drop_caches, du_bytes, free_port,
+                    load_average,
                     log, machine_info, make_pg_dir, make_workdir, median, parse_json_out,
-                    pgbackrest_config, run, start_seaweed, timed, versions,
+                    pgbackrest_config, pgbackrest_label, run, start_seaweed, timed, versions,
                     wait_archiver_idle, write_private, write_result)
 
 BUCKETS = {"pgdr": "diff-pgdr", "pgbackrest": "diff-pgbackrest", "pgdr18": "diff-pgdr18"}
-LABELS = {"pgdr": "pgdr (S3)", "pgbackrest": "pgBackRest 2.45", "pgdr18": "pgdr (S3)",
+LABELS = {"pgdr": "pgdr (S3)", "pgbackrest": pgbackrest_label(), "pgdr18": "pgdr (S3)",
           "native": "pg_basebackup --incremental"}
 CHECK_SQL = "select count(*) || ':' || sum(abalance) from pgbench_accounts"
 
@@ -381,6 +382,7 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         print("run_diff.py: run as root (runuser, drop_caches)", file=sys.stderr)
         return 1
+    compile_engine()  # as the agent role does on nodes
     if not args.skip_setup:
         subprocess.run(["bash", str(BENCH / "setup.sh")], check=True)
     parts = [int(p) for p in args.parts.split(",") if p.strip()]

@@ -28,15 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (BARMAN_VENV, BENCH, MB, PGBACKREST, PGDR, REGION, STANZA,  # noqa: E402
-                    Metrics, PgCluster, can_drop_caches, chown_pg, drop_caches, du_bytes,
+                    Metrics, PgCluster, can_drop_caches, chown_pg, compile_engine, drop_caches,
+                    du_bytes,
                     free_port, load_average, log, machine_info, make_pg_dir, make_workdir,
-                    parse_json_out, pgbackrest_config, run, start_seaweed, timed, versions,
-                    wait_archiver_idle, write_private, write_result)
+                    parse_json_out, pgbackrest_config, pgbackrest_label, run, start_seaweed,
+                    timed, versions, wait_archiver_idle, write_private, write_result)
 
 PG_VERSION = 15
 S3_TOOLS = ("pgdr", "pgbackrest", "barman")
 BUCKETS = {"pgdr": "bench-pgdr", "pgbackrest": "bench-pgbackrest", "barman": "bench-barman"}
-LABELS = {"pgdr": "pgdr (S3)", "pgbackrest": "pgBackRest 2.45", "barman": "Barman cloud",
+LABELS = {"pgdr": "pgdr (S3)", "pgbackrest": pgbackrest_label(), "barman": "Barman cloud",
           "pgdr-posix": "pgdr (posix)"}
 
 # --------------------------------------------------------------------------- tools
@@ -270,6 +271,7 @@ def one_round(ctx: Ctx, tools: list[Tool], rnd: int, timed_round: bool) -> dict:
         after_req = t.requests()
         res[t.name]["backup"] = {
             "id": b["id"], "seconds": round(b["seconds"], 3), "cpu_seconds": round(b["cpu_seconds"], 2),
+            "peak_rss_bytes": b["peak_rss_bytes"],
             "stored_bytes": after_bytes - before_bytes, "objects": after_n - before_n,
             "requests": (after_req - before_req) if after_req is not None else None,
             **({"tool_report": b["tool_report"]} if "tool_report" in b else {})}
@@ -287,6 +289,7 @@ def one_round(ctx: Ctx, tools: list[Tool], rnd: int, timed_round: bool) -> dict:
         res[t.name]["restore"] = {
             "seconds": round(r["seconds"], 3), "command_seconds": round(r["command_seconds"], 3),
             "cpu_seconds": round(r["cpu_seconds"], 2), "restored_bytes": du_bytes(target),
+            "peak_rss_bytes": r["peak_rss_bytes"],
             "requests": (after_req - before_req) if after_req is not None else None}
         log(f"  restore {t.name:11s} {r['seconds']:7.2f} s  (command {r['command_seconds']:.2f} s)"
             f"  cpu {r['cpu_seconds']:6.2f} s")
@@ -321,6 +324,9 @@ def summarize(ctx: Ctx, rounds: list[dict], names: list[str]) -> dict:
             "restore_command_seconds": med("restore", "command_seconds"),
             "restore_cpu_seconds": med("restore", "cpu_seconds"),
             "restore_requests": med("restore", "requests"),
+            # the largest over the rounds: the memory to provision, not a typical value
+            "backup_peak_rss_bytes": max(x["backup"]["peak_rss_bytes"] for x in rs),
+            "restore_peak_rss_bytes": max(x["restore"]["peak_rss_bytes"] for x in rs),
             "backup_seconds_all": [x["backup"]["seconds"] for x in rs],
             "restore_seconds_all": [x["restore"]["seconds"] for x in rs],
             "verified": all(x["verify"]["ok"] for x in rs),
@@ -345,7 +351,8 @@ def print_table(ctx: Ctx, summ: dict) -> str:
       f"pg_database_size); {ctx.args.rounds} rounds, medians; caches "
       f"{'dropped before each timed command' if ctx.drop else 'warm'}")
     hdr = (f"{'tool':16s} {'backup s':>9s} {'MB/s':>7s} {'cpu s':>6s} {'stored MB':>10s} "
-           f"{'req':>6s} {'restore s':>10s} {'MB/s':>7s} {'cpu s':>6s} {'req':>6s} ok")
+           f"{'req':>6s} {'restore s':>10s} {'MB/s':>7s} {'cpu s':>6s} {'req':>6s} "
+           f"{'RSS MB b/r':>11s} ok")
     w(hdr)
     w("-" * len(hdr))
 
@@ -357,7 +364,9 @@ def print_table(ctx: Ctx, summ: dict) -> str:
           f"{f(s['backup_cpu_seconds'], '6.1f'):>6s} {s['stored_bytes'] / MB:10.1f} "
           f"{f(s['backup_requests'], '6.0f'):>6s} {s['restore_seconds']:10.2f} "
           f"{s['restore_mb_s']:7.1f} {f(s['restore_cpu_seconds'], '6.1f'):>6s} "
-          f"{f(s['restore_requests'], '6.0f'):>6s} {'yes' if s['verified'] else 'NO'}")
+          f"{f(s['restore_requests'], '6.0f'):>6s} "
+          f"{s['backup_peak_rss_bytes'] / MB:5.0f}/{s['restore_peak_rss_bytes'] / MB:<5.0f} "
+          f"{'yes' if s['verified'] else 'NO'}")
     for k, r in summ["ratios"].items():
         w(f"{k}: backup throughput x{r['backup_throughput']:.2f}, stored size "
           f"x{r['stored_size']:.2f}, restore time x{r['restore_time']:.2f}")
@@ -388,6 +397,7 @@ def main(argv=None) -> int:
         print("run_full.py: run as root (runuser, drop_caches, apt)", file=sys.stderr)
         return 1
     names = [n.strip() for n in args.tools.split(",") if n.strip()]
+    compile_engine()  # as the agent role does on nodes
     if not args.skip_setup:
         subprocess.run(["bash", str(BENCH / "setup.sh")], check=True)
     if any(n.startswith("pgdr") for n in names) and not PGDR.exists():
@@ -429,17 +439,20 @@ def main(argv=None) -> int:
         pg.init({"archive_mode": True, "archive_command": archive_command,
                  "max_wal_size": "1GB", "checkpoint_timeout": "30min"})
         pg.start()
+        # the tools first (pgBackRest's stanza): the load's WAL is then archived as it is
+        # written; created after a large load, pgBackRest's check timed out behind a backlog
+        # of segments whose archive-push had failed for want of a stanza
+        for t in tools:
+            t.setup()
         log(f"pgbench -i -s {args.scale}")
         pg.pgbench("-i", "-q", "-s", str(args.scale), "postgres")
         pg.psql("CHECKPOINT")
+        wait_archiver_idle(pg.datadir, timeout=3600)
         ctx.data_bytes = int(pg.psql("select sum(pg_database_size(oid)) from pg_database"))
         ctx.pgdata_bytes = du_bytes(pg.datadir)
         ctx.check_sql = "select count(*) || ':' || sum(abalance) from pgbench_accounts"
         ctx.check_expected = pg.psql(ctx.check_sql)
         log(f"data {ctx.data_bytes / MB:.0f} MB (PGDATA {ctx.pgdata_bytes / MB:.0f} MB)")
-
-        for t in tools:
-            t.setup()
 
         if not args.no_warmup:
             one_round(ctx, tools, 0, timed_round=False)

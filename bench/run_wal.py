@@ -58,13 +58,13 @@ from common import (BARMAN_VENV, BENCH, MB, PGBACKREST, PGDR, REGION, STANZA,  #
                     PgCluster, can_drop_caches, chown_pg, compile_engine, drop_caches,
                     free_port,
                     load_average, log, machine_info, make_pg_dir, make_workdir,
-                    pgbackrest_config, run, start_seaweed, versions, write_private,
+                    pgbackrest_config, pgbackrest_label, run, start_seaweed, versions, write_private,
                     write_result)
 
 PG_VERSION = 15
 SEG = 16 * 1024 * 1024
 BUCKETS = {"pgdr": "wal-pgdr", "pgbackrest": "wal-pgbackrest", "barman": "wal-barman"}
-LABELS = {"pgdr": "pgdr (async, 2 workers)", "pgbackrest": "pgBackRest 2.45 (async, 2)",
+LABELS = {"pgdr": "pgdr (async, 2 workers)", "pgbackrest": pgbackrest_label() + " (async, 2)",
           "barman": "Barman cloud (sync)", "barman-p2": "Barman cloud -p 2"}
 FETCH_LABELS = {"pgdr": "pgdr wal-fetch (prefetch 16, 2 workers)",
                 "local": "cp from a local directory",

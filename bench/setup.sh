@@ -12,6 +12,7 @@
 #     barman[cloud] and psycopg2-binary (barman-cloud-backup/-restore)
 #   - openssl: lab.py's Seaweed(tls=True) makes the self-signed certificate of the
 #     HTTPS port with it (pgBackRest 2.45 talks to S3 over HTTPS only)
+#   - matplotlib in the project's .venv, for bench/charts.py
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -47,5 +48,10 @@ fi
 # barman-cloud-* run as user postgres: the venv must be readable by it
 chmod -R a+rX "$venv"
 "$venv/bin/barman-cloud-backup" --version
+
+# bench/charts.py draws the docs' PNGs with matplotlib, in the project's .venv
+if [ -x "$here/../.venv/bin/python" ] && ! "$here/../.venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    "$here/../.venv/bin/pip" install -q matplotlib
+fi
 
 echo "setup.sh: ok"

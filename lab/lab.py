@@ -183,6 +183,9 @@ class Seaweed:
                 chosen |= {p, p + 10000}
             if self.tls:
                 self.ports["s3_https"] = _free_port_with_grpc(chosen)
+                chosen |= {self.ports["s3_https"], self.ports["s3_https"] + 10000}
+            # Prometheus metrics (request counts per bucket: bench/common.py's Metrics)
+            self.ports["metrics"] = _free_port_with_grpc(chosen)
         identities = {"identities": [{
             "name": "admin",
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
@@ -206,7 +209,9 @@ class Seaweed:
                f"-filer.localSocket={self.workdir / 'filer.sock'}",
                f"-s3.localSocket={self.workdir / 's3.sock'}"]
         for name, p in self.ports.items():
-            if name != "s3_https":
+            if name == "metrics":
+                cmd += [f"-metricsPort={p}"]
+            elif name != "s3_https":
                 cmd += [f"-{name}.port={p}", f"-{name}.port.grpc={p + 10000}"]
         if self.tls:
             self._make_cert()
