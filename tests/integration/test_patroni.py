@@ -52,9 +52,17 @@ class Member:
         postgres_dir(self.pg.socket_dir)
         self.url = "http://127.0.0.1:%d" % self.api
         self.config = self.home / "patroni.yml"
-        self.config.write_text(yaml.safe_dump(self._settings(etcd_port, archive, fetch)))
+        self._write_config = lambda: self.config.write_text(
+            yaml.safe_dump(self._settings(etcd_port, archive, fetch)))
+        self._write_config()
         os.chown(self.config, self.pg_uid, -1)
         self.process = None
+
+    def bootstrap_next_from(self, repo, point):
+        """Patroni reads bootstrap only when it initialises a cluster: the PITR's leader
+        gets its bootstrap.method before it starts on an empty data directory."""
+        self.bootstrap_from = (repo, point)
+        self._write_config()
 
     @property
     def pg_uid(self):
@@ -571,3 +579,67 @@ def test_patroni_config_sends_the_rest_api_credentials(workdir, etcd):
         assert member.pg.psql("SHOW archive_timeout") == "17s"
     finally:
         member.stop()
+
+
+def test_pitr_of_a_whole_patroni_cluster_from_the_repository(workdir, etcd, seaweed, bucket):
+    """The PITR of a Patroni cluster as docs/patroni.md gives it: stop every member, remove
+    the cluster from the DCS, set the data directories aside, start the leader with
+    bootstrap.method pgdr at the point, then the replicas, which Patroni builds from the
+    repository. Ends with exactly the rows before the point on both members, replication
+    working, and the new timeline archived."""
+    repo, archive, fetch = _archiving_repo(workdir, seaweed, bucket)
+    members = [Member(workdir, "pg1", etcd, archive, fetch, replica_from=repo),
+               Member(workdir, "pg2", etcd, archive, fetch, replica_from=repo)]
+    leader, replica = members
+    settings = dict(repo.settings, **repo.secrets)
+    settings.pop("cluster")
+    settings["cluster_name"] = "patroni"
+    try:
+        leader.start()
+        wait_for(members, leader="pg1")
+        replica.start()
+        wait_for(members, leader="pg1", replicas=("pg2",))
+        leader.pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, "
+                       "at timestamptz DEFAULT clock_timestamp())")
+        stamps = {}
+        write_rows(leader.pg, 1, 20, stamps)
+        took, reasons = _one_backup(members, settings)
+        assert took == ["pg2"], reasons
+        write_rows(leader.pg, 21, 40, stamps)
+        leader.pg.psql("SELECT pg_create_restore_point('before_the_mistake')")
+        write_rows(leader.pg, 41, 60, stamps)  # the mistake
+        archive_everything(leader.pg)
+
+        started = time.time()
+        replica.stop()
+        leader.stop()
+        removed = subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(PATRONI.parent / "patronictl"), "-c",
+             str(leader.config), "remove", "pgdrtest"],
+            input="pgdrtest\nYes I am aware\npg1\n", capture_output=True, text=True,
+            timeout=60, check=False)
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        for member in members:  # kept, as the staged restore keeps pre-restore data
+            member.pg.datadir.rename(member.pg.datadir.with_name("data.before-pitr"))
+        leader.bootstrap_next_from(repo, "name:before_the_mistake")
+        leader.start()
+        wait_for(members, leader="pg1", timeout=180)
+        wait_until_promoted(leader.pg)
+        replica.start()
+        wait_for(members, leader="pg1", replicas=("pg2",), timeout=180)
+        print("patroni cluster PITR: both members back in %.1f s" % (time.time() - started))
+
+        for member in members:
+            assert member.pg.psql("SELECT count(*), min(k), max(k) FROM ticks") == "40|1|40", \
+                member.name
+        assert (replica.pg.datadir / "pgdr_restore.json").exists()  # from the repository
+        leader.pg.psql("INSERT INTO ticks (k) VALUES (41)")
+        deadline = time.time() + 60
+        while replica.pg.psql("SELECT count(*) FROM ticks") != "41":
+            assert time.time() < deadline, "the replica does not follow the new leader"
+            time.sleep(0.5)
+        segment = archive_everything(leader.pg)
+        assert int(segment[:8], 16) >= 2, segment  # the new timeline is archived
+    finally:
+        for member in members:
+            member.stop()
