@@ -439,7 +439,9 @@ def test_the_archiving_role_goes_through_patroni(workdir, etcd, seaweed, bucket)
     inventory.write_text(json.dumps({"all": {"hosts": {"localhost": variables}}}))
 
     def play():
-        return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)],
+        # -vvv prints every module's arguments: the password must still not appear
+        return subprocess.run([str(ANSIBLE_PLAYBOOK), "-vvv", "-i", str(inventory),
+                               str(playbook)],
                               cwd=REPO, env=_ansible_env(),
                               capture_output=True, text=True, timeout=600, check=False)
     try:
@@ -530,6 +532,17 @@ def test_a_new_patroni_cluster_bootstraps_from_a_backup_at_a_point(workdir, etcd
         new.pg.psql("INSERT INTO ticks (k) VALUES (41)")  # on the new timeline only
         segment = archive_everything(new.pg)
         assert int(segment[:8], 16) == timeline
+        # a bootstrap to a backup's own consistency point still recovers and promotes: a
+        # new timeline, never the source's next segment names again
+        at_backup = postgres_dir(workdir / "bootstrap-immediate") / "data"
+        code, out, err = repo.run("restore", "--bootstrap", "--point", "immediate",
+                                  "--target", at_backup)
+        assert code == 0, (out, err)
+        settings_written = (at_backup / "postgresql.auto.conf").read_text()
+        assert "recovery_target = 'immediate'" in settings_written
+        assert "recovery_target_action = 'promote'" in settings_written
+        assert "wal-fetch" in settings_written and "archive_mode" not in settings_written
+        assert (at_backup / "recovery.signal").exists()
         rows, restored = restore_rows(repo, workdir, "after-bootstrap", "--point", "latest")
         assert rows == 41, ("latest after the bootstrap follows the new cluster's timeline",
                             restored)
@@ -541,8 +554,9 @@ def test_a_new_patroni_cluster_bootstraps_from_a_backup_at_a_point(workdir, etcd
 def test_patroni_config_sends_the_rest_api_credentials(workdir, etcd):
     """A Patroni member with restapi.authentication (autobase's default): pg_instance
     patroni_config without credentials, or with a wrong password, fails with a clear error
-    naming the options and changes nothing; with them, the settings are applied and the
-    member restarted through Patroni. The password never appears in the error."""
+    naming the options and changes nothing; with them, the settings are applied (a restart
+    through Patroni with credentials: test_the_archiving_role_goes_through_patroni). The
+    password never appears in the error."""
     from plugins.module_utils._pgdr.errors import PostgresError
     from plugins.module_utils._pgdr.options import resolve
     from plugins.module_utils._pgdr.postgres import instance
@@ -605,9 +619,14 @@ def test_pitr_of_a_whole_patroni_cluster_from_the_repository(workdir, etcd, seaw
         write_rows(leader.pg, 1, 20, stamps)
         took, reasons = _one_backup(members, settings)
         assert took == ["pg2"], reasons
+        code, info, err = repo.run("info")
+        assert code == 0, err
+        first_backup = info["backups"][-1]["id"]
         write_rows(leader.pg, 21, 40, stamps)
         leader.pg.psql("SELECT pg_create_restore_point('before_the_mistake')")
         write_rows(leader.pg, 41, 60, stamps)  # the mistake
+        took, reasons = _one_backup(members, settings)  # the nightly backup, after it
+        assert took == ["pg2"], reasons
         archive_everything(leader.pg)
 
         started = time.time()
@@ -625,6 +644,9 @@ def test_pitr_of_a_whole_patroni_cluster_from_the_repository(workdir, etcd, seaw
         leader.start()
         wait_for(members, leader="pg1", timeout=180)
         wait_until_promoted(leader.pg)
+        archive_everything(leader.pg)  # the new timeline's history is in the repository
+        replica_log = replica.home / "patroni.log"
+        seen = replica_log.stat().st_size
         replica.start()
         wait_for(members, leader="pg1", replicas=("pg2",), timeout=180)
         print("patroni cluster PITR: both members back in %.1f s" % (time.time() - started))
@@ -632,7 +654,11 @@ def test_pitr_of_a_whole_patroni_cluster_from_the_repository(workdir, etcd, seaw
         for member in members:
             assert member.pg.psql("SELECT count(*), min(k), max(k) FROM ticks") == "40|1|40", \
                 member.name
-        assert (replica.pg.datadir / "pgdr_restore.json").exists()  # from the repository
+        # built from the repository (from the backup before the fork: the nightly one is on
+        # the abandoned history), not by pg_basebackup from the leader
+        assert "replica has been created using pgdr" in replica_log.read_text()[seen:]
+        built = json.loads((replica.pg.datadir / "pgdr_restore.json").read_text())
+        assert built["backup_id"] == first_backup, (built["backup_id"], first_backup)
         leader.pg.psql("INSERT INTO ticks (k) VALUES (41)")
         deadline = time.time() + 60
         while replica.pg.psql("SELECT count(*) FROM ticks") != "41":

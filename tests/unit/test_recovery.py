@@ -385,6 +385,29 @@ def test_timeline_walk_follows_the_history(promoted, repo):
     assert plan(repo, "latest", timeline="current").timeline == 1
 
 
+def test_a_backup_on_the_abandoned_branch_is_skipped(promoted, repo):
+    """After a PITR: timeline 2 left timeline 1 at 0/480000, and a backup was then taken
+    on timeline 1 (ending at 0/4F0000, after the switch). latest, a time on timeline 2 and
+    a new standby start from the older backup that is on the way to timeline 2, and say
+    why; with only the abandoned backup, the refusal names it."""
+    storage, starts = promoted
+    add_backup(storage, "20261124T055935Z-full", "0/4F0000", at(35))
+    result = plan(repo, "latest")
+    assert result.backup["id"] == "20261124T055900Z-full" and result.timeline == 2
+    assert any("20261124T055935Z-full skipped" in note and "timeline 2" in note
+               for note in result.notes), result.notes
+    assert plan(repo, stamp(at(45))).backup["id"] == "20261124T055900Z-full"
+    assert planner(repo).standby_base() == "20261124T055900Z-full"
+    # staying on timeline 1 (the abandoned history, asked for) takes the newer backup
+    assert plan(repo, "latest", timeline="current").backup["id"] == "20261124T055935Z-full"
+    storage.delete([o.key for o in storage.list("main/backup/20261124T055900Z-full/")])
+    with pytest.raises(NotFound) as info:
+        recovery.Planner(storage, catalog.Catalog(storage, "main"), "main").plan(
+            recovery.parse_point("latest"))
+    assert info.value.code == "point_unreachable"
+    assert "20261124T055935Z-full" in info.value.msg
+
+
 def test_d11_3_missing_history_is_refused(promoted, repo):
     storage, starts = promoted
     storage.delete(["main/wal/history/00000002.history"])

@@ -350,7 +350,32 @@ class Planner(object):
                            "the repository cannot restore it" % (
                                what, oldest["id"], oldest["stop_time"], oldest["stop_lsn"]),
                            code="point_unreachable", stage="plan")
-        return fits[-1]
+        return self.newest_on_the_way(fits, notes)
+
+    def newest_on_the_way(self, candidates, notes):
+        """The newest of these backups from which the target timeline can be reached. After
+        a point-in-time recovery, backups taken on the old timeline after the new one left
+        it (the abandoned history) are skipped, with a note: following them would restore
+        the rows the recovery removed, and PostgreSQL refuses the new timeline from there.
+        When none is on the way, the newest one's error."""
+        first_error = None
+        for backup in reversed(candidates):
+            try:
+                self._timeline_path(backup)
+            except NotFound as exc:
+                if exc.code != "point_unreachable":
+                    raise
+                first_error = first_error or exc
+                notes.append("backup %s skipped: %s" % (backup["id"], exc.msg))
+                continue
+            return backup
+        raise first_error
+
+    def standby_base(self):
+        """The backup a new standby starts from: the newest complete one on the way to the
+        latest timeline (None when there is none: plan() then says why)."""
+        complete = self.catalog.scan()[0]
+        return self.newest_on_the_way(complete, [])["id"] if complete else None
 
     def _check_after_base(self, point, backup, notes):
         """A point reached from a given backup must come after that backup's end."""

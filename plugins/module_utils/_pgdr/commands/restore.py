@@ -128,8 +128,15 @@ class RestoreRun(object):
         marker = self._marker()
         if not marker:
             return False
-        return (marker.get("cluster"), marker.get("backup_id"), marker.get("point")) == (
-            manifest["cluster"], manifest["id"], self.point.describe()) and not self.settings.force
+        return (marker.get("cluster"), marker.get("backup_id"), marker.get("point"),
+                marker.get("mode", "copy")) == (
+            manifest["cluster"], manifest["id"], self.point.describe(),
+            self._mode()) and not self.settings.force
+
+    def _mode(self):
+        """What the restored directory is for: its settings differ (finish)."""
+        s = self.settings
+        return "standby" if s.standby else "bootstrap" if s.bootstrap else "copy"
 
     def run(self, dry_run=False):
         self.storage.check()
@@ -139,14 +146,16 @@ class RestoreRun(object):
         # backup's own consistency point
         base = s.backup_id if s.backup_id not in (None, "", "latest") else None
         self.point = parse_point(s.point)
+        planner = Planner(self.storage, self.catalog, s.cluster, s.target_inclusive,
+                          s.target_action, s.target_timeline)
         if s.standby:
-            self.point, base = self._standby_point(base), None
+            self.point = self._standby_point(base)
+            base = planner.standby_base()
         if s.bootstrap:
             self._check_bootstrap()
         if base and self.point.kind in ("latest", "immediate"):
             self.point, base = parse_point("backup:" + base), None
-        recovery = Planner(self.storage, self.catalog, s.cluster, s.target_inclusive,
-                           s.target_action, s.target_timeline).plan(self.point, base)
+        recovery = planner.plan(self.point, base)
         manifest = recovery.backup
         if self.already_restored(manifest):
             needed = catalog.chain_objects(self.catalog.file_list(manifest))
@@ -194,9 +203,9 @@ class RestoreRun(object):
         return dict(plan, changed=True, msg="restored " + what)
 
     def _standby_point(self, base):
-        """A standby starts from the newest backup and follows its primary: the plan
-        only proves the backup reaches consistency from the archive (point immediate);
-        the rest comes by streaming and restore_command."""
+        """A standby starts from the newest backup on the way to the latest timeline and
+        follows its primary: the plan only proves the backup reaches consistency from the
+        archive (point immediate); the rest comes by streaming and restore_command."""
         if base or self.point.kind != "latest":
             raise ConfigError("standby restores the newest backup and follows the primary: "
                               "point=%s and backup_id=%s cannot be combined with it (expected "
@@ -477,7 +486,7 @@ class RestoreRun(object):
             # rest belong to the cluster manager's configuration, which writes
             # postgresql.conf; a value here would override it for good
             values = _user_settings(self.settings)
-            values.update(self._recovery_settings())
+            values.update(self._recovery_settings() or self._promotion_at_consistency())
         else:
             if not self.settings.keep_archiving:
                 extra.append("# restored copy: never archive into the source's repository")
@@ -493,7 +502,8 @@ class RestoreRun(object):
                 handle.write("\n".join(extra) + "\n")
             self._chown(path)
         marker = {"cluster": manifest["cluster"], "backup_id": manifest["id"],
-                  "point": self.point.describe(), "recovery": self.recovery.recovery,
+                  "point": self.point.describe(), "mode": self._mode(),
+                  "recovery": self.recovery.recovery,
                   "tablespaces": dict((oid, pair[1]) for oid, pair in mapping.items()),
                   "system_identifier": manifest["system_identifier"],
                   "wal_planned": planned_runs(self.recovery.wal_needed),
@@ -518,6 +528,15 @@ class RestoreRun(object):
         values.update(_user_settings(self.settings))
         values.update(self._recovery_settings())
         return values
+
+    def _promotion_at_consistency(self):
+        """A bootstrap to a backup's own consistency point: recover to it and promote, so
+        that the new cluster writes a timeline of its own; started as it is, it would
+        write the source's next segments again, which the repository refuses to archive."""
+        self._write_file("recovery.signal", b"", 0o600)
+        return {"recovery_target": "immediate", "recovery_target_action": "promote",
+                "recovery_target_timeline": "current",
+                "restore_command": self._restore_command()}
 
     def _recovery_settings(self):
         """The point's recovery target and restore_command, with recovery.signal; none
