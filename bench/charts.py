@@ -4,8 +4,8 @@
     .venv/bin/python bench/charts.py [RESULTS.json ...]     # default: the newest of each kind
 
 Writes into docs/images/:
-  bench-full.png   backup and restore throughput per tool (one full-*.json: the newest at
-                   the largest scale of the chosen files)
+  bench-full.png   backup and restore throughput per tool (one full-*.json: of the chosen
+                   files, the one with the most rounds, then the largest scale, then newest)
   bench-scale.png  backup and restore seconds, and peak memory, against data size (every
                    full-*.json given, or those of the newest day, one point per scale)
   bench-wal.png    recovery time of N segments: pgdr's restore_command, cp, and replay from

@@ -28,6 +28,7 @@ command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 [ -x /usr/lib/postgresql/15/bin/pgbench ] || need+=(postgresql-contrib)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/bin/time ] || need+=(time)  # GNU time: the peak memory of every timed command
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 dpkg -s libpq-dev >/dev/null 2>&1 || need+=(libpq-dev)
 if [ "${#need[@]}" -gt 0 ]; then

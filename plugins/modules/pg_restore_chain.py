@@ -139,9 +139,10 @@ options:
   bootstrap:
     description:
       - "Restore as the first member of a new cluster whose configuration is managed
-        elsewhere (Patroni's bootstrap.method): recovery.signal, restore_command and the
-        point's recovery target, and nothing else in postgresql.auto.conf, so that once
-        promoted the server archives and runs with the cluster's own configuration. Needs
+        elsewhere (Patroni's bootstrap.method): recovery.signal, restore_command, the point's
+        recovery target (immediate at a backup's own end) and the user's settings, nothing
+        else in postgresql.auto.conf, so that once promoted the server archives and runs
+        with the cluster's own configuration (keep_archiving has no effect). Needs
         target_action promote."
     type: bool
     default: false
