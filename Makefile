@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY    := .venv/bin/python
 
-.PHONY: setup test unit integration sanity lab-up lab-down lab-status demo bench bench-wal bench-diff clean distclean
+.PHONY: setup test unit integration sanity lab-up lab-down lab-status demo bench bench-wal bench-diff bench-delta clean distclean
 
 # apt packages, .venv, PostgreSQL 18 binaries; idempotent and fast when nothing changed
 setup:
@@ -54,6 +54,10 @@ bench: setup
 # Differential backups against pgBackRest (PG 15) and pg_basebackup --incremental (PG 18)
 bench-diff: setup
 	bash bench/setup.sh && $(PY) bench/run_diff.py --rounds 2
+
+# Delta restore into yesterday's copy against a restore into an empty directory
+bench-delta: setup
+	bash bench/setup.sh && $(PY) bench/run_delta.py --rounds 2
 
 # WAL archiving lag and WAL fetch throughput against pgBackRest and Barman (docs/benchmarks.md)
 bench-wal: setup

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import platform
 import pwd
 import re
@@ -308,6 +309,18 @@ pg1-user=postgres
     for d in ("log", "lock", "spool"):
         make_pg_dir(dir / d)
     return conf
+
+
+def tear_down(ctx, sw, clusters) -> None:
+    """The end of every bench, however it ends: servers stopped, the work directory removed
+    unless it was given (--workdir) or kept (--keep)."""
+    for pg in clusters:
+        if pg is not None:
+            pg.stop("immediate")
+    if sw is not None:
+        sw.stop()
+    if not ctx.args.keep and not ctx.args.workdir:
+        shutil.rmtree(ctx.work, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- results

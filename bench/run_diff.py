@@ -46,7 +46,7 @@ from common import (BENCH, MB, REPO, PGBACKREST, PGDR, REGION, STANZA, PgCluster
                     load_average,
                     log, machine_info, make_pg_dir, make_workdir, median, parse_json_out,
                     pgbackrest_config, pgbackrest_label, run, start_seaweed, timed, versions,
-                    wait_archiver_idle, write_private, write_result)
+                    wait_archiver_idle, write_private, write_result, tear_down)
 
 BUCKETS = {"pgdr": "diff-pgdr", "pgbackrest": "diff-pgbackrest", "pgdr18": "diff-pgdr18"}
 LABELS = {"pgdr": "pgdr (S3)", "pgbackrest": pgbackrest_label(), "pgdr18": "pgdr (S3)",
@@ -463,12 +463,7 @@ def main(argv=None) -> int:
         write_result(result, args.out, "diff", stamp)
         return 0
     finally:
-        for pg in clusters:
-            pg.stop("immediate")
-        if sw is not None:
-            sw.stop()
-        if not args.keep and not args.workdir:
-            shutil.rmtree(ctx.work, ignore_errors=True)
+        tear_down(ctx, sw, clusters)
 
 
 if __name__ == "__main__":

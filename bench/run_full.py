@@ -32,7 +32,7 @@ from common import (BARMAN_VENV, BENCH, MB, PGBACKREST, PGDR, REGION, STANZA,  #
                     du_bytes,
                     free_port, load_average, log, machine_info, make_pg_dir, make_workdir,
                     parse_json_out, pgbackrest_config, pgbackrest_label, run, start_seaweed,
-                    timed, versions, wait_archiver_idle, write_private, write_result)
+                    timed, versions, wait_archiver_idle, write_private, write_result, tear_down)
 
 PG_VERSION = 15
 S3_TOOLS = ("pgdr", "pgbackrest", "barman")
@@ -479,12 +479,7 @@ def main(argv=None) -> int:
         write_result(result, args.out, "full", stamp)
         return 0
     finally:
-        if pg is not None:
-            pg.stop("immediate")
-        if sw is not None:
-            sw.stop()
-        if not args.keep and not args.workdir:
-            shutil.rmtree(ctx.work, ignore_errors=True)
+        tear_down(ctx, sw, [pg])
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ from common import (BARMAN_VENV, BENCH, MB, PGBACKREST, PGDR, REGION, STANZA,  #
                     free_port,
                     load_average, log, machine_info, make_pg_dir, make_workdir,
                     pgbackrest_config, pgbackrest_label, run, start_seaweed, versions, write_private,
-                    write_result)
+                    write_result, tear_down)
 
 PG_VERSION = 15
 SEG = 16 * 1024 * 1024
@@ -681,12 +681,7 @@ def main(argv=None) -> int:
         write_result(result, args.out, "wal", stamp, indent=1)
         return 0
     finally:
-        if pg is not None:
-            pg.stop("immediate")
-        if sw is not None:
-            sw.stop()
-        if not args.keep and not args.workdir:
-            shutil.rmtree(ctx.work, ignore_errors=True)
+        tear_down(ctx, sw, [pg])
 
 
 if __name__ == "__main__":

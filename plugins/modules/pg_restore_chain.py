@@ -113,6 +113,16 @@ options:
         of a running server).
     type: bool
     default: false
+  delta:
+    description:
+      - "Bring an existing, stopped data directory (a failed primary, a lagging standby, an
+        earlier restored copy) to the backup by rewriting only what differs, compared by
+        SHA-256 with the backup's records: files and parts that match are kept, the rest is
+        fetched, files the backup does not hold are removed; the result is what a restore
+        into an empty directory gives. Never a running server's directory; a failed delta
+        restore leaves it unstartable (no pg_control) and a second run resumes it."
+    type: bool
+    default: false
   tablespace_map:
     description:
       - New locations of tablespaces, by old location, name or OID.
@@ -189,6 +199,15 @@ EXAMPLES = r'''
     target_action: pause
     target: /srv/pitr/main
 
+- name: Bring yesterday's drill copy up to date with the newest backup (only what differs)
+  become: true
+  pgdr.postgresql.pg_restore_chain:
+    config_file: /etc/pgdr/pgdr.conf
+    credentials_file: /etc/pgdr/credentials.conf
+    point: immediate
+    target: /srv/drill/main
+    delta: true
+
 - name: Restore one backup, replacing an earlier restore, tablespaces moved
   become: true
   pgdr.postgresql.pg_restore_chain:
@@ -258,6 +277,13 @@ fetch_bytes:
   returned: when something was (or would be) restored
   type: int
   sample: 3456789
+delta:
+  description: What a delta restore (O(delta) into a data directory) kept, wrote, fetched
+    and removed; null for a restore into an empty directory.
+  returned: when something was restored
+  type: dict
+  sample: {"kept_bytes": 802816000, "written_bytes": 41943040, "fetched_bytes": 9437184,
+           "removed": 12}
 events:
   description: What the engine reported while it worked.
   returned: always

@@ -231,6 +231,13 @@ OPTIONS = (
     Option("force", "bool", "Restore into a non-empty target, deleting what it "
            "holds (never the data directory of a running server).",
            default=False, groups=("restore",)),
+    Option("delta", "bool", "Bring an existing, stopped data directory (a failed "
+           "primary, a lagging standby, an earlier restored copy) to the backup by rewriting "
+           "only what differs, compared by SHA-256 with the backup's records: files and "
+           "parts that match are kept, the rest is fetched, files the backup does not hold "
+           "are removed; the result is what a restore into an empty directory gives. Never "
+           "a running server's directory; a failed delta restore leaves it unstartable (no "
+           "pg_control) and a second run resumes it.", default=False, groups=("restore",)),
     Option("tablespace_map", "dict", "New locations of tablespaces, by old "
            "location, name or OID.", default=None, groups=("restore",),
            form="tablespace_map"),

@@ -10,6 +10,12 @@ every file against its own SHA-256 after. On any failure the target is
 emptied again, so a half-restored directory is never mistaken for a cluster;
 ``global/pg_control`` is written last (after a sync of everything else), so a
 restore killed before it leaves a directory that PostgreSQL refuses to start.
+With delta, an existing stopped data directory is brought to the backup instead:
+pg_control and the marker go first, what the backup does not hold is removed, and
+only the files and pieces whose SHA-256 differs from the backup's records are
+fetched and written; the result is the tree a restore into an empty directory
+gives. A failed delta is not undone (that would throw away what a second run can
+keep): the directory is left without pg_control, so it never starts half-written.
 The backup's WAL goes into pg_wal and backup_label beside it: ``pg_ctl
 start`` then replays to the backup's consistency point, like pg_basebackup's.
 """
@@ -44,6 +50,8 @@ MARKER = RESTORE_MARKER
 
 
 class RestoreRun(object):
+    delta = None  # DeltaCounts when an existing data directory is brought up to date
+
     def __init__(self, settings, progress):
         settings.require("cluster", "target")
         self.settings = settings
@@ -57,6 +65,7 @@ class RestoreRun(object):
         self.replaced = []  # tablespace locations of the target's cluster, forced over
         self.version_dir = "PG_"  # PG_<major>_: this backup's directory in a tablespace
         self._fetched = [0, 0, threading.Lock()]  # tasks done, tasks in all (kill point)
+        self.touched = set()  # keys of pieces a delta layer writes over: always fetched
 
     # -- checks ------------------------------------------------------------------------
     def check_target(self):
@@ -68,7 +77,18 @@ class RestoreRun(object):
             raise TargetRefused("target %s exists and is not a directory" % target,
                                 stage="check")
         self.owner = self._owner_of(target)
-        if os.path.isdir(target) and os.listdir(target) and not self.settings.force:
+        entries = os.listdir(target) if os.path.isdir(target) else []
+        if entries and self.settings.delta:
+            if any(os.path.exists(os.path.join(target, name)) for name in ("PG_VERSION", MARKER)):
+                self.delta = DeltaCounts()
+                return
+            if not self.settings.force:
+                raise TargetRefused(
+                    "target %s holds %d entries but no PG_VERSION: delta brings an existing "
+                    "PostgreSQL data directory to a backup; choose such a directory, an "
+                    "empty one, or set force to replace what it holds"
+                    % (target, len(entries)), code="target_not_a_cluster", stage="check")
+        if entries and not self.settings.force:
             raise TargetRefused("target %s is not empty (%d entries); choose an empty "
                                 "directory or set force to replace its contents"
                                 % (target, len(os.listdir(target))), code="target_not_empty",
@@ -82,7 +102,8 @@ class RestoreRun(object):
         known = set()
         mapping = {}
         version_dir = self.version_dir = "PG_%d_" % (manifest["pg_version"] // 10000)
-        replaced = self._target_tablespaces() if self.settings.force else set()
+        # the target's own tablespaces: replaced (force) or brought up to date (delta)
+        replaced = self._target_tablespaces() if self.settings.force or self.delta else set()
         for space in manifest["tablespaces"]:
             keys = (space["location"], space["name"], str(space["oid"]))
             known.update(keys)
@@ -179,18 +200,24 @@ class RestoreRun(object):
                 "archived_objects": len(frozen), "plan": recovery.as_dict()}
         what = "backup %s (%.1f MiB, %d files) into %s, point %s" % (
             manifest["id"], manifest["size"] / MIB, files, self.target, self.point.describe())
+        verb = "bring %s up to date with" % self.target if self.delta else "restore"
         if dry_run:
-            return dict(plan, changed=True, dry_run=True, msg="would restore " + what)
+            return dict(plan, changed=True, dry_run=True, delta=None,
+                        msg="would %s %s" % (verb, what))
         if frozen:
             self._thaw(frozen)
-        self.progress.event("restoring " + what)
+        self.progress.event("%s %s" % ("delta restore of" if self.delta else "restoring", what))
         try:
+            if self.delta:
+                self.prune(listing, mapping)
             self.prepare(listing["files"], mapping)
             self.fetch(manifest, listing)
             self.finish(manifest, mapping)
         except BaseException as exc:
-            self.progress.event("restore failed: removing what was written to %s"
-                                % self.target)
+            self.progress.event(
+                "delta restore failed: %s is left without pg_control (it does not start); "
+                "run it again to finish" % self.target if self.delta else
+                "restore failed: removing what was written to %s" % self.target)
             try:
                 self.undo()
             except OSError as undo_error:  # report the first failure, and this one
@@ -199,8 +226,15 @@ class RestoreRun(object):
             if isinstance(exc, OSError):
                 raise self._write_error(exc, manifest)
             raise
+        if self.delta:
+            counts = self.delta.as_dict()
+            self.progress.event("delta restore kept %.1f MiB, wrote %.1f MiB, removed %d "
+                                "entries" % (counts["kept_bytes"] / MIB,
+                                             counts["written_bytes"] / MIB, counts["removed"]))
+            return dict(plan, changed=True, delta=counts, fetch_bytes=counts["fetched_bytes"],
+                        msg="brought %s up to date: %s" % (self.target, what))
         self.progress.event("restored " + what)
-        return dict(plan, changed=True, msg="restored " + what)
+        return dict(plan, changed=True, delta=None, msg="restored " + what)
 
     def _standby_point(self, base):
         """A standby starts from the newest backup on the way to the latest timeline and
@@ -235,13 +269,20 @@ class RestoreRun(object):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return TargetRefused(
                 "no space left on device (ENOSPC) while writing %s: the target %s needs "
-                "%.1f MiB (data and WAL of backup %s) and its filesystem is full; it was "
-                "emptied again. Free space there or choose a larger filesystem"
+                "%.1f MiB (data and WAL of backup %s) and its filesystem is full; %s. Free "
+                "space there or choose a larger filesystem"
                 % (where, self.target, (manifest["size"] + manifest.get("wal_size", 0)) / MIB,
-                   manifest["id"]), code="target_full", stage="restore", errno="ENOSPC")
+                   manifest["id"], self._left()), code="target_full", stage="restore",
+                errno="ENOSPC")
         return TargetRefused("cannot write the restore into %s: %s (does this user own "
-                             "it?); it was emptied again" % (self.target, exc),
+                             "it?); %s" % (self.target, exc, self._left()),
                              code="target_unwritable", stage="restore")
+
+    def _left(self):
+        """What a failed restore left in the target."""
+        if self.delta:
+            return "it was left without pg_control (it does not start): run again to finish"
+        return "it was emptied again"
 
     def _archived(self, manifest, needed, recovery):
         """{key: storage class} of the objects this restore reads that must be thawed
@@ -300,16 +341,15 @@ class RestoreRun(object):
         created here is given to the owner (as root); files that come from bundles are
         created, and given away, when they are written."""
         target = self.target
-        refuse_live(target)  # again, right before the first write (a server may have
-        for dummy, location in mapping.values():  # started since the check)
-            refuse_live(location, what="tablespace location")
-        if os.path.isdir(target):
-            self._clear(target)
-            for location in self.replaced:
-                remove_version_dirs(location, self.version_dir)
-        else:
-            self._makedirs(target)
-        self.created.append(target)
+        self._still_stopped(mapping)
+        if not self.delta:  # a delta was pruned: what stays is compared, not emptied
+            if os.path.isdir(target):
+                self._clear(target)
+                for location in self.replaced:
+                    remove_version_dirs(location, self.version_dir)
+            else:
+                self._makedirs(target)
+            self.created.append(target)
         os.chmod(target, 0o700)
         self._chown(target)
         for item in files:
@@ -317,19 +357,90 @@ class RestoreRun(object):
             if item["kind"] == "dir":
                 if not os.path.isdir(path):
                     os.mkdir(path, item["mode"] or 0o700)
+                elif self.delta:
+                    os.chmod(path, item["mode"] or 0o700)
             elif item["kind"] == "tablespace":
                 location = mapping[item["path"].split("/")[1]][1]
                 if not os.path.isdir(location):
                     self._makedirs(location)
+                if self.delta and os.path.islink(path):
+                    continue  # kept by prune: it points to this location
                 self.created.append(location)
                 os.symlink(location, path)
             elif item.get("pieces"):
-                with open(path, "wb") as handle:  # the base layer's size; deltas follow
-                    handle.truncate(sum(p["size"] for p in item["pieces"]))
+                # the base layer's size; deltas follow. A delta keeps the bytes there
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | (0 if self.delta else os.O_TRUNC),
+                             0o600)
+                try:
+                    os.ftruncate(fd, sum(p["size"] for p in item["pieces"]))
+                finally:
+                    os.close(fd)
                 os.chmod(path, item["mode"])
             else:
                 continue  # a bundled file: created by _write_file
             self._chown(path)
+
+    def _still_stopped(self, mapping):
+        """refuse_live again, right before the first write: a server may have started
+        since the check."""
+        refuse_live(self.target)
+        for dummy, location in mapping.values():
+            refuse_live(location, what="tablespace location")
+
+    def prune(self, listing, mapping):
+        """Delta: pg_control and the marker first (from here the directory does not start
+        until finish), then every file, directory or link that a restore into an empty
+        directory would not hold: in the target and in the PG_<major>_ directories of
+        the tablespace locations it keeps."""
+        self._still_stopped(mapping)
+        for rel in (MARKER, CONTROL_FILE):
+            try:
+                os.unlink(os.path.join(self.target, rel))
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+        wanted = dict((item["path"], item["kind"]) for item in listing["files"])
+        wanted.update(("pg_wal/" + wal["name"], "file") for wal in listing["wal"])
+        links = dict(("pg_tblspc/" + oid, os.path.realpath(pair[1]))
+                     for oid, pair in mapping.items())
+        kept = self._prune_tree(self.target, "", wanted, links)
+        for rel in kept:
+            location = os.path.join(self.target, rel)
+            for name in os.listdir(location):
+                if name.startswith(self.version_dir):  # another major's data stays
+                    self._prune_tree(location, rel, wanted, links, only=name)
+
+    def _prune_tree(self, root, rel_root, wanted, links, only=None):
+        """Remove what wanted does not list under root (rel_root its path in the
+        backup); returns the tablespace links kept."""
+        kept = []
+        for folder, dirs, names in os.walk(root):
+            rel_folder = os.path.relpath(folder, root)
+            if only and folder == root:  # in a tablespace location: one PG_ directory
+                dirs[:] = [name for name in dirs if name == only]
+                names = [name for name in names if name == only]
+            for name in sorted(dirs + names):
+                path = os.path.join(folder, name)
+                rel = os.path.normpath(os.path.join(rel_root, rel_folder, name))
+                kind = wanted.get(rel)
+                if os.path.islink(path):
+                    keep = kind == "tablespace" and links.get(rel) == os.path.realpath(path)
+                    if keep:
+                        kept.append(rel)
+                elif os.path.isdir(path):
+                    keep = kind == "dir"
+                else:
+                    keep = kind == "file"
+                if keep:
+                    continue
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+                if name in dirs:
+                    dirs.remove(name)
+                self.delta.removed += 1
+        return kept
 
     def _makedirs(self, path):
         """os.makedirs, each directory it creates given to the owner (as root)."""
@@ -354,6 +465,8 @@ class RestoreRun(object):
         tasks += [("wal", w, None) for w in listing["wal"]]
         tasks.sort(key=lambda t: -t[1]["size"])
         layered = [item for item in listing["files"] if item.get("deltas")]
+        if self.delta:
+            self.touched = set(p["key"] for item in layered for p in touched_pieces(item))
         # the total is the sum of exactly what _fetch_one and _apply_part advance
         self.progress.begin("restore", sum(t[1]["size"] for t in tasks) + sum(
             part["size"] for item in layered for layer in item["deltas"]
@@ -399,26 +512,71 @@ class RestoreRun(object):
 
     def _fetch_one(self, codec, kind, stored, extra):
         if kind == "piece":
-            self._restore_piece(codec, stored, os.path.join(self.target, extra["path"]))
+            self._fetch_piece(codec, stored, extra)
+        elif kind == "bundle":
+            self._fetch_bundle(codec, stored, extra)
         else:
-            raw = codec.decompress(self._download(stored), stored["size"], stored["key"])
-            _verify(raw, stored["sha256"], stored["key"])
-            if kind == "bundle":
-                for item in extra:
-                    data = raw[item["offset"]:item["offset"] + item["size"]]
-                    _verify(data, item["sha256"], item["path"])
-                    if item["path"] == CONTROL_FILE:
-                        self.control = (data, item["mode"])  # written last, by finish
-                    else:
-                        self._write_file(item["path"], data, item["mode"])
-            else:
-                self._write_file("pg_wal/" + stored["name"], raw, 0o600)
+            self._fetch_wal(codec, stored)
         self.progress.advance(stored["size"])
         with self._fetched[2]:
             self._fetched[0] += 1
             halfway = self._fetched[0] == max(1, self._fetched[1] // 2)
         if halfway:
             faultpoint.reached("restore.fetch")  # half the objects written
+
+    def _fetch_piece(self, codec, stored, item):
+        path = os.path.join(self.target, item["path"])
+        if self.delta and stored["key"] not in self.touched and same_bytes(
+                path, stored["offset"], stored["size"], stored["sha256"]):
+            self.delta.add(kept=stored["size"])
+            return
+        self._restore_piece(codec, stored, path)
+        self._written(stored["size"], stored)
+
+    def _fetch_bundle(self, codec, stored, members):
+        same = self._unchanged(members) if self.delta else set()
+        if members and len(same) == len(members):
+            return  # every file in it is already there: not even downloaded
+        raw = codec.decompress(self._download(stored), stored["size"], stored["key"])
+        _verify(raw, stored["sha256"], stored["key"])
+        for item in members:
+            if item["path"] in same:
+                continue
+            data = raw[item["offset"]:item["offset"] + item["size"]]
+            _verify(data, item["sha256"], item["path"])
+            if item["path"] == CONTROL_FILE:
+                self.control = (data, item["mode"])  # written last, by finish
+            else:
+                self._write_file(item["path"], data, item["mode"])
+        self._written(sum(i["size"] for i in members if i["path"] not in same), stored)
+
+    def _fetch_wal(self, codec, stored):
+        rel = "pg_wal/" + stored["name"]
+        if self.delta and same_file(os.path.join(self.target, rel), stored["size"],
+                                    stored["sha256"]):
+            self.delta.add(kept=stored["size"])
+            return
+        raw = codec.decompress(self._download(stored), stored["size"], stored["key"])
+        _verify(raw, stored["sha256"], stored["key"])
+        self._write_file(rel, raw, 0o600)
+        self._written(stored["size"], stored)
+
+    def _unchanged(self, members):
+        """Delta: the paths of a bundle's files that already hold their recorded bytes
+        (pg_control never: it was removed, and is written last)."""
+        same = set()
+        for item in members:
+            path = os.path.join(self.target, item["path"])
+            if item["path"] != CONTROL_FILE and same_file(path, item["size"], item["sha256"]):
+                os.chmod(path, item["mode"])
+                self._chown(path)
+                same.add(item["path"])
+                self.delta.add(kept=item["size"])
+        return same
+
+    def _written(self, size, stored):
+        if self.delta:
+            self.delta.add(written=size, fetched=stored["stored_size"])
 
     def _download(self, stored):
         # verified against the manifest's digest; a cut read is retried by the storage
@@ -598,8 +756,8 @@ class RestoreRun(object):
         return carried
 
     def undo(self):
-        if not self.created:
-            return
+        if not self.created or self.delta:
+            return  # a delta keeps what it had (without pg_control): a rerun resumes
         self._clear(self.created[0])
         for location in self.created[1:]:
             remove_version_dirs(location, self.version_dir)
@@ -654,6 +812,70 @@ REPOSITORY_IDENTITY = ("repo_type", "repo_path", "repo_prefix", "s3_bucket", "s3
                        "s3_ca_bundle")
 CARRIED = ("max_connections", "max_prepared_transactions", "max_locks_per_transaction",
            "max_worker_processes", "max_wal_senders")
+
+
+class DeltaCounts(object):
+    """What a delta restore kept, wrote, fetched and removed (workers add in parallel)."""
+
+    def __init__(self):
+        self.kept_bytes = self.written_bytes = self.fetched_bytes = self.removed = 0
+        self._lock = threading.Lock()
+
+    def add(self, kept=0, written=0, fetched=0):
+        with self._lock:
+            self.kept_bytes += kept
+            self.written_bytes += written
+            self.fetched_bytes += fetched
+
+    def as_dict(self):
+        return {"kept_bytes": self.kept_bytes, "written_bytes": self.written_bytes,
+                "fetched_bytes": self.fetched_bytes, "removed": self.removed}
+
+
+def touched_pieces(item):
+    """The base pieces of a layered file that a delta layer writes into or cuts: their
+    bytes on disk are the newest layer's, not the piece's, so a delta rewrites them
+    from the piece before the layers are applied again."""
+    touched = []
+    for piece in item["pieces"]:
+        start, end = piece["offset"], piece["offset"] + piece["size"]
+        for layer in item["deltas"]:
+            if layer["file_size"] < end or any(
+                    first * part["block_size"] < end
+                    and (first + count) * part["block_size"] > start
+                    for part in layer["parts"] for first, count in part["blocks"]):
+                touched.append(piece)
+                break
+    return touched
+
+
+def same_bytes(path, offset, size, sha256):
+    """True when path holds exactly size bytes at offset whose SHA-256 is sha256."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        digest, done = hashlib.sha256(), 0
+        while done < size:
+            chunk = os.pread(fd, min(4 << 20, size - done), offset + done)
+            if not chunk:
+                return False
+            digest.update(chunk)
+            done += len(chunk)
+        return digest.hexdigest() == sha256
+    finally:
+        os.close(fd)
+
+
+def same_file(path, size, sha256):
+    """True when path is a file of exactly size bytes whose SHA-256 is sha256."""
+    try:
+        if os.path.islink(path) or os.path.getsize(path) != size:
+            return False
+    except OSError:
+        return False
+    return same_bytes(path, 0, size, sha256)
 
 
 def remove_version_dirs(location, prefix="PG_"):

@@ -1,0 +1,51 @@
+"""Delta restore's pure parts (commands/restore.py): which base pieces of a layered file a
+delta layer writes into or cuts (those are always rewritten before the layers), and the
+byte comparison that decides what a delta keeps."""
+import hashlib
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands.restore import (
+    same_bytes, same_file, touched_pieces)
+
+BLOCK = 8192
+CHUNK = 4 * BLOCK
+
+
+def layered(*layers):
+    """A file of 4 pieces of 4 pages each, with the given layers ((file size, runs))."""
+    pieces = [{"key": "p%d" % i, "offset": i * CHUNK, "size": CHUNK} for i in range(4)]
+    deltas = [{"file_size": size, "parts": [{"block_size": BLOCK, "blocks": runs}]}
+              for size, runs in layers]
+    return {"pieces": pieces, "deltas": deltas}
+
+
+def keys(item):
+    return [piece["key"] for piece in touched_pieces(item)]
+
+
+def test_only_the_pieces_a_layer_writes_into_are_touched():
+    assert keys(layered((4 * CHUNK, [[5, 1]]))) == ["p1"]          # page 5: piece 1
+    assert keys(layered((4 * CHUNK, [[3, 2]]))) == ["p0", "p1"]    # pages 3-4 straddle
+    assert keys(layered((4 * CHUNK, [[0, 1]]), (4 * CHUNK, [[15, 1]]))) == ["p0", "p3"]
+    assert keys(layered((4 * CHUNK, []))) == []                    # a layer without pages
+
+
+def test_pieces_a_layer_cuts_are_touched_and_growth_touches_none():
+    assert keys(layered((2 * CHUNK + BLOCK, []))) == ["p2", "p3"]  # cut inside piece 2
+    assert keys(layered((5 * CHUNK, [[16, 4]]))) == []             # pages past the base
+
+
+def test_same_bytes_compares_a_range_and_same_file_the_whole(tmp_path):
+    path = tmp_path / "16384"
+    data = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(512))
+    path.write_bytes(data)
+
+    def sha(raw):
+        return hashlib.sha256(raw).hexdigest()
+    assert same_bytes(str(path), 256, 512, sha(data[256:768]))
+    assert not same_bytes(str(path), 256, 512, sha(data[0:512]))
+    assert not same_bytes(str(path), len(data) - 10, 20, sha(data[-10:]))  # short: differs
+    assert same_file(str(path), len(data), sha(data))
+    assert not same_file(str(path), len(data) + 1, sha(data))
+    assert not same_file(str(tmp_path / "absent"), 0, sha(b""))
+    (tmp_path / "link").symlink_to(path)
+    assert not same_file(str(tmp_path / "link"), len(data), sha(data))  # a link is no file
