@@ -141,11 +141,14 @@ def _node(lab_root, seaweed):
             this.timings = {"setup and backup": round(time.time() - started, 1)}
             write_rows(pg, 1, 10, this.stamps)
             archive_everything(pg)
-            this.point = this.stamps[5]["commit"].astimezone(
-                datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            this.point = _utc(this.stamps[5]["commit"])
             yield this
         finally:
             print("timings: %s" % getattr(this, "timings", {}))
+
+
+def _utc(moment):
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def staging(node):
@@ -198,6 +201,19 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
 
     again = node.play("restore", "-e", "point=%s" % node.point, "-e", "restore_port=%d" % port)
     assert again.rc == 0 and again.recap["changed"] == 0, again
+
+    # another point over the stopped copy, and back: each time only what differs from the
+    # backup is rewritten (restore_delta), and the copy pauses at exactly that point
+    for point, expected in ((_utc(node.stamps[7]["commit"]), list(range(1, 8))),
+                            (node.point, [1, 2, 3, 4, 5])):
+        staged.stop()
+        moved = node.play("restore", "-e", "point=%s" % point, "-e", "restore_port=%d" % port,
+                          "-e", "restore_delta=true")
+        assert moved.rc == 0 and moved.recap["failed"] == 0, moved
+        assert moved.task("Restore the backup into") == ["changed"], moved
+        assert "delta: kept" in " ".join(moved.output.split()), moved
+        assert sql(port, "SELECT pg_get_wal_replay_pause_state()") == "paused"
+        assert rows(node.pg, port) == expected
 
 
 def test_failing_assertion_stops_before_cutover_and_leaves_the_live_cluster_alone(node):

@@ -49,3 +49,42 @@ def test_same_bytes_compares_a_range_and_same_file_the_whole(tmp_path):
     assert not same_file(str(tmp_path / "absent"), 0, sha(b""))
     (tmp_path / "link").symlink_to(path)
     assert not same_file(str(tmp_path / "link"), len(data), sha(data))  # a link is no file
+
+
+def test_prune_relinks_a_tablespace_first_and_cleans_its_location(tmp_path):
+    """The backup's tablespace 222 lives where the target's 111 pointed: the new link comes
+    first (a kill after it leaves the location the target's own), stale files of that major
+    go, another major's data and the files the backup holds stay; a missing location is
+    created."""
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands.restore import (
+        DeltaCounts, RestoreRun)
+    target, location, gone = tmp_path / "data", tmp_path / "ts", tmp_path / "ts2"
+    for folder in (target / "pg_tblspc", target / "global", location / "PG_16_1" / "5",
+                   location / "PG_15_9"):
+        folder.mkdir(parents=True)
+    (target / "PG_VERSION").write_text("16\n")
+    (target / "global" / "pg_control").write_bytes(b"old")
+    (target / "stray").write_text("x")
+    (target / "pg_tblspc" / "111").symlink_to(location)
+    (location / "PG_16_1" / "5" / "stale").write_text("x")
+    (location / "PG_16_1" / "5" / "keep").write_text("x")
+    (location / "PG_15_9" / "other-major").write_text("x")
+    run = object.__new__(RestoreRun)
+    run.target, run.version_dir, run.owner, run.delta = str(target), "PG_16_", None, DeltaCounts()
+    folders = ("global", "pg_tblspc", "pg_tblspc/222/PG_16_1", "pg_tblspc/222/PG_16_1/5",
+               "pg_tblspc/333/PG_16_1")
+    files = [{"path": p, "kind": "dir"} for p in folders]
+    files += [{"path": "PG_VERSION", "kind": "file"}, {"path": "global/pg_control", "kind": "file"},
+              {"path": "pg_tblspc/222/PG_16_1/5/keep", "kind": "file"},
+              {"path": "pg_tblspc/222", "kind": "tablespace"},
+              {"path": "pg_tblspc/333", "kind": "tablespace"}]
+    run.prune({"files": files, "wal": []},
+              {"222": ("/old/a", str(location)), "333": ("/old/b", str(gone))})
+    assert sorted(p.name for p in (target / "pg_tblspc").iterdir()) == ["222", "333"]
+    assert (target / "pg_tblspc" / "222").resolve() == location
+    assert (target / "pg_tblspc" / "333").resolve() == gone and gone.is_dir()
+    assert not (location / "PG_16_1" / "5" / "stale").exists()
+    assert (location / "PG_16_1" / "5" / "keep").exists()
+    assert (location / "PG_15_9" / "other-major").exists()
+    assert not (target / "stray").exists() and not (target / "global" / "pg_control").exists()
+    assert (target / "PG_VERSION").exists() and run.delta.removed == 3  # stale, stray, 111

@@ -37,7 +37,7 @@ from ..errors import ConfigError, IntegrityError, TargetRefused
 from ..options import BY_NAME, DEFAULT_CONFIG_FILE
 from ..recovery import Planner, parse_point
 from ..parallel import run_all
-from ..postgres.datadir import CONTROL_FILE, RESTORE_MARKER, refuse_live
+from ..postgres.datadir import CONTROL_FILE, RESTORE_MARKER, is_running, refuse_live
 from ..storage import open_storage
 from .backup import summarize
 
@@ -79,15 +79,22 @@ class RestoreRun(object):
         self.owner = self._owner_of(target)
         entries = os.listdir(target) if os.path.isdir(target) else []
         if entries and self.settings.delta:
-            if any(os.path.exists(os.path.join(target, name)) for name in ("PG_VERSION", MARKER)):
+            outer = _enclosing_data_directory(target)
+            if outer:
+                raise TargetRefused(
+                    "target %s lies inside the data directory %s: delta brings a whole data "
+                    "directory to a backup; name %s itself" % (target, outer, outer),
+                    code="target_not_a_cluster", stage="check")
+            if _is_data_directory(target):
                 self.delta = DeltaCounts()
                 return
             if not self.settings.force:
                 raise TargetRefused(
-                    "target %s holds %d entries but no PG_VERSION: delta brings an existing "
-                    "PostgreSQL data directory to a backup; choose such a directory, an "
-                    "empty one, or set force to replace what it holds"
-                    % (target, len(entries)), code="target_not_a_cluster", stage="check")
+                    "target %s holds %d entries but no PG_VERSION and global/ (or an "
+                    "earlier restore's marker): delta brings an existing PostgreSQL data "
+                    "directory to a backup; choose such a directory, an empty one, or set "
+                    "force to replace what it holds" % (target, len(entries)),
+                    code="target_not_a_cluster", stage="check")
         if entries and not self.settings.force:
             raise TargetRefused("target %s is not empty (%d entries); choose an empty "
                                 "directory or set force to replace its contents"
@@ -149,10 +156,17 @@ class RestoreRun(object):
         marker = self._marker()
         if not marker:
             return False
-        return (marker.get("cluster"), marker.get("backup_id"), marker.get("point"),
+        same = (marker.get("cluster"), marker.get("backup_id"), marker.get("point"),
                 marker.get("mode", "copy")) == (
             manifest["cluster"], manifest["id"], self.point.describe(),
             self._mode()) and not self.settings.force
+        if same and self.settings.delta:
+            # the marker stays when the copy is started and written to: a delta trusts it
+            # only while pg_control is the one it wrote, or while a server runs the copy
+            # (which nothing may write into anyway)
+            return is_running(self.target) or marker.get("control_sha256") == _digest_of(
+                os.path.join(self.target, CONTROL_FILE))
+        return same
 
     def _mode(self):
         """What the restored directory is for: its settings differ (finish)."""
@@ -218,6 +232,8 @@ class RestoreRun(object):
                 "delta restore failed: %s is left without pg_control (it does not start); "
                 "run it again to finish" % self.target if self.delta else
                 "restore failed: removing what was written to %s" % self.target)
+            if self.delta:  # finish may have written pg_control before it failed
+                self._drop_control()
             try:
                 self.undo()
             except OSError as undo_error:  # report the first failure, and this one
@@ -393,28 +409,57 @@ class RestoreRun(object):
         directory would not hold: in the target and in the PG_<major>_ directories of
         the tablespace locations it keeps."""
         self._still_stopped(mapping)
+        self._drop_control()
+        wanted = dict((item["path"], item["kind"]) for item in listing["files"])
+        wanted.update(("pg_wal/" + wal["name"], "file") for wal in listing["wal"])
+        links = dict(("pg_tblspc/" + oid, pair[1]) for oid, pair in mapping.items())
+        # the new links first: a location is never left unlinked while it holds data (a
+        # rerun after a kill finds it the target's own again)
+        self._link_tablespaces(links)
+        for rel, location in sorted(links.items()):
+            for name in os.listdir(location):
+                if name.startswith(self.version_dir):  # another major's data stays
+                    self._prune_tree(location, rel, wanted, links, only=name)
+        self._prune_tree(self.target, "", wanted, links)
+
+    def _drop_control(self):
+        """pg_control and the marker out of a delta's target: it does not start, and is not
+        offered as restored, until finish writes them again."""
         for rel in (MARKER, CONTROL_FILE):
             try:
                 os.unlink(os.path.join(self.target, rel))
             except OSError as exc:
-                if exc.errno != errno.ENOENT:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
                     raise
-        wanted = dict((item["path"], item["kind"]) for item in listing["files"])
-        wanted.update(("pg_wal/" + wal["name"], "file") for wal in listing["wal"])
-        links = dict(("pg_tblspc/" + oid, os.path.realpath(pair[1]))
-                     for oid, pair in mapping.items())
-        kept = self._prune_tree(self.target, "", wanted, links)
-        for rel in kept:
-            location = os.path.join(self.target, rel)
-            for name in os.listdir(location):
-                if name.startswith(self.version_dir):  # another major's data stays
-                    self._prune_tree(location, rel, wanted, links, only=name)
+
+    def _link_tablespaces(self, links):
+        """Delta: pg_tblspc/<oid> -> the mapped location for every tablespace of the backup
+        (the location created when missing), replacing whatever that path held."""
+        tblspc = os.path.join(self.target, "pg_tblspc")
+        if not os.path.isdir(tblspc) or os.path.islink(tblspc):
+            if os.path.lexists(tblspc):
+                os.unlink(tblspc)
+            os.mkdir(tblspc, 0o700)
+            self._chown(tblspc)
+        for rel, location in sorted(links.items()):
+            path = os.path.join(self.target, rel)
+            if not os.path.isdir(location):
+                self._makedirs(location)
+            if os.path.islink(path) and _same_place(path, location):
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+            os.symlink(location, path)
+            self._chown(path)
 
     def _prune_tree(self, root, rel_root, wanted, links, only=None):
         """Remove what wanted does not list under root (rel_root its path in the
-        backup); returns the tablespace links kept."""
-        kept = []
-        for folder, dirs, names in os.walk(root):
+        backup); links are never followed."""
+        def fail(exc):
+            raise exc
+        for folder, dirs, names in os.walk(root, onerror=fail):
             rel_folder = os.path.relpath(folder, root)
             if only and folder == root:  # in a tablespace location: one PG_ directory
                 dirs[:] = [name for name in dirs if name == only]
@@ -424,9 +469,7 @@ class RestoreRun(object):
                 rel = os.path.normpath(os.path.join(rel_root, rel_folder, name))
                 kind = wanted.get(rel)
                 if os.path.islink(path):
-                    keep = kind == "tablespace" and links.get(rel) == os.path.realpath(path)
-                    if keep:
-                        kept.append(rel)
+                    keep = kind == "tablespace" and rel in links and _same_place(path, links[rel])
                 elif os.path.isdir(path):
                     keep = kind == "dir"
                 else:
@@ -440,7 +483,6 @@ class RestoreRun(object):
                 if name in dirs:
                     dirs.remove(name)
                 self.delta.removed += 1
-        return kept
 
     def _makedirs(self, path):
         """os.makedirs, each directory it creates given to the owner (as root)."""
@@ -508,6 +550,7 @@ class RestoreRun(object):
                 position += length
         finally:
             os.close(fd)
+        self._written(part["size"], part)
         self.progress.advance(part["size"])
 
     def _fetch_one(self, codec, kind, stored, extra):
@@ -552,8 +595,10 @@ class RestoreRun(object):
 
     def _fetch_wal(self, codec, stored):
         rel = "pg_wal/" + stored["name"]
-        if self.delta and same_file(os.path.join(self.target, rel), stored["size"],
-                                    stored["sha256"]):
+        path = os.path.join(self.target, rel)
+        if self.delta and same_file(path, stored["size"], stored["sha256"]):
+            os.chmod(path, 0o600)
+            self._chown(path)
             self.delta.add(kept=stored["size"])
             return
         raw = codec.decompress(self._download(stored), stored["size"], stored["key"])
@@ -668,6 +713,8 @@ class RestoreRun(object):
                   "wal_segment_size": int(manifest["settings"].get("wal_segment_size",
                                                                    16 * 1024 * 1024)),
                   "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if self.control is not None:
+            marker["control_sha256"] = hashlib.sha256(self.control[0]).hexdigest()
         os.sync()  # everything else is on disk before pg_control makes it startable
         faultpoint.reached("restore.finish")
         if self.control is None:
@@ -847,6 +894,36 @@ def touched_pieces(item):
                 touched.append(piece)
                 break
     return touched
+
+
+def _is_data_directory(path):
+    """PG_VERSION and global/ (a database's base/<oid> has a PG_VERSION too), or the
+    marker of an earlier restore (a killed one may not have written global/ yet)."""
+    return (os.path.isfile(os.path.join(path, "PG_VERSION"))
+            and os.path.isdir(os.path.join(path, "global"))) or os.path.isfile(
+                os.path.join(path, MARKER))
+
+
+def _enclosing_data_directory(path):
+    """The data directory that path lies inside, if any."""
+    folder = os.path.dirname(os.path.realpath(path))
+    while folder != os.path.dirname(folder):
+        if _is_data_directory(folder):
+            return folder
+        folder = os.path.dirname(folder)
+    return None
+
+
+def _same_place(link, location):
+    return os.path.realpath(link) == os.path.realpath(location)
+
+
+def _digest_of(path):
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except (IOError, OSError):
+        return None
 
 
 def same_bytes(path, offset, size, sha256):
