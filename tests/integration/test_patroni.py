@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from lab.lab import REPO, PgCluster, free_port, pg_bindir
-from tests.integration.pgdr_run import (PGDR, Repo, archive_everything, postgres_dir,
-                                        restore_rows, wait_until_promoted, write_rows)
+from tests.integration.pgdr_run import (PGDR, Repo, archive_everything, checksums,
+                                        postgres_dir, restore_rows, wait_until_promoted,
+                                        write_rows)
 
 PATRONI = REPO / ".venv" / "bin" / "patroni"
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -111,6 +112,9 @@ class Member:
                 # Patroni owns the recovery settings (it removes them from
                 # postgresql.auto.conf): restore_command goes through its configuration
                 "recovery_conf": {"restore_command": fetch},
+                # pg_basebackup as its users run it: a spread checkpoint first would make
+                # every build by pg_basebackup wait for it (82 s in a reinit)
+                "basebackup": [{"checkpoint": "fast"}],
                 **self._replica_methods()},
         }
 
@@ -121,10 +125,12 @@ class Member:
         if self.replica_from is None:
             return {}
         repo = self.replica_from
-        command = "%s restore --standby --target %s --config %s --credentials %s" % (
+        # --delta with keep_data: a replica Patroni re-creates (reinit) whose directory
+        # still holds its data is brought to the backup in place; an empty one is restored
+        command = "%s restore --standby --delta --target %s --config %s --credentials %s" % (
             PGDR, self.pg.datadir, repo.config, repo.credentials)
         return {"create_replica_methods": ["pgdr", "basebackup"],
-                "pgdr": {"command": command, "no_params": True}}
+                "pgdr": {"command": command, "no_params": True, "keep_data": True}}
 
     def _bootstrap_method(self):
         """A new cluster whose first member is restored from the repository to a point
@@ -273,6 +279,54 @@ def patroni_cluster(workdir, etcd, seaweed, bucket):
     finally:
         for member in members:
             member.stop()
+
+
+def _reinit(member):
+    """patronictl reinit of one member, waiting for it: seconds it took, and what Patroni
+    logged meanwhile."""
+    log = member.home / "patroni.log"
+    seen = log.stat().st_size
+    started = time.time()
+    done = subprocess.run(
+        ["runuser", "-u", "postgres", "--", str(PATRONI.parent / "patronictl"), "-c",
+         str(member.config), "reinit", member.scope, member.name, "--force", "--wait"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return time.time() - started, log.read_text(errors="replace")[seen:]
+
+
+def test_a_broken_replica_is_rebuilt_in_place_from_the_repository(patroni_cluster):
+    """patronictl reinit of a replica whose table file was damaged: pgdr (keep_data,
+    --delta) brings its directory back to the newest backup in place, rewriting what
+    differs, then it streams from the leader with exactly the leader's rows; timed against
+    the reinit of the other replica by pg_basebackup from the leader."""
+    members, repo, repo_settings, built = patroni_cluster
+    leader, by_basebackup, replica = members
+    leader.pg.psql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 20000",
+                   db="bench")
+    table = replica.pg.datadir / leader.pg.psql("SELECT pg_relation_filepath('pgbench_accounts')",
+                                                db="bench")
+    with open(table, "r+b") as handle:  # the replica's copy of the table is damaged
+        handle.write(b"\xde\xad" * 8192)
+    in_place, log = _reinit(replica)
+    assert "replica has been created using pgdr" in log, log[-3000:]
+    assert "delta restore kept" in log, log[-3000:]
+    from_leader, log = _reinit(by_basebackup)
+    assert "replica has been created using basebackup" in log, log[-3000:]
+    print("replica rebuilt: in place from the repository %.1f s, by pg_basebackup from the "
+          "leader %.1f s" % (in_place, from_leader))
+    leader.pg.psql("CREATE TABLE after_reinit AS SELECT 1 AS k", db="bench")
+    wait_for(members, leader="pg1", replicas=("pg2", "pg3"))
+    expected = checksums(leader.pg)
+    for member in (replica, by_basebackup):
+        deadline = time.time() + 60
+        while member.pg.psql("SELECT count(*) FROM pg_class WHERE relname = 'after_reinit'",
+                             db="bench") != "1":
+            assert time.time() < deadline, "%s does not follow the leader" % member.name
+            time.sleep(0.5)
+        assert checksums(member.pg) == expected, member.name
+    marker = json.loads((replica.pg.datadir / "pgdr_restore.json").read_text())
+    assert marker["mode"] == "standby"
 
 
 def _one_backup(members, repo_settings):
