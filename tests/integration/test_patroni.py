@@ -306,9 +306,18 @@ def test_a_broken_replica_is_rebuilt_in_place_from_the_repository(patroni_cluste
                    db="bench")
     table = replica.pg.datadir / leader.pg.psql("SELECT pg_relation_filepath('pgbench_accounts')",
                                                 db="bench")
+    # a page in the middle of the table, which no WAL after the backup touches (the update
+    # is on the first pages): only the delta can repair it, replay would not
+    middle = int(leader.pg.psql("SELECT pg_relation_size('pgbench_accounts')",
+                                db="bench")) // 8192 // 2 * 8192
+    damage = b"\xde\xad" * 4096
     with open(table, "r+b") as handle:  # the replica's copy of the table is damaged
-        handle.write(b"\xde\xad" * 8192)
+        handle.seek(middle)
+        handle.write(damage)
     in_place, log = _reinit(replica)
+    with open(table, "rb") as handle:
+        handle.seek(middle)
+        assert handle.read(8192) != damage
     assert "replica has been created using pgdr" in log, log[-3000:]
     assert "delta restore kept" in log, log[-3000:]
     from_leader, log = _reinit(by_basebackup)

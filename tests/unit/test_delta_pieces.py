@@ -3,6 +3,8 @@ delta layer writes into or cuts (those are always rewritten before the layers), 
 byte comparison that decides what a delta keeps."""
 import hashlib
 
+import pytest
+
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands.restore import (
     same_bytes, same_file, touched_pieces)
 
@@ -88,3 +90,28 @@ def test_prune_relinks_a_tablespace_first_and_cleans_its_location(tmp_path):
     assert (location / "PG_15_9" / "other-major").exists()
     assert not (target / "stray").exists() and not (target / "global" / "pg_control").exists()
     assert (target / "PG_VERSION").exists() and run.delta.removed == 3  # stale, stray, 111
+
+
+def test_a_server_started_before_the_prune_keeps_its_pg_control(tmp_path, monkeypatch):
+    """A server that started on the target after the check (during a thaw, say): prune
+    refuses before it removes anything, and the failure path (which drops pg_control only
+    once the delta is writing) leaves the live cluster's files alone."""
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import restore
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import (
+        TargetRefused)
+    target = tmp_path / "data"
+    (target / "global").mkdir(parents=True)
+    (target / "global" / "pg_control").write_bytes(b"live")
+    (target / "pgdr_restore.json").write_text("{}")
+
+    def running(path, what="target", stage="check"):
+        raise TargetRefused("%s %s runs" % (what, path), code="target_running")
+    monkeypatch.setattr(restore, "refuse_live", running)
+    run = object.__new__(restore.RestoreRun)
+    run.target, run.version_dir, run.owner = str(target), "PG_16_", None
+    run.delta = restore.DeltaCounts()
+    with pytest.raises(TargetRefused):
+        run.prune({"files": [], "wal": []}, {})
+    assert run.delta.writing is False
+    assert (target / "global" / "pg_control").read_bytes() == b"live"
+    assert (target / "pgdr_restore.json").exists()

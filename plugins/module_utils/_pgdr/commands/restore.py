@@ -164,7 +164,8 @@ class RestoreRun(object):
             # the marker stays when the copy is started and written to: a delta trusts it
             # only while pg_control is the one it wrote, or while a server runs the copy
             # (which nothing may write into anyway)
-            return is_running(self.target) or marker.get("control_sha256") == _digest_of(
+            recorded = marker.get("control_sha256")
+            return is_running(self.target) or bool(recorded) and recorded == _digest_of(
                 os.path.join(self.target, CONTROL_FILE))
         return same
 
@@ -232,8 +233,8 @@ class RestoreRun(object):
                 "delta restore failed: %s is left without pg_control (it does not start); "
                 "run it again to finish" % self.target if self.delta else
                 "restore failed: removing what was written to %s" % self.target)
-            if self.delta:  # finish may have written pg_control before it failed
-                self._drop_control()
+            if self.delta and self.delta.writing:  # finish may have written pg_control;
+                self._drop_control()  # never before prune found the target stopped
             try:
                 self.undo()
             except OSError as undo_error:  # report the first failure, and this one
@@ -409,6 +410,7 @@ class RestoreRun(object):
         directory would not hold: in the target and in the PG_<major>_ directories of
         the tablespace locations it keeps."""
         self._still_stopped(mapping)
+        self.delta.writing = True  # from here a failure leaves it without pg_control
         self._drop_control()
         wanted = dict((item["path"], item["kind"]) for item in listing["files"])
         wanted.update(("pg_wal/" + wal["name"], "file") for wal in listing["wal"])
@@ -866,6 +868,7 @@ class DeltaCounts(object):
 
     def __init__(self):
         self.kept_bytes = self.written_bytes = self.fetched_bytes = self.removed = 0
+        self.writing = False  # set once the target was found stopped and is being changed
         self._lock = threading.Lock()
 
     def add(self, kept=0, written=0, fetched=0):
