@@ -292,6 +292,12 @@ def _reinit(member):
          str(member.config), "reinit", member.scope, member.name, "--force", "--wait"],
         capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+    # --wait may return before Patroni has even begun (its state not yet "creating
+    # replica"): the rebuild ends when Patroni logs how the replica was created
+    deadline = time.time() + 300
+    while "replica has been created using" not in log.read_text(errors="replace")[seen:]:
+        assert time.time() < deadline, log.read_text(errors="replace")[seen:][-3000:]
+        time.sleep(0.2)
     return time.time() - started, log.read_text(errors="replace")[seen:]
 
 
