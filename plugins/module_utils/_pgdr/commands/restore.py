@@ -39,6 +39,7 @@ from ..recovery import Planner, parse_point
 from ..parallel import run_all
 from ..postgres.datadir import CONTROL_FILE, RESTORE_MARKER, is_running, refuse_live
 from ..storage import open_storage
+from ..storage.base import file_sha256
 from .backup import summarize
 
 MIB = 1024.0 * 1024.0
@@ -165,8 +166,8 @@ class RestoreRun(object):
             # only while pg_control is the one it wrote, or while a server runs the copy
             # (which nothing may write into anyway)
             recorded = marker.get("control_sha256")
-            return is_running(self.target) or bool(recorded) and recorded == _digest_of(
-                os.path.join(self.target, CONTROL_FILE))
+            return is_running(self.target) or bool(recorded) and recorded == _control_digest(
+                self.target)
         return same
 
     def _mode(self):
@@ -921,10 +922,10 @@ def _same_place(link, location):
     return os.path.realpath(link) == os.path.realpath(location)
 
 
-def _digest_of(path):
+def _control_digest(target):
+    """SHA-256 of the target's pg_control, None when it has none."""
     try:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
+        return file_sha256(os.path.join(target, CONTROL_FILE))
     except (IOError, OSError):
         return None
 
