@@ -137,13 +137,18 @@ def test_a_refused_delta_touches_nothing_and_a_killed_one_never_starts(diverged,
     line = refused(code, out, err, "target_not_a_cluster")
     assert str(other) in line and "PG_VERSION" in line, line
     assert os.listdir(other) == ["keep.txt"]
-    # a database directory of a stopped cluster (it has a PG_VERSION): not a data directory
+    # a database directory of a stopped cluster (it has a PG_VERSION), or an empty
+    # directory in it: no restore goes there, with delta, force or neither
     inside = copy.datadir / "base" / "5"
+    empty = postgres_dir(copy.datadir / "pg_stat_tmp" / "new")
     before = tree_digest(copy.datadir)
-    code, out, err = repo.run("restore", "--target", inside, "--point", diff_id, "--delta")
-    line = refused(code, out, err, "target_not_a_cluster")
-    assert str(copy.datadir) in line, line
+    for target, extra in ((inside, ["--delta"]), (inside, ["--force"]), (empty, [])):
+        code, out, err = repo.run("restore", "--target", target, "--point", diff_id,
+                                  *extra)
+        line = refused(code, out, err, "target_inside_cluster")
+        assert str(copy.datadir) in line and str(target) in line, line
     assert tree_digest(copy.datadir) == before
+    empty.rmdir()
     # killed half-way through the fetch: it does not start, and is not offered
     cmd = ["runuser", "-u", "postgres", "--", str(PGDR), "restore", "--config",
            str(repo.config), "--credentials", str(repo.credentials), "--target",
@@ -159,4 +164,30 @@ def test_a_refused_delta_touches_nothing_and_a_killed_one_never_starts(diverged,
                               "--delta", *args)
     assert code == 0, err
     assert out["delta"]["kept_bytes"] > 0
+    assert_exact_and_clean(copy, sums)
+
+
+def test_a_delta_keeps_a_pg_wal_link_and_empties_what_it_points_to(diverged, workdir):
+    """initdb --waldir: pg_wal is a link to a directory on another disk. The delta keeps
+    the link, removes the copy's own WAL from where it points (a restore leaves no WAL of
+    another history behind) and the data are exactly the source's."""
+    pg, repo, copy, args, diff_id, sums = diverged
+    wal_disk = postgres_dir(workdir / "copy" / "wal")
+    for name in os.listdir(copy.datadir / "pg_wal"):
+        shutil.move(str(copy.datadir / "pg_wal" / name), str(wal_disk / name))
+    (copy.datadir / "pg_wal").rmdir()
+    os.symlink(wal_disk, copy.datadir / "pg_wal")
+    (wal_disk / "stray").write_text("not in any backup")
+    segments = [name for name in os.listdir(wal_disk) if len(name) == 24]
+    code, out, err = repo.run("restore", "--target", copy.datadir, "--point", diff_id,
+                              "--delta", *args)
+    assert code == 0, err
+    assert os.path.islink(copy.datadir / "pg_wal")
+    assert os.path.realpath(copy.datadir / "pg_wal") == str(wal_disk)
+    # the copy's own segments (those the diff backup does not hold) are gone
+    first, last = out["backup"]["start_wal"], out["backup"]["stop_wal"]
+    own = [name for name in segments if not first <= name <= last]
+    assert own, (segments, first, last)
+    left = set(os.listdir(wal_disk)) - {"archive_status"}
+    assert left and all(first <= name <= last for name in left), (sorted(left), first, last)
     assert_exact_and_clean(copy, sums)

@@ -215,6 +215,26 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
         assert sql(port, "SELECT pg_get_wal_replay_pause_state()") == "paused"
         assert rows(node.pg, port) == expected
 
+    # the same point staged again over the copy (it ran since, so the delta rewrites it):
+    # the earlier recovery and verify no longer vouch for it, and cutover refuses it
+    staged.stop()
+    restaged = node.play("restore", "--tags", "plan,stage", "-e", "point=%s" % node.point,
+                         "-e", "restore_port=%d" % port, "-e", "restore_delta=true")
+    assert restaged.rc == 0 and restaged.task("Restore the backup into") == ["changed"], restaged
+    state = json.loads(Path(str(staging(node)) + ".restore.json").read_text())
+    assert state["staged"] and not {"recovered", "verified"} & set(state), state
+    pid = node.pg.pid()
+    cut = node.play("restore", "--tags", "cutover")
+    assert cut.rc != 0 and "no verified staged copy" in " ".join(cut.output.split()), cut
+    assert node.pg.pid() == pid and node.pg.is_running()
+    assert not list(node.pg.datadir.parent.glob("data.pre-restore-*"))
+    # recovered and verified again, the copy is vouched for (the cutover test uses it)
+    healed = node.play("restore", "--tags", "recover,verify")
+    assert healed.rc == 0 and healed.recap["failed"] == 0, healed
+    state = json.loads(Path(str(staging(node)) + ".restore.json").read_text())
+    assert state["verified"]["ok"] is True, state
+    assert rows(node.pg, port) == [1, 2, 3, 4, 5]
+
 
 def test_failing_assertion_stops_before_cutover_and_leaves_the_live_cluster_alone(node):
     port = free_port()

@@ -210,6 +210,7 @@ CODES = {
     # restore targets
     "target_not_empty": "the target holds files and force is not set",
     "target_not_a_cluster": "delta was asked for a target that holds no data directory",
+    "target_inside_cluster": "the target lies inside a PostgreSQL data directory",
     "target_running": "a PostgreSQL server runs in or on the target: never written",
     "target_owner_root": "the target is owned by root while restoring as root",
     "target_unwritable": "the target cannot be written",

@@ -77,15 +77,18 @@ class RestoreRun(object):
         if os.path.exists(target) and not os.path.isdir(target):
             raise TargetRefused("target %s exists and is not a directory" % target,
                                 stage="check")
+        outer = _enclosing_data_directory(target)
+        if outer:
+            # base/<oid> of a stopped cluster: a restore there, forced or not, would
+            # replace one database's files with a whole data directory
+            raise TargetRefused(
+                "target %s lies inside the data directory %s: a restore writes a whole "
+                "data directory; choose a directory outside it%s" % (
+                    target, outer, " or name %s itself" % outer if self.settings.delta
+                    else ""), code="target_inside_cluster", stage="check")
         self.owner = self._owner_of(target)
         entries = os.listdir(target) if os.path.isdir(target) else []
         if entries and self.settings.delta:
-            outer = _enclosing_data_directory(target)
-            if outer:
-                raise TargetRefused(
-                    "target %s lies inside the data directory %s: delta brings a whole data "
-                    "directory to a backup; name %s itself" % (target, outer, outer),
-                    code="target_not_a_cluster", stage="check")
             if _is_data_directory(target):
                 self.delta = DeltaCounts()
                 return
@@ -411,6 +414,7 @@ class RestoreRun(object):
         directory would not hold: in the target and in the PG_<major>_ directories of
         the tablespace locations it keeps."""
         self._still_stopped(mapping)
+        wal_dir = self._linked_wal_dir()
         self.delta.writing = True  # from here a failure leaves it without pg_control
         self._drop_control()
         wanted = dict((item["path"], item["kind"]) for item in listing["files"])
@@ -424,6 +428,17 @@ class RestoreRun(object):
                 if name.startswith(self.version_dir):  # another major's data stays
                     self._prune_tree(location, rel, wanted, links, only=name)
         self._prune_tree(self.target, "", wanted, links)
+        if wal_dir:
+            self._prune_tree(wal_dir, "pg_wal", wanted, links)
+
+    def _linked_wal_dir(self):
+        """Where a pg_wal link (initdb --waldir: WAL on its own disk) points, checked like
+        the target: a delta keeps the link and prunes what it holds."""
+        link = os.path.join(self.target, "pg_wal")
+        if not (os.path.islink(link) and os.path.isdir(link)):
+            return None
+        refuse_live(link, what="WAL directory")
+        return os.path.realpath(link)
 
     def _drop_control(self):
         """pg_control and the marker out of a delta's target: it does not start, and is not
@@ -472,7 +487,9 @@ class RestoreRun(object):
                 rel = os.path.normpath(os.path.join(rel_root, rel_folder, name))
                 kind = wanted.get(rel)
                 if os.path.islink(path):
-                    keep = kind == "tablespace" and rel in links and _same_place(path, links[rel])
+                    keep = (kind == "tablespace" and rel in links
+                            and _same_place(path, links[rel])) or (
+                                rel == "pg_wal" and kind == "dir" and os.path.isdir(path))
                 elif os.path.isdir(path):
                     keep = kind == "dir"
                 else:
