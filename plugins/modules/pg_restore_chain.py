@@ -278,12 +278,13 @@ fetch_bytes:
   type: int
   sample: 3456789
 delta:
-  description: What a delta restore (O(delta) into a data directory) kept, wrote, fetched
+  description: What a delta restore (O(delta) into a data directory) kept, wrote, fetched,
+    read from the target to compare (files an earlier restore's record does not vouch for)
     and removed; null for a restore into an empty directory.
   returned: when something was restored
   type: dict
   sample: {"kept_bytes": 802816000, "written_bytes": 41943040, "fetched_bytes": 9437184,
-           "removed": 12}
+           "read_bytes": 16777216, "removed": 12}
 events:
   description: What the engine reported while it worked.
   returned: always

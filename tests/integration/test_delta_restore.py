@@ -6,6 +6,7 @@ by rewriting only what differs. The invariant, checked by every test: the delta 
 succeeds, and the directory is then file for file what a restore into an empty directory
 gives and starts with exactly the source's rows (amcheck clean), or it fails with a clear
 error and leaves nothing that starts; a refused one touches nothing at all."""
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from tests.integration.test_faults_restore import (assert_not_startable, refused
 
 ROWS = 200000  # about 26 MiB of table: 26 pieces of 1 MiB (chunk_size below)
 MARKER = "pgdr_restore.json"
+STAMPS = "pgdr_restore.files"  # the restore's record of the files it wrote
 
 
 @pytest.fixture
@@ -63,11 +65,11 @@ def diverged(pg_cluster, workdir, seaweed, bucket):
 
 def relative_tree(copy):
     """tree_digest of the copy and its tablespace, by path relative to the copy's parent,
-    without the marker (it records when it was written)."""
+    without the marker and the record of the files (they say when they were written)."""
     base = str(copy.datadir.parent) + "/"
     tree = tree_digest(copy.datadir, copy.datadir.parent / "ts")
     return dict((path[len(base):], value) for path, value in tree.items()
-                if not path.endswith("/" + MARKER))
+                if not path.endswith(("/" + MARKER, "/" + STAMPS)))
 
 
 def assert_exact_and_clean(copy, sums):
@@ -89,6 +91,7 @@ def test_a_delta_restore_rewrites_only_what_differs_and_equals_a_fresh_restore(d
     assert code == 0, err
     delta = out["delta"]
     full_size = out["backup"]["size"]
+    assert delta["read_bytes"] > 0.5 * full_size, delta  # the copy ran: most files changed
     # most of the data was already there (measured: 48.8 of 53.7 MB kept; written 22.9 MB:
     # the pieces under the diff's pages, those pages again, and the backup's own 16 MiB WAL
     # segment; a restore into an empty directory writes all 70 MB)
@@ -191,3 +194,54 @@ def test_a_delta_keeps_a_pg_wal_link_and_empties_what_it_points_to(diverged, wor
     left = set(os.listdir(wal_disk)) - {"archive_status"}
     assert left and all(first <= name <= last for name in left), (sorted(left), first, last)
     assert_exact_and_clean(copy, sums)
+
+
+def test_a_delta_trusts_only_files_nothing_changed_since_a_restore_recorded_them(diverged):
+    """A restore records each file's stamp (inode, size, mtime, ctime) and digests; a delta
+    reads only the files whose stamp differs. A page overwritten behind PostgreSQL's back,
+    with the file's size and times put back, still changes its ctime: it is read and
+    rewritten, and the copy is file for file a fresh restore."""
+    pg, repo, copy, args, diff_id, sums = diverged
+    full_id = json.loads((copy.datadir / MARKER).read_text())["backup_id"]
+    code, out, err = repo.run("restore", "--target", copy.datadir, "--point", full_id,
+                              "--force", *args)
+    assert code == 0, err
+    assert (copy.datadir / STAMPS).stat().st_mode & 0o777 == 0o600
+    # template1's biggest catalog file: the diff does not change it
+    victim = max((p for p in (copy.datadir / "base" / "1").iterdir() if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    info = damage_behind_its_back(victim)
+    code, out, err = repo.run("restore", "--target", copy.datadir, "--point", diff_id,
+                              "--delta", *args)
+    assert code == 0, err
+    delta = out["delta"]
+    # the victim was read; the files the record vouches for were not (most of them)
+    assert info.st_size <= delta["read_bytes"] < 0.5 * out["backup"]["size"], delta
+    after_delta = relative_tree(copy)
+    code, out, err = repo.run("restore", "--target", copy.datadir, "--point", diff_id,
+                              "--force", *args)
+    assert code == 0, err
+    assert relative_tree(copy) == after_delta
+    # the same backup and point again: "already there" only while no file it recorded
+    # changed; with the victim damaged again, the delta runs and repairs it
+    code, out, err = repo.run("restore", "--target", copy.datadir, "--point", diff_id,
+                              "--delta", *args)
+    assert code == 0 and out["changed"] is False, (code, out, err)
+    damage_behind_its_back(victim)
+    code, out, err = repo.run("restore", "--target", copy.datadir, "--point", diff_id,
+                              "--delta", *args)
+    assert code == 0 and out["changed"] is True, (code, out, err)
+    assert out["delta"]["read_bytes"] >= info.st_size, out["delta"]
+    assert relative_tree(copy) == after_delta
+    assert_exact_and_clean(copy, sums)
+
+
+def damage_behind_its_back(path):
+    """4 KiB of noise in the middle of path, its size and times put back; its old stat."""
+    info = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(info.st_size // 2)
+        handle.write(os.urandom(4096))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert path.stat().st_mtime_ns == info.st_mtime_ns and path.stat().st_size == info.st_size
+    return info

@@ -340,7 +340,8 @@ def test_cutover_then_rollback(node):
     # neither is the restore's marker nor wal-fetch's scan state
     auto = (data / "postgresql.auto.conf").read_text()
     assert "recovery_target" not in auto and "restore_command" not in auto, auto
-    assert not [p for p in ("pgdr_restore.json", "pgdr_walscan.tail", "pgdr_walscan.stop")
+    assert not [p for p in ("pgdr_restore.json", "pgdr_restore.files", "pgdr_walscan.tail",
+                            "pgdr_walscan.stop")
                 if (data / p).exists()]
 
     again = node.play("restore", "--tags", "cutover")

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands.restore import (
-    same_bytes, same_file, touched_pieces)
+    DeltaCounts, RestoreRun, same_bytes, touched_pieces)
 
 BLOCK = 8192
 CHUNK = 4 * BLOCK
@@ -36,7 +36,7 @@ def test_pieces_a_layer_cuts_are_touched_and_growth_touches_none():
     assert keys(layered((5 * CHUNK, [[16, 4]]))) == []             # pages past the base
 
 
-def test_same_bytes_compares_a_range_and_same_file_the_whole(tmp_path):
+def test_holds_compares_a_range_or_the_whole_file_unless_the_record_vouches(tmp_path):
     path = tmp_path / "16384"
     data = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(512))
     path.write_bytes(data)
@@ -46,11 +46,23 @@ def test_same_bytes_compares_a_range_and_same_file_the_whole(tmp_path):
     assert same_bytes(str(path), 256, 512, sha(data[256:768]))
     assert not same_bytes(str(path), 256, 512, sha(data[0:512]))
     assert not same_bytes(str(path), len(data) - 10, 20, sha(data[-10:]))  # short: differs
-    assert same_file(str(path), len(data), sha(data))
-    assert not same_file(str(path), len(data) + 1, sha(data))
-    assert not same_file(str(tmp_path / "absent"), 0, sha(b""))
+    run = object.__new__(RestoreRun)
+    run.target, run.trusted, run.delta = str(tmp_path), {}, DeltaCounts()
+    assert run._holds("16384", 256, 512, sha(data[256:768]))
+    assert run._holds("16384", 0, len(data), sha(data), whole=True)
+    assert not run._holds("16384", 0, 512, sha(data[:512]), whole=True)  # more bytes there
+    assert not run._holds("16384", len(data) - 10, 20, sha(data[-10:]))
+    assert not run._holds("absent", 0, 0, sha(b""), whole=True)
     (tmp_path / "link").symlink_to(path)
-    assert not same_file(str(tmp_path / "link"), len(data), sha(data))  # a link is no file
+    assert not run._holds("link", 0, len(data), sha(data), whole=True)  # a link is no file
+    assert run.delta.read_bytes == 512 + len(data)  # only what was read and hashed
+    # a file the restore's record vouches for answers from it, without a read
+    info = path.stat()
+    run.trusted = {"16384": ((info.st_dev, info.st_ino),
+                             {"256+512": sha(data[256:768]), "0+512": "another digest"})}
+    assert run._holds("16384", 256, 512, sha(data[256:768]))
+    assert not run._holds("16384", 0, 512, sha(data[:512]))
+    assert run.delta.read_bytes == 512 + len(data)
 
 
 def test_prune_relinks_a_tablespace_first_and_cleans_its_location(tmp_path):

@@ -28,16 +28,18 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import threading
 import time
 
-from .. import catalog, faultpoint
+from .. import catalog, faultpoint, filestamps
 from ..compress import CodecsByKey
 from ..errors import ConfigError, IntegrityError, TargetRefused
 from ..options import BY_NAME, DEFAULT_CONFIG_FILE
 from ..recovery import Planner, parse_point
 from ..parallel import run_all
-from ..postgres.datadir import CONTROL_FILE, RESTORE_MARKER, is_running, refuse_live
+from ..postgres.datadir import (CONTROL_FILE, RESTORE_MARKER, RESTORE_STAMPS, is_running,
+                                refuse_live)
 from ..storage import open_storage
 from ..storage.base import file_sha256
 from .backup import summarize
@@ -67,6 +69,7 @@ class RestoreRun(object):
         self.version_dir = "PG_"  # PG_<major>_: this backup's directory in a tablespace
         self._fetched = [0, 0, threading.Lock()]  # tasks done, tasks in all (kill point)
         self.touched = set()  # keys of pieces a delta layer writes over: always fetched
+        self.trusted = {}  # delta: files unchanged since a restore recorded them (filestamps)
 
     # -- checks ------------------------------------------------------------------------
     def check_target(self):
@@ -166,11 +169,11 @@ class RestoreRun(object):
             self._mode()) and not self.settings.force
         if same and self.settings.delta:
             # the marker stays when the copy is started and written to: a delta trusts it
-            # only while pg_control is the one it wrote, or while a server runs the copy
-            # (which nothing may write into anyway)
+            # only while pg_control is the one it wrote and no file it recorded changed, or
+            # while a server runs the copy (which nothing may write into anyway)
             recorded = marker.get("control_sha256")
             return is_running(self.target) or bool(recorded) and recorded == _control_digest(
-                self.target)
+                self.target) and not filestamps.changed_since(self.target, RESTORE_STAMPS)
         return same
 
     def _mode(self):
@@ -231,6 +234,7 @@ class RestoreRun(object):
                 self.prune(listing, mapping)
             self.prepare(listing["files"], mapping)
             self.fetch(manifest, listing)
+            self._record_stamps(listing)
             self.finish(manifest, mapping)
         except BaseException as exc:
             self.progress.event(
@@ -389,13 +393,19 @@ class RestoreRun(object):
                 self.created.append(location)
                 os.symlink(location, path)
             elif item.get("pieces"):
-                # the base layer's size; deltas follow. A delta keeps the bytes there
+                # the base layer's size; deltas follow. A delta keeps the bytes there, and
+                # its ctime when nothing changes (filestamps.py)
+                size = sum(p["size"] for p in item["pieces"])
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | (0 if self.delta else os.O_TRUNC),
                              0o600)
                 try:
-                    os.ftruncate(fd, sum(p["size"] for p in item["pieces"]))
+                    if os.fstat(fd).st_size != size:
+                        os.ftruncate(fd, size)
                 finally:
                     os.close(fd)
+                if self.delta:
+                    self._keep(item["path"], item["mode"])
+                    continue
                 os.chmod(path, item["mode"])
             else:
                 continue  # a bundled file: created by _write_file
@@ -415,6 +425,8 @@ class RestoreRun(object):
         the tablespace locations it keeps."""
         self._still_stopped(mapping)
         wal_dir = self._linked_wal_dir()
+        # read before anything here changes: from now on only this run writes the files
+        self.trusted = filestamps.trusted(self.target, RESTORE_STAMPS)
         self.delta.writing = True  # from here a failure leaves it without pg_control
         self._drop_control()
         wanted = dict((item["path"], item["kind"]) for item in listing["files"])
@@ -527,8 +539,7 @@ class RestoreRun(object):
         tasks += [("wal", w, None) for w in listing["wal"]]
         tasks.sort(key=lambda t: -t[1]["size"])
         layered = [item for item in listing["files"] if item.get("deltas")]
-        if self.delta:
-            self.touched = set(p["key"] for item in layered for p in touched_pieces(item))
+        self.touched = set(p["key"] for item in layered for p in touched_pieces(item))
         # the total is the sum of exactly what _fetch_one and _apply_part advance
         self.progress.begin("restore", sum(t[1]["size"] for t in tasks) + sum(
             part["size"] for item in layered for layer in item["deltas"]
@@ -553,6 +564,25 @@ class RestoreRun(object):
                     parts.extend((path, part) for part in layer["parts"])
             run_all(lambda job: self._apply_part(codec, *job), parts, self.settings.workers)
         self.progress.end()
+
+    def _record_stamps(self, listing):
+        """The digests of what this restore put in place, by file, with the files' stamps
+        (filestamps.py): a later delta trusts them while a file stays unchanged. Left out:
+        what finish writes after this (pg_control, the settings it appends)."""
+        ranges = {}
+        for item in listing["files"]:
+            if item["kind"] != "file" or item["path"] in (CONTROL_FILE, AUTO_CONF):
+                continue
+            if item.get("pieces"):
+                ranges[item["path"]] = dict(
+                    (filestamps.range_key(p["offset"], p["size"]), p["sha256"])
+                    for p in item["pieces"] if p["key"] not in self.touched)
+            elif item.get("sha256"):
+                ranges[item["path"]] = {filestamps.range_key(0, item["size"]): item["sha256"]}
+        for wal in listing["wal"]:
+            ranges["pg_wal/" + wal["name"]] = {
+                filestamps.range_key(0, wal["size"]): wal["sha256"]}
+        filestamps.record(self.target, RESTORE_STAMPS, ranges, self.owner)
 
     def _apply_part(self, codec, path, part):
         """Write one delta part's changed pages over the older layers."""
@@ -589,8 +619,8 @@ class RestoreRun(object):
 
     def _fetch_piece(self, codec, stored, item):
         path = os.path.join(self.target, item["path"])
-        if self.delta and stored["key"] not in self.touched and same_bytes(
-                path, stored["offset"], stored["size"], stored["sha256"]):
+        if self.delta and stored["key"] not in self.touched and self._holds(
+                item["path"], stored["offset"], stored["size"], stored["sha256"]):
             self.delta.add(kept=stored["size"])
             return
         self._restore_piece(codec, stored, path)
@@ -615,10 +645,8 @@ class RestoreRun(object):
 
     def _fetch_wal(self, codec, stored):
         rel = "pg_wal/" + stored["name"]
-        path = os.path.join(self.target, rel)
-        if self.delta and same_file(path, stored["size"], stored["sha256"]):
-            os.chmod(path, 0o600)
-            self._chown(path)
+        if self.delta and self._holds(rel, 0, stored["size"], stored["sha256"], whole=True):
+            self._keep(rel, 0o600)
             self.delta.add(kept=stored["size"])
             return
         raw = codec.decompress(self._download(stored), stored["size"], stored["key"])
@@ -631,13 +659,41 @@ class RestoreRun(object):
         (pg_control never: it was removed, and is written last)."""
         same = set()
         for item in members:
-            path = os.path.join(self.target, item["path"])
-            if item["path"] != CONTROL_FILE and same_file(path, item["size"], item["sha256"]):
-                os.chmod(path, item["mode"])
-                self._chown(path)
+            if item["path"] != CONTROL_FILE and self._holds(
+                    item["path"], 0, item["size"], item["sha256"], whole=True):
+                self._keep(item["path"], item["mode"])
                 same.add(item["path"])
                 self.delta.add(kept=item["size"])
         return same
+
+    def _holds(self, rel, offset, size, sha256, whole=False):
+        """Delta: whether the target's file rel holds those bytes (whole: and nothing
+        else). A file unchanged since a restore recorded it answers from the record (a
+        whole file's range starts at 0 and has the recorded size, which its stamp
+        holds); any other is read and hashed."""
+        known = filestamps.vouched(self.trusted, self.target, rel, offset, size)
+        if known is not None:
+            return known == sha256
+        path = os.path.join(self.target, rel)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        if not stat.S_ISREG(info.st_mode) or info.st_size < offset + size or (
+                whole and info.st_size != size):
+            return False
+        self.delta.add(read=size)
+        return same_bytes(path, offset, size, sha256)
+
+    def _keep(self, rel, mode):
+        """A kept file's mode and owner, changed only when they differ: a change would
+        give it a new ctime, and the next delta would have to read it again."""
+        path = os.path.join(self.target, rel)
+        info = os.lstat(path)
+        if info.st_mode & 0o7777 != mode:
+            os.chmod(path, mode)
+        if self.owner and (info.st_uid, info.st_gid) != tuple(self.owner):
+            os.lchown(path, *self.owner)
 
     def _written(self, size, stored):
         if self.delta:
@@ -886,18 +942,21 @@ class DeltaCounts(object):
 
     def __init__(self):
         self.kept_bytes = self.written_bytes = self.fetched_bytes = self.removed = 0
+        self.read_bytes = 0  # read to compare: files a restore's record does not vouch for
         self.writing = False  # set once the target was found stopped and is being changed
         self._lock = threading.Lock()
 
-    def add(self, kept=0, written=0, fetched=0):
+    def add(self, kept=0, written=0, fetched=0, read=0):
         with self._lock:
             self.kept_bytes += kept
             self.written_bytes += written
             self.fetched_bytes += fetched
+            self.read_bytes += read
 
     def as_dict(self):
         return {"kept_bytes": self.kept_bytes, "written_bytes": self.written_bytes,
-                "fetched_bytes": self.fetched_bytes, "removed": self.removed}
+                "fetched_bytes": self.fetched_bytes, "read_bytes": self.read_bytes,
+                "removed": self.removed}
 
 
 def touched_pieces(item):
@@ -964,16 +1023,6 @@ def same_bytes(path, offset, size, sha256):
         return digest.hexdigest() == sha256
     finally:
         os.close(fd)
-
-
-def same_file(path, size, sha256):
-    """True when path is a file of exactly size bytes whose SHA-256 is sha256."""
-    try:
-        if os.path.islink(path) or os.path.getsize(path) != size:
-            return False
-    except OSError:
-        return False
-    return same_bytes(path, 0, size, sha256)
 
 
 def remove_version_dirs(location, prefix="PG_"):

@@ -22,17 +22,21 @@ from ..errors import PostgresError, TargetRefused
 # Directories kept empty in the backup (their contents are runtime state).
 EMPTY_DIRS = frozenset(("pg_wal", "pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial",
                         "pg_snapshots", "pg_stat_tmp", "pg_subtrans"))
+# written by restore into the copy it made (commands/restore.py); wal-fetch scans the WAL
+# it hands to such a copy (commands/wal_fetch.py)
+RESTORE_MARKER = "pgdr_restore.json"
+# written by restore beside it: the stamps and digests of the files it wrote, which a
+# later delta trusts while a file's stamp is unchanged (filestamps.py)
+RESTORE_STAMPS = "pgdr_restore.files"
 # Files never copied, wherever they are.
 SKIPPED_FILES = frozenset(("postmaster.pid", "postmaster.opts", "pg_internal.init",
                            "postgresql.auto.conf.tmp", "current_logfiles.tmp",
                            "backup_label", "backup_label.old", "tablespace_map",
                            "tablespace_map.old", "backup_manifest", "recovery.signal",
-                           "standby.signal", "pgdr_restore.json"))
+                           "standby.signal", RESTORE_MARKER, RESTORE_STAMPS,
+                           RESTORE_STAMPS + ".tmp"))
 TEMP_PREFIX = "pgsql_tmp"
 CONTROL_FILE = "global/pg_control"
-# written by restore into the copy it made (commands/restore.py); wal-fetch scans the WAL
-# it hands to such a copy (commands/wal_fetch.py)
-RESTORE_MARKER = "pgdr_restore.json"
 _RELATION = re.compile(r"^(\d+)(?:_(fsm|vm|init))?(?:\.(\d+))?$")
 _TEMP_RELATION = re.compile(r"^t\d+_\d+")
 
