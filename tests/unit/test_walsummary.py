@@ -47,3 +47,42 @@ def test_holes_in_the_summaries_are_found():
     assert hole([(160, 400)], 150, 300) == "miss 0/96..0/A0"
     assert hole([(100, 200)], 150, 300) == "end at 0/C8, before 0/12C"
     assert hole([], 150, 300) == "end at 0/96, before 0/12C"
+
+
+def test_runs_close_together_are_read_in_one_span():
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.postgres.pages import (
+        read_spans)
+    runs = [[0, 2], [5, 1], [40, 3], [44, 1], [100, 1]]
+    assert read_spans(runs, 4) == [[0, 6, [[0, 2], [5, 1]]], [40, 5, [[40, 3], [44, 1]]],
+                                   [100, 1, [[100, 1]]]]
+    assert read_spans(runs, 0) == [[s, n, [[s, n]]] for s, n in runs]
+    assert read_spans([], 32) == []
+
+
+def test_summarized_pages_read_in_spans_are_exactly_the_changed_pages(tmp_path):
+    """The spans read unchanged pages along; what is stored is still only the changed ones,
+    byte for byte, with a trailing partial page, and disk_read counts what was read."""
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import backup
+    size = 8192
+    raw = b"".join(bytes([i % 251]) * size for i in range(300)) + b"tail"
+    relation = tmp_path / "16384"
+    relation.write_bytes(raw)
+    changed = [3, 4, 10, 200, 201, 202, 299]
+
+    class Summary(object):
+        def blocks(self, rel, first, count):
+            return [b - first for b in changed if first <= b < first + count]
+
+    class Entry(object):
+        source, path = str(relation), "base/5/16384"
+
+    class Part(object):
+        entry, offset, length = Entry(), 0, len(raw)
+    run = object.__new__(backup.BackupRun)
+    run.block_size, run.summary = size, Summary()
+    length, runs, data, disk_read = run._read_summarized(Part(), 0)
+    assert length == len(raw)
+    assert runs == [[3, 2], [10, 1], [200, 3], [299, 2]]  # 300: the partial page
+    assert data == b"".join(raw[b * size:(b + 1) * size] for b in changed + [300])
+    # 3..10 in one span (gap 5 < 32), 200..202, 299..300: 8 + 3 + 1 pages + 4 bytes
+    assert disk_read == 12 * size + 4

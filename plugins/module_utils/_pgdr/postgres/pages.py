@@ -47,6 +47,21 @@ def changed_blocks(data, threshold_lsn, block_size=8192):
     return changed
 
 
+def read_spans(runs, gap):
+    """Runs of blocks ([[first, count], ...], ascending) grouped into the spans to read:
+    [[first, count, runs inside], ...]. Runs at most gap blocks apart share one span: one
+    sequential read, which the kernel reads ahead, instead of many small scattered ones
+    (half the pages of a file changed means a read per page or two)."""
+    spans = []
+    for start, count in runs:
+        if spans and start - (spans[-1][0] + spans[-1][1]) <= gap:
+            spans[-1][1] = start + count - spans[-1][0]
+            spans[-1][2].append([start, count])
+        else:
+            spans.append([start, count, [[start, count]]])
+    return spans
+
+
 def as_ranges(blocks):
     """[[first, count], ...] of consecutive block numbers (compact in the manifest)."""
     ranges = []
