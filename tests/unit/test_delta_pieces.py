@@ -62,6 +62,10 @@ def test_holds_compares_a_range_or_the_whole_file_unless_the_record_vouches(tmp_
                              {"256+512": sha(data[256:768]), "0+512": "another digest"})}
     assert run._holds("16384", 256, 512, sha(data[256:768]))
     assert not run._holds("16384", 0, 512, sha(data[:512]))
+    # the record knows a range: as a whole file, only when nothing follows it
+    run.trusted["16384"][1]["0+512"] = sha(data[:512])
+    assert run._holds("16384", 0, 512, sha(data[:512]))
+    assert not run._holds("16384", 0, 512, sha(data[:512]), whole=True)
     assert run.delta.read_bytes == 512 + len(data)
 
 

@@ -72,6 +72,8 @@ def record(root, name, ranges, owner=None):
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump({"version": VERSION, "files": files}, handle, separators=(",", ":"))
+        handle.flush()
+        os.fsync(handle.fileno())
     if owner:
         os.lchown(partial, *owner)
     os.rename(partial, path)

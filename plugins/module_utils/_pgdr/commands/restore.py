@@ -171,9 +171,8 @@ class RestoreRun(object):
             # the marker stays when the copy is started and written to: a delta trusts it
             # only while pg_control is the one it wrote and no file it recorded changed, or
             # while a server runs the copy (which nothing may write into anyway)
-            recorded = marker.get("control_sha256")
-            return is_running(self.target) or bool(recorded) and recorded == _control_digest(
-                self.target) and not filestamps.changed_since(self.target, RESTORE_STAMPS)
+            return is_running(self.target) or self._control_as_restored() and not (
+                filestamps.changed_since(self.target, RESTORE_STAMPS))
         return same
 
     def _mode(self):
@@ -424,9 +423,11 @@ class RestoreRun(object):
         directory would not hold: in the target and in the PG_<major>_ directories of
         the tablespace locations it keeps."""
         self._still_stopped(mapping)
-        wal_dir = self._linked_wal_dir()
-        # read before anything here changes: from now on only this run writes the files
-        self.trusted = filestamps.trusted(self.target, RESTORE_STAMPS)
+        # read before anything here changes: from now on only this run writes the files.
+        # Only while pg_control is the one the restore wrote: no server ran the copy since
+        # (a server's writes and a crash could leave new pages under an old ctime)
+        if self._control_as_restored():
+            self.trusted = filestamps.trusted(self.target, RESTORE_STAMPS)
         self.delta.writing = True  # from here a failure leaves it without pg_control
         self._drop_control()
         wanted = dict((item["path"], item["kind"]) for item in listing["files"])
@@ -440,17 +441,12 @@ class RestoreRun(object):
                 if name.startswith(self.version_dir):  # another major's data stays
                     self._prune_tree(location, rel, wanted, links, only=name)
         self._prune_tree(self.target, "", wanted, links)
-        if wal_dir:
-            self._prune_tree(wal_dir, "pg_wal", wanted, links)
 
-    def _linked_wal_dir(self):
-        """Where a pg_wal link (initdb --waldir: WAL on its own disk) points, checked like
-        the target: a delta keeps the link and prunes what it holds."""
-        link = os.path.join(self.target, "pg_wal")
-        if not (os.path.islink(link) and os.path.isdir(link)):
-            return None
-        refuse_live(link, what="WAL directory")
-        return os.path.realpath(link)
+    def _control_as_restored(self):
+        """True when the target's pg_control is the one a restore wrote (its marker
+        records the digest)."""
+        recorded = self._marker().get("control_sha256")
+        return bool(recorded) and recorded == _control_digest(self.target)
 
     def _drop_control(self):
         """pg_control and the marker out of a delta's target: it does not start, and is not
@@ -499,9 +495,7 @@ class RestoreRun(object):
                 rel = os.path.normpath(os.path.join(rel_root, rel_folder, name))
                 kind = wanted.get(rel)
                 if os.path.islink(path):
-                    keep = (kind == "tablespace" and rel in links
-                            and _same_place(path, links[rel])) or (
-                                rel == "pg_wal" and kind == "dir" and os.path.isdir(path))
+                    keep = kind == "tablespace" and rel in links and _same_place(path, links[rel])
                 elif os.path.isdir(path):
                     keep = kind == "dir"
                 else:
@@ -582,6 +576,7 @@ class RestoreRun(object):
         for wal in listing["wal"]:
             ranges["pg_wal/" + wal["name"]] = {
                 filestamps.range_key(0, wal["size"]): wal["sha256"]}
+        os.sync()  # the bytes on disk before a record vouches for them (a crash in between)
         filestamps.record(self.target, RESTORE_STAMPS, ranges, self.owner)
 
     def _apply_part(self, codec, path, part):
@@ -672,9 +667,14 @@ class RestoreRun(object):
         whole file's range starts at 0 and has the recorded size, which its stamp
         holds); any other is read and hashed."""
         known = filestamps.vouched(self.trusted, self.target, rel, offset, size)
+        path = os.path.join(self.target, rel)
+        if known is not None and whole:
+            try:  # the record knows the range, not that nothing follows it
+                known = known if os.lstat(path).st_size == size else None
+            except OSError:
+                return False
         if known is not None:
             return known == sha256
-        path = os.path.join(self.target, rel)
         try:
             info = os.lstat(path)
         except OSError:
