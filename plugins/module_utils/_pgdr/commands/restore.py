@@ -663,9 +663,9 @@ class RestoreRun(object):
 
     def _holds(self, rel, offset, size, sha256, whole=False):
         """Delta: whether the target's file rel holds those bytes (whole: and nothing
-        else). A file unchanged since a restore recorded it answers from the record (a
-        whole file's range starts at 0 and has the recorded size, which its stamp
-        holds); any other is read and hashed."""
+        else). A file unchanged since a restore recorded it answers from the record (the
+        record knows ranges, so a whole file's size is checked here); any other is read
+        and hashed."""
         known = filestamps.vouched(self.trusted, self.target, rel, offset, size)
         path = os.path.join(self.target, rel)
         if known is not None and whole:
