@@ -45,6 +45,17 @@ COMMON_EXTRAS = {
     "credentials_file": {"type": "path"},
 }
 
+# Parameters of the modules that check a restored copy (pg_instance verify, pg_restore_stage
+# verify): the drill's checks, with one set of names.
+CHECK_EXTRAS = {
+    "target_action": {"type": "str", "default": "pause",
+                      "choices": ["pause", "promote", "shutdown"]},
+    "assertions": {"type": "list", "elements": "dict", "default": []},
+    "expected_databases": {"type": "list", "elements": "str", "default": []},
+    "amcheck": {"type": "bool", "default": True},
+    "amcheck_install": {"type": "bool", "default": True},
+}
+
 # Result keys that AnsibleModule owns: engine details never overwrite them.
 _RESERVED_RESULT_KEYS = frozenset(("msg", "failed", "changed", "error_code", "stage",
                                    "events", "exception", "invocation", "warnings",

@@ -277,7 +277,8 @@ stage:
   sample: wait_recovery
 '''
 
-from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import PgdrModule
+from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import (
+    CHECK_EXTRAS, PgdrModule)
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.postgres import instance
 
 EXTRAS = dict(
@@ -286,11 +287,6 @@ EXTRAS = dict(
     data_directory=dict(type="path"),
     log=dict(type="path"),
     recovery=dict(type="dict"),
-    target_action=dict(type="str", default="pause", choices=["pause", "promote", "shutdown"]),
-    assertions=dict(type="list", elements="dict", default=[]),
-    expected_databases=dict(type="list", elements="str", default=[]),
-    amcheck=dict(type="bool", default=True),
-    amcheck_install=dict(type="bool", default=True),
     timeline=dict(type="int"),
     current_wal=dict(type="str"),
     settings_names=dict(type="list", elements="str", default=[]),
@@ -298,6 +294,7 @@ EXTRAS = dict(
     recovery_conf=dict(type="dict", default={}),
     restart=dict(type="bool", default=False),
 )
+EXTRAS.update(CHECK_EXTRAS)
 ARGS = dict(groups=("pg",), include=("patroni_url", "patroni_username", "patroni_password"),
             extras=EXTRAS, files=False)
 REQUIRED_IF = [("action", "wait_recovery", ("data_directory", "log")),

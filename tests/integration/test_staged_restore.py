@@ -171,8 +171,8 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
         writer.finish()
     assert run.rc == 0 and run.recap["failed"] == 0, run
     assert run.task("Restore the backup into") == ["changed"], run
-    assert run.task("Wait until recovery paused at the point") == ["ok"], run
-    assert run.task("Stop before cutover") == ["skipping"], run
+    assert run.task("Recover the staged copy on the node") == ["changed"], run
+    assert run.task("Verify the staged copy on the node") == ["changed"], run
     # stages not asked for (cutover, rollback, standbys) print one line each, not every task
     printed = re.findall(r"^TASK \[(.*?)\]", run.output, re.M)
     node.timings["tasks printed by a plain restore.yml"] = len(printed)
@@ -256,8 +256,13 @@ def test_failing_assertion_stops_before_cutover_and_leaves_the_live_cluster_alon
         "restore_action": "pause", "restore_assertions": assertions, "restore_cutover": True}))
     node.timings["failing verify"] = round(time.time() - started, 1)
     assert run.rc != 0, run
-    assert run.task("Stop before cutover when a check failed") == ["fatal"], run
-    assert "no rows at all" in run.output and "five rows: ok" in run.output, run
+    assert run.task("Verify the staged copy on the node") == ["fatal"], run
+    assert "no rows at all: FAILED" in run.output and "five rows: ok" in run.output, run
+    assert "restore_verify_failed" in run.output, run
+    # the failed checks are on record: a later cutover refuses the copy
+    state = json.loads(Path(str(target) + ".restore.json").read_text())
+    assert state["verified"]["ok"] is False, state
+    assert [c["name"] for c in state["verified"]["checks"] if not c["ok"]] == ["no rows at all"]
     assert run.task("Stop the live cluster") == [], run
     assert run.task("Keep the live data directory") == [], run
     assert node.pg.pid() == pid and node.pg.is_running()

@@ -11,7 +11,7 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils import _adapter
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import options
 
 MODULES = ["pg_backup", "pg_restore_chain", "pg_backup_info", "pg_backup_expire", "pg_check",
-           "pg_drill", "pg_instance", "s3_backup_upload", "s3_repository"]
+           "pg_drill", "pg_instance", "pg_restore_stage", "s3_backup_upload", "s3_repository"]
 PREFIX = "ansible_collections.pgdr.postgresql.plugins."
 KIND_TO_TYPE = {"str": "str", "int": "int", "bool": "bool", "path": "path", "dict": "dict",
                 "list": "list"}

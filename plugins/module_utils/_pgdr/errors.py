@@ -187,6 +187,7 @@ CODES = {
     "drill_start_failed": "the drill's scratch cluster did not start",
     "recovery_failed": "the restored cluster stopped during recovery",
     "recovery_timeout": "recovery did not reach the point in time",
+    "os_user_unknown": "the OS user named to run PostgreSQL does not exist on the node",
     # integrity
     "checksum_mismatch": "an object's bytes do not match their recorded SHA-256",
     "checksum_missing": "an object has no recorded SHA-256: placed by hand, not trusted",
@@ -218,6 +219,10 @@ CODES = {
     "tablespace_unknown": "tablespace_map names a tablespace the backup does not have",
     "tablespace_in_use": "a tablespace location belongs to a live cluster",
     "setting_too_low": "a setting is below the source's value: recovery would abort",
+    # the staged restore
+    "restore_state_invalid": "the staged restore's state file cannot be read, parsed or written",
+    "restore_not_staged": "a restore stage ran before the plan and stage steps recorded a copy",
+    "restore_verify_failed": "a check of the staged copy failed: cutover refuses it",
     "objects_archived": "objects the restore needs are in archive storage (thaw them)",
     "thaw_timeout": "archived objects were not thawed within thaw_timeout",
     # plans and points

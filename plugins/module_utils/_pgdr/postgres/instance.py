@@ -387,18 +387,21 @@ def bindir(configured, version_num):
 
 
 class PgCtl(object):
-    """pg_ctl of one data directory."""
+    """pg_ctl of one data directory; ``switch`` (postgres/osuser.switch_args) runs it as
+    the cluster's OS user from a process running as root."""
 
-    def __init__(self, bin_dir, datadir, log):
+    def __init__(self, bin_dir, datadir, log, **switch):
         self.command = os.path.join(bin_dir, "pg_ctl")
         self.datadir = datadir
         self.log = log
+        self.switch = switch
 
     def run(self, *args, **kwargs):
         argv = [self.command, "-D", self.datadir] + list(args)
         try:
             return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  timeout=kwargs.get("timeout", 600), check=False)
+                                  timeout=kwargs.get("timeout", 600), check=False,
+                                  **self.switch)
         except OSError as exc:
             raise ConfigError("cannot run %s: %s (set pg_bindir)" % (self.command, exc),
                               code="pg_bindir_invalid", stage="instance")

@@ -1,0 +1,230 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgdr contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: pg_restore_stage
+short_description: Run one stage of a staged restore on the node, with its state file
+version_added: 0.1.0
+description:
+  - The engine's staged restore (C(commands/stage.py)). Each stage reads the restore's
+    state file (O(state_file)), does its work and records the outcome there; a stage
+    recorded anew drops the records that depended on the old one (a copy started again
+    was not verified as it runs now).
+  - V(recover) - start the staged copy in O(data_directory) with pg_ctl unless it runs,
+    and wait until recovery paused at the point or ended; fails (V(recovery_failed), with
+    the server log's tail) when the server stopped, or (V(recovery_timeout)) after
+    O(timeout) seconds.
+  - V(verify) - the checks of a restored copy, the drill's - C(target reached),
+    C(connections), C(databases), C(database connections), C(amcheck) (C(bt_index_check)
+    with heapallindexed on every btree index) and each assertion of O(assertions) - then
+    records them; fails with V(restore_verify_failed) when one failed, after recording it,
+    so that cutover refuses the copy.
+  - Runs as root (the state file is root's, 0600, because cutover acts on it); pg_ctl
+    and the connections to the copy run as O(os_user).
+  - The plan, stage, cutover, rollback and standbys stages are still tasks of the restore
+    role.
+author:
+  - pgdr contributors (@pgdr)
+options:
+  stage:
+    description: The stage to run.
+    type: str
+    required: true
+    choices: [recover, verify]
+  state_file:
+    description: The restore's state file; the plan and stage steps wrote it.
+    type: path
+    required: true
+  data_directory:
+    description: The staged copy's data directory.
+    type: path
+    required: true
+  os_user:
+    description: The OS user that runs PostgreSQL; pg_ctl and the connections run as it.
+    type: str
+    default: postgres
+  port:
+    description:
+      - The copy's port when the plan did not record one (the plan's port wins, and for
+        V(verify) the port V(recover) recorded).
+    type: int
+  pg_bindir:
+    description:
+      - "Directory of pg_ctl for the restored cluster's version. Default:
+        /usr/lib/postgresql/<major>/bin."
+    type: path
+  log:
+    description: The copy's server log. Default C(restored-server.log) in O(data_directory).
+    type: path
+  timeout:
+    description: Seconds V(recover) waits for the start and for recovery to reach the point.
+    type: int
+    default: 600
+  assertions:
+    description: V(verify) - SQL assertions, each with C(name), C(sql) and an optional
+      C(database); true when the first column of the first row is true.
+    type: list
+    elements: dict
+    default: []
+  expected_databases:
+    description: V(verify) - databases that must exist in the copy.
+    type: list
+    elements: str
+    default: []
+  amcheck:
+    description:
+      - Check every btree index with amcheck when the extension is available.
+    type: bool
+    default: true
+  amcheck_install:
+    description: V(verify) - create the amcheck extension where it is missing (a copy that
+      was promoted; a paused copy is read-only).
+    type: bool
+    default: true
+  target_action:
+    description:
+      - "What the restored server does at the target: promote (open for writes on a new
+        timeline), pause (read-only, to inspect before promoting) or shutdown."
+      - For V(verify), when the plan does not record it - with V(pause), a named target is
+        reached when recovery paused; otherwise when recovery ended.
+    type: str
+    default: pause
+    choices: [pause, promote, shutdown]
+extends_documentation_fragment:
+  - pgdr.postgresql.postgres
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is started, recorded or created. V(recover) predicts whether it would start
+        the copy; V(verify) runs the checks read-only and predicts whether the record would
+        change.
+  diff_mode:
+    support: N/A
+  platform:
+    platforms: posix
+notes:
+  - Run it on the database node as root (C(become)), with the agent's virtualenv (psycopg2).
+'''
+
+EXAMPLES = r'''
+- name: Recover the staged copy to the point
+  pgdr.postgresql.pg_restore_stage:
+    stage: recover
+    state_file: /var/lib/postgresql/15/main.staging.restore.json
+    data_directory: /var/lib/postgresql/15/main.staging
+    timeout: 3600
+  become: true
+
+- name: Verify the staged copy
+  pgdr.postgresql.pg_restore_stage:
+    stage: verify
+    state_file: /var/lib/postgresql/15/main.staging.restore.json
+    data_directory: /var/lib/postgresql/15/main.staging
+    assertions:
+      - name: orders are there
+        sql: SELECT count(*) > 0 FROM orders
+        database: shop
+  become: true
+'''
+
+RETURN = r'''
+restore_state:
+  description: The whole state file after the stage (as it would be, in check mode).
+  returned: always
+  type: dict
+  sample: {version: 1, plan: {point: latest, backup_id: 20261202T100000F}, staged: {},
+           recovered: {port: 5499, in_recovery: true, pause_state: paused}}
+state:
+  description: The copy's server state (see pgdr.postgresql.pg_instance).
+  returned: success
+  type: dict
+  sample: {up: true, in_recovery: true, pause_state: paused, timeline: 1, replay_lsn: 0/3000148}
+started:
+  description: V(recover) - whether the copy was started (or would be, in check mode).
+  returned: stage is recover
+  type: bool
+  sample: true
+port:
+  description: V(recover) - the copy's port.
+  returned: stage is recover
+  type: int
+  sample: 5499
+log:
+  description: V(recover) - the copy's server log.
+  returned: stage is recover
+  type: str
+  sample: /var/lib/postgresql/15/main.staging/restored-server.log
+bin_dir:
+  description: V(recover) - the directory of the pg_ctl used.
+  returned: stage is recover
+  type: str
+  sample: /usr/lib/postgresql/15/bin
+ok:
+  description: V(verify) - true when every check passed.
+  returned: stage is verify
+  type: bool
+  sample: true
+checks:
+  description: V(verify) - the checks, each with C(name), C(ok) and C(detail).
+  returned: stage is verify, also on failure
+  type: list
+  elements: dict
+  sample:
+    - {name: target reached, ok: true, detail: "recovery paused at recovery_target_time=2026-12-02 10:00:00"}
+amcheck_installed:
+  description: V(verify) - databases where amcheck was created (or would be).
+  returned: stage is verify
+  type: list
+  elements: str
+  sample: []
+events:
+  description: What the engine reported while it worked.
+  returned: always
+  type: list
+  elements: str
+  sample: ["verify of /var/lib/postgresql/15/main.staging: done"]
+error_code:
+  description: Stable code of the failure, for example V(restore_verify_failed),
+    V(recovery_failed), V(restore_not_staged).
+  returned: failure
+  type: str
+  sample: restore_verify_failed
+stage:
+  description: The step that failed.
+  returned: failure
+  type: str
+  sample: verify
+'''
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import (
+    CHECK_EXTRAS, PgdrModule)
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import stage
+
+EXTRAS = dict(
+    stage=dict(type="str", required=True, choices=list(stage.STAGES)),
+    state_file=dict(type="path", required=True),
+    data_directory=dict(type="path", required=True),
+    os_user=dict(type="str", default="postgres"),
+    port=dict(type="int"),
+    log=dict(type="path"),
+    timeout=dict(type="int", default=600),
+)
+EXTRAS.update(CHECK_EXTRAS)
+ARGS = dict(groups=("pg",), include=("pg_bindir",), extras=EXTRAS, files=False)
+
+
+def main():
+    module = PgdrModule(**ARGS)
+    params = dict((name, module.params[name]) for name in EXTRAS if name != "stage")
+    module.run(stage.Request(module.params["stage"], **params))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The staged restore's state file (restorestate.py): a stage recorded anew drops what
+relied on the old record, and the file is written whole, 0600, or not at all."""
+import json
+import os
+import stat
+
+import pytest
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import restorestate
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import ConfigError
+
+FULL = {"plan": {"point": "latest"}, "staged": {"backup_id": "F1"},
+        "recovered": {"port": 5499}, "verified": {"ok": True}, "cutover": {"active": False}}
+
+
+def test_a_missing_file_is_an_empty_state(tmp_path):
+    state = restorestate.RestoreState.load(str(tmp_path / "none.json"))
+    assert state.records == {} and state.get("plan", {}) == {}
+
+
+@pytest.mark.parametrize("body, expected", [("{not json", "is not JSON"),
+                                            ("[1, 2]", "holds list, expected a JSON object")])
+def test_a_file_that_is_not_a_json_object_is_refused_by_name(tmp_path, body, expected):
+    path = tmp_path / "state.json"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as caught:
+        restorestate.RestoreState.load(str(path))
+    assert caught.value.code == "restore_state_invalid"
+    assert str(path) in caught.value.msg and expected in caught.value.msg
+
+
+@pytest.mark.parametrize("stage, dropped", [("staged", {"recovered", "verified"}),
+                                            ("recovered", {"verified"}),
+                                            ("verified", set()), ("plan", set())])
+def test_a_stage_done_again_drops_the_records_that_relied_on_it(stage, dropped):
+    state = restorestate.RestoreState("unused", FULL)
+    state.record(stage, {"new": True}, fresh=True)
+    assert state.get(stage) == {"new": True}
+    assert set(FULL) - set(state.records) == dropped
+    assert "cutover" in state.records  # rollback needs it, whatever was redone
+
+
+def test_a_stage_that_found_its_work_done_keeps_the_later_records():
+    state = restorestate.RestoreState("unused", FULL)
+    state.record("recovered", {"port": 5499, "again": True}, fresh=False)
+    assert state.get("verified") == {"ok": True}
+
+
+def test_the_file_is_written_whole_and_private(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text("{}")
+    os.chmod(str(path), 0o644)
+    state = restorestate.RestoreState(str(path), FULL)
+    state.save()
+    assert json.loads(path.read_text()) == dict(FULL, version=restorestate.VERSION)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    assert restorestate.RestoreState.load(str(path)).records == dict(FULL, version=1)
+
+
+def test_an_unwritable_place_fails_by_name_and_leaves_nothing(tmp_path):
+    path = tmp_path / "missing-dir" / "state.json"
+    with pytest.raises(ConfigError) as caught:
+        restorestate.RestoreState(str(path), FULL).save()
+    assert caught.value.code == "restore_state_invalid" and str(path) in caught.value.msg
+    assert list(tmp_path.iterdir()) == []
