@@ -15,7 +15,13 @@ description:
     state file (O(state_file)), does its work and records the outcome there; a stage
     recorded anew drops the records that depended on the old one (a copy started again
     was not verified as it runs now).
-  - V(recover) - start the staged copy in O(data_directory) with pg_ctl unless it runs,
+  - V(read) - the state as it is (RV(restore_state)); changes nothing.
+  - V(stage) - restore the plan's point (its backup, action and tablespace locations)
+    into O(target), the staging directory, as O(os_user), with pg_restore_chain's engine
+    (O(delta) rewrites only what differs). A copy written again loses its recover and
+    verify records, and so does a failed restore; the failure is then reported as the
+    restore's.
+  - V(recover) - start the staged copy in O(target) with pg_ctl unless it runs,
     and wait until recovery paused at the point or ended; fails (V(recovery_failed), with
     the server log's tail) when the server stopped, or (V(recovery_timeout)) after
     O(timeout) seconds.
@@ -24,24 +30,37 @@ description:
     with heapallindexed on every btree index) and each assertion of O(assertions) - then
     records them; fails with V(restore_verify_failed) when one failed, after recording it,
     so that cutover refuses the copy.
-  - Runs as root (the state file is root's, 0600, because cutover acts on it); pg_ctl
-    and the connections to the copy run as O(os_user).
-  - The plan, stage, cutover, rollback and standbys stages are still tasks of the restore
-    role.
+  - Runs as root (the state file is root's, 0600, because cutover acts on it, and a state
+    file that is a link or another user's is refused); pg_ctl, the restore and the
+    connections to the copy run as O(os_user).
+  - The plan, cutover, rollback and standbys stages are still tasks of the restore role.
 author:
   - pgdr contributors (@pgdr)
+extends_documentation_fragment:
+  - pgdr.postgresql.repository
+  - pgdr.postgresql.repository.cluster
+  - pgdr.postgresql.restore
+  - pgdr.postgresql.postgres
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is written, started, recorded or created. V(stage) predicts as
+        pg_restore_chain does; V(recover) predicts whether it would start the copy;
+        V(verify) runs the checks read-only and predicts whether the record would change.
+  diff_mode:
+    support: N/A
+  platform:
+    platforms: posix
 options:
   stage:
     description: The stage to run.
     type: str
     required: true
-    choices: [recover, verify]
+    choices: [read, stage, recover, verify]
   state_file:
-    description: The restore's state file; the plan and stage steps wrote it.
-    type: path
-    required: true
-  data_directory:
-    description: The staged copy's data directory.
+    description: The restore's state file; the plan step wrote it.
     type: path
     required: true
   os_user:
@@ -59,7 +78,7 @@ options:
         /usr/lib/postgresql/<major>/bin."
     type: path
   log:
-    description: The copy's server log. Default C(restored-server.log) in O(data_directory).
+    description: The copy's server log. Default C(restored-server.log) in O(target).
     type: path
   timeout:
     description: Seconds V(recover) waits for the start and for recovery to reach the point.
@@ -86,39 +105,27 @@ options:
       was promoted; a paused copy is read-only).
     type: bool
     default: true
-  target_action:
-    description:
-      - "What the restored server does at the target: promote (open for writes on a new
-        timeline), pause (read-only, to inspect before promoting) or shutdown."
-      - For V(verify), when the plan does not record it - with V(pause), a named target is
-        reached when recovery paused; otherwise when recovery ended.
-    type: str
-    default: pause
-    choices: [pause, promote, shutdown]
-extends_documentation_fragment:
-  - pgdr.postgresql.postgres
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details:
-      - Nothing is started, recorded or created. V(recover) predicts whether it would start
-        the copy; V(verify) runs the checks read-only and predicts whether the record would
-        change.
-  diff_mode:
-    support: N/A
-  platform:
-    platforms: posix
 notes:
   - Run it on the database node as root (C(become)), with the agent's virtualenv (psycopg2).
+  - O(cluster) is required for V(stage), as a parameter or in O(config_file).
 '''
 
 EXAMPLES = r'''
+- name: Restore the planned point into the staging directory
+  pgdr.postgresql.pg_restore_stage:
+    stage: stage
+    state_file: /var/lib/postgresql/15/main.staging.restore.json
+    target: /var/lib/postgresql/15/main.staging
+    config_file: /etc/pgdr/pgdr.conf
+    credentials_file: /etc/pgdr/credentials
+    delta: true
+  become: true
+
 - name: Recover the staged copy to the point
   pgdr.postgresql.pg_restore_stage:
     stage: recover
     state_file: /var/lib/postgresql/15/main.staging.restore.json
-    data_directory: /var/lib/postgresql/15/main.staging
+    target: /var/lib/postgresql/15/main.staging
     timeout: 3600
   become: true
 
@@ -126,7 +133,7 @@ EXAMPLES = r'''
   pgdr.postgresql.pg_restore_stage:
     stage: verify
     state_file: /var/lib/postgresql/15/main.staging.restore.json
-    data_directory: /var/lib/postgresql/15/main.staging
+    target: /var/lib/postgresql/15/main.staging
     assertions:
       - name: orders are there
         sql: SELECT count(*) > 0 FROM orders
@@ -135,6 +142,22 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+backup:
+  description: V(stage) - the backup restored (as pg_restore_chain returns it).
+  returned: stage is stage
+  type: dict
+  sample: {id: 20261202T100000F, stop_time: "2026-12-02T10:00:05Z", cluster: main}
+fetch_bytes:
+  description: V(stage) - bytes fetched from the repository (or that would be).
+  returned: stage is stage
+  type: int
+  sample: 14573568
+delta:
+  description: V(stage) with O(delta) - C(kept_bytes), C(written_bytes), C(fetched_bytes),
+    C(removed), C(read_bytes).
+  returned: stage is stage and delta is true
+  type: dict
+  sample: {kept_bytes: 48800000, written_bytes: 2500000}
 restore_state:
   description: The whole state file after the stage (as it would be, in check mode).
   returned: always
@@ -192,7 +215,7 @@ events:
   sample: ["verify of /var/lib/postgresql/15/main.staging: done"]
 error_code:
   description: Stable code of the failure, for example V(restore_verify_failed),
-    V(recovery_failed), V(restore_not_staged).
+    V(recovery_failed), V(restore_stage_missing).
   returned: failure
   type: str
   sample: restore_verify_failed
@@ -210,14 +233,15 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands imp
 EXTRAS = dict(
     stage=dict(type="str", required=True, choices=list(stage.STAGES)),
     state_file=dict(type="path", required=True),
-    data_directory=dict(type="path", required=True),
     os_user=dict(type="str", default="postgres"),
     port=dict(type="int"),
     log=dict(type="path"),
     timeout=dict(type="int", default=600),
 )
-EXTRAS.update(CHECK_EXTRAS)
-ARGS = dict(groups=("pg",), include=("pg_bindir",), extras=EXTRAS, files=False)
+# the restore's target_action (the plan's, else this) serves the checks too
+EXTRAS.update((k, v) for k, v in CHECK_EXTRAS.items() if k != "target_action")
+ARGS = dict(groups=("pg", "repo", "restore"), include=("pg_bindir",), exclude=("backup_id",),
+            required=("target",), extras=EXTRAS)
 
 
 def main():

@@ -360,3 +360,34 @@ def test_cutover_then_rollback(node):
     assert sql(node.pg.port, "SELECT pg_is_in_recovery()") is False
     assert not list(data.parent.glob("data.pre-restore-*"))
     assert len(list(data.parent.glob("data.rolled-back-*"))) == 1
+
+
+def test_a_state_file_the_postgres_user_put_there_is_never_acted_on(node):
+    """The state file's directory belongs to the PostgreSQL user by default. A state that
+    user wrote (a plan, a staged copy and a verify that passed, all forged) or a link put
+    in its place is refused before any stage runs: the live cluster is not touched."""
+    forged = Path(str(node.pg.datadir) + ".forged.restore.json")
+    victim = Path(str(node.pg.datadir) + ".victim.json")
+    victim.write_text("{}")
+    postgres = pwd.getpwnam("postgres")
+    pid = node.pg.pid()
+    for kind in ("file", "link"):
+        if kind == "file":
+            forged.write_text(json.dumps({
+                "version": 1, "plan": {"point": "latest", "backup_id": "X"},
+                "staged": {"backup_id": "X", "directory": str(staging(node))},
+                "verified": {"ok": True, "backup_id": "X", "checks": []}}))
+            os.chown(str(forged), postgres.pw_uid, postgres.pw_gid)
+        else:
+            forged.unlink()
+            forged.symlink_to(victim)
+        cut = node.play("restore", "--tags", "cutover", "-e", "restore_state_file=%s" % forged)
+        text = " ".join(cut.output.split())
+        assert cut.rc != 0 and "restore_state_invalid" in text, (kind, cut)
+        assert ("pgdr did not write it" if kind == "file" else "never followed") in text, cut
+        assert cut.task("Stop the live cluster") == [], cut
+        assert node.pg.pid() == pid and node.pg.is_running()
+        assert not list(node.pg.datadir.parent.glob("data.pre-restore-*"))
+    assert victim.read_text() == "{}"
+    forged.unlink()
+    victim.unlink()

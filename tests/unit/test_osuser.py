@@ -67,3 +67,28 @@ def test_commands_run_as_the_user():
     out = subprocess.run(["id", "-u"], stdout=subprocess.PIPE, check=True,
                          **osuser.switch_args("postgres"))
     assert int(out.stdout) == _postgres_uid()
+
+
+@needs_root_and_postgres
+def test_an_exit_in_the_child_never_runs_the_callers_code_twice():
+    import sys
+    with pytest.raises(errors.PgdrError) as caught:
+        osuser.call_as("postgres", sys.exit, 3)
+    assert caught.value.code == "internal" and "SystemExit" in caught.value.msg
+
+
+@needs_root_and_postgres
+def test_a_child_killed_says_so():
+    import signal
+    with pytest.raises(errors.PgdrError) as caught:
+        osuser.call_as("postgres", lambda: os.kill(os.getpid(), signal.SIGKILL))
+    assert "killed by signal 9" in caught.value.msg
+
+
+@needs_root_and_postgres
+def test_commands_get_a_small_environment(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-postmaster")
+    out = subprocess.run(["env"], stdout=subprocess.PIPE, check=True, text=True,
+                         **osuser.switch_args("postgres"))
+    names = {line.split("=", 1)[0] for line in out.stdout.splitlines()}
+    assert "AWS_SECRET_ACCESS_KEY" not in names and {"HOME", "USER", "PATH"} <= names

@@ -64,3 +64,34 @@ def test_an_unwritable_place_fails_by_name_and_leaves_nothing(tmp_path):
         restorestate.RestoreState(str(path), FULL).save()
     assert caught.value.code == "restore_state_invalid" and str(path) in caught.value.msg
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_link_at_the_state_path_is_never_followed(tmp_path):
+    victim = tmp_path / "victim.json"
+    victim.write_text(json.dumps({"verified": {"ok": True}}))
+    path = tmp_path / "state.json"
+    path.symlink_to(victim)
+    with pytest.raises(ConfigError) as caught:
+        restorestate.RestoreState.load(str(path))
+    assert caught.value.code == "restore_state_invalid" and "link" in caught.value.msg
+    restorestate.RestoreState(str(path), {"plan": {}}).save()  # replaces the link itself
+    assert not path.is_symlink() and json.loads(victim.read_text()) == {"verified": {"ok": True}}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the file to another user")
+def test_a_state_another_user_put_there_is_refused(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"verified": {"ok": True}}))
+    os.chown(str(path), 65534, 65534)
+    with pytest.raises(ConfigError) as caught:
+        restorestate.RestoreState.load(str(path))
+    assert caught.value.code == "restore_state_invalid"
+    assert "pgdr did not write it" in caught.value.msg
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    path = tmp_path / "state.json"
+    os.mkfifo(str(path))
+    with pytest.raises(ConfigError) as caught:
+        restorestate.RestoreState.load(str(path))
+    assert "not a regular file" in caught.value.msg

@@ -188,6 +188,7 @@ CODES = {
     "recovery_failed": "the restored cluster stopped during recovery",
     "recovery_timeout": "recovery did not reach the point in time",
     "os_user_unknown": "the OS user named to run PostgreSQL does not exist on the node",
+    "pg_ctl_timeout": "pg_ctl did not finish within its time",
     # integrity
     "checksum_mismatch": "an object's bytes do not match their recorded SHA-256",
     "checksum_missing": "an object has no recorded SHA-256: placed by hand, not trusted",
@@ -221,7 +222,7 @@ CODES = {
     "setting_too_low": "a setting is below the source's value: recovery would abort",
     # the staged restore
     "restore_state_invalid": "the staged restore's state file cannot be read, parsed or written",
-    "restore_not_staged": "a restore stage ran before the plan and stage steps recorded a copy",
+    "restore_stage_missing": "a restore stage ran before the stages it needs recorded theirs",
     "restore_verify_failed": "a check of the staged copy failed: cutover refuses it",
     "objects_archived": "objects the restore needs are in archive storage (thaw them)",
     "thaw_timeout": "archived objects were not thawed within thaw_timeout",

@@ -6,7 +6,9 @@
 One JSON object, one record per stage (``plan``, ``staged``, ``recovered``,
 ``verified``, ``cutover``, ``rollback``), written by whoever runs the stage (root,
 through the pg_restore_stage module) as a whole new file: 0600, synced, renamed into
-place, so that a crash leaves the old state or the new one, never half of each.
+place, so that a crash leaves the old state or the new one, never half of each. It is
+read only when it is a regular file of that same user: the PostgreSQL user, who may own
+the directory, cannot put a state of its own there.
 
 Cutover acts on what the state vouches for, so the rules that keep it honest live here,
 once: a stage recorded anew makes the records that depended on the old one stale
@@ -16,10 +18,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import json
 import os
+import stat
+import tempfile
 
 from .errors import ConfigError
+from .storage.posix import fsync_dir
 
 VERSION = 1
 
@@ -40,24 +46,28 @@ class RestoreState(object):
 
     @classmethod
     def load(cls, path):
-        """The state in ``path``; empty when the file does not exist. A file that is not
-        a JSON object is an error that names it (nothing is guessed)."""
+        """The state in ``path``; empty when the file does not exist. Only a regular file
+        owned by this process's user is read (not a link, a FIFO, or a file another user
+        put there: cutover acts on what it says); one that is not a JSON object is an error
+        that names it (nothing is guessed)."""
         try:
-            with open(path) as handle:
-                records = json.load(handle)
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except (IOError, OSError) as exc:
-            if not os.path.exists(path):
+            if exc.errno == errno.ENOENT:
                 return cls(path)
-            raise ConfigError("cannot read the restore state file %s: %s" % (path, exc),
-                              code="restore_state_invalid", stage="state")
-        except ValueError as exc:
-            raise ConfigError("the restore state file %s is not JSON (%s): move it away and "
-                              "plan again" % (path, exc), code="restore_state_invalid",
-                              stage="state")
+            raise _invalid(path, "cannot be opened (%s); a link is never followed" % exc)
+        with os.fdopen(descriptor) as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                found = (os.geteuid(), info.st_uid, info.st_mode)
+                raise _invalid(path, "is not a regular file owned by uid %d (uid %d, mode "
+                               "%o): pgdr did not write it" % found)
+            try:
+                records = json.load(handle)
+            except ValueError as exc:
+                raise _invalid(path, "is not JSON (%s)" % exc)
         if not isinstance(records, dict):
-            raise ConfigError("the restore state file %s holds %s, expected a JSON object"
-                              % (path, type(records).__name__), code="restore_state_invalid",
-                              stage="state")
+            raise _invalid(path, "holds %s, expected a JSON object" % type(records).__name__)
         return cls(path, records)
 
     def get(self, stage, default=None):
@@ -77,24 +87,37 @@ class RestoreState(object):
             self.records.pop(stage, None)
 
     def as_dict(self):
+        """The records with the format's version ({} while nothing was recorded)."""
+        if not self.records:
+            return {}
         return dict(self.records, version=self.records.get("version", VERSION))
 
     def save(self):
-        """Write the whole state: a new 0600 file, synced, then renamed over the old one."""
+        """Write the whole state: a new 0600 file of a name nobody can foresee, synced,
+        renamed over the old one (a link there is replaced, never followed), then the
+        directory synced."""
         directory = os.path.dirname(self.path) or "."
-        temporary = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(self.path),
-                                                            os.getpid()))
         body = json.dumps(self.as_dict(), indent=4, sort_keys=True) + "\n"
+        temporary = None
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            descriptor, temporary = tempfile.mkstemp(
+                dir=directory, prefix="." + os.path.basename(self.path) + ".")
             with os.fdopen(descriptor, "w") as handle:
+                os.fchmod(handle.fileno(), 0o600)
                 handle.write(body)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(temporary, 0o600)
             os.rename(temporary, self.path)
+            temporary = None
+            fsync_dir(directory)
         except (IOError, OSError) as exc:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
             raise ConfigError("cannot write the restore state file %s: %s" % (self.path, exc),
                               code="restore_state_invalid", stage="state")
+        finally:
+            if temporary is not None and os.path.exists(temporary):
+                os.unlink(temporary)
+
+
+def _invalid(path, why):
+    return ConfigError("the restore state file %s %s: move it away and plan again"
+                       % (path, why), code="restore_state_invalid", stage="state")

@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The staged restore's node-side stages, each reading and writing the state file.
 
-``recover`` starts the staged copy (pg_ctl, as the cluster's OS user) unless it runs,
+``read`` returns the state; ``stage`` restores the plan's point into the staging directory (commands/restore.py,
+as the cluster's OS user) and records it; ``recover`` starts the staged copy (pg_ctl, as the cluster's OS user) unless it runs,
 waits until recovery paused at the point or ended, and records it; ``verify`` runs the
 checks of a restored copy (postgres/instance.py, the drill's checks) and records them,
 failing when one failed, so that cutover never gets a copy nobody vouched for. Both
@@ -11,17 +12,20 @@ run as root (the state file is root's) and do their PostgreSQL work as the OS us
 (postgres/osuser.py). Each is idempotent: a copy already running is not started again,
 and a record that says what the file says already is not written.
 
-The plan, stage, cutover, rollback and standbys steps are still sequenced by the restore
-role (roles/restore); they move here one by one.
+The plan, cutover, rollback and standbys steps are still sequenced by the restore role
+(roles/restore); they move here one by one.
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import os
+import time
 
-from ..errors import ConfigError, ObjectiveMissed
+from . import restore
+from ..errors import ConfigError, ObjectiveMissed, PgdrError
 from ..postgres import instance, osuser
+from ..progress import Progress
 from ..restorestate import RestoreState
 
 DEFAULT_VERSION_NUM = 150000  # a plan made before plans recorded pg_version
@@ -39,6 +43,8 @@ class Request(object):
         state = RestoreState.load(self.params["state_file"])
         step = Step(self.stage, settings, self.params, state, dry_run)
         result = STAGES[self.stage](step)
+        for line in result.pop("events", ()):  # the restore's, from the OS user's process
+            progress.event(line)
         progress.event("%s of %s: %s" % (self.stage, step.datadir, "would change"
                                          if dry_run and result["changed"] else "done"))
         return dict(result, restore_state=state.as_dict())
@@ -51,7 +57,7 @@ class Step(object):
         self.params = params
         self.state = state
         self.dry_run = dry_run
-        self.datadir = params["data_directory"].rstrip("/") or "/"
+        self.datadir = settings.target.rstrip("/") or "/"
         self.os_user = params.get("os_user") or ""
         plan = state.get("plan", {})
         # the port the copy was started on, once it was; before that the plan's
@@ -77,25 +83,70 @@ class Step(object):
         return changed
 
 
+def _stage(step):
+    if not step.dry_run:
+        _require(step.state, "plan")
+    step.settings.require("cluster")
+    plan = step.state.get("plan", {})
+    settings = step.settings.replace(
+        target=step.datadir, point=plan.get("point") or step.settings.point,
+        target_action=plan.get("action") or step.settings.target_action,
+        tablespace_map=plan.get("tablespaces") or step.settings.tablespace_map)
+    try:
+        result = step.as_user(_restore, settings, step.dry_run)
+    except PgdrError:
+        # what the failed restore wrote into is neither the recovered nor the verified copy
+        stale = step.state.get("recovered") or step.state.get("verified")
+        if stale and not step.dry_run:
+            step.state.drop("recovered", "verified")
+            step.state.save()
+        raise
+    if step.dry_run:
+        return result
+    at = None if result["changed"] else step.state.get("staged", {}).get("at")
+    recorded = step.save("staged", {
+        "backup_id": result["backup"]["id"], "directory": step.datadir,
+        "at": at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        fresh=result["changed"])
+    return dict(result, changed=result["changed"] or recorded)
+
+
+def _restore(settings, dry_run):
+    progress = Progress()
+    result = restore.run(settings, progress, dry_run=dry_run)
+    return dict(result, events=progress.events)
+
+
 def _recover(step):
     if not step.dry_run:
         _require(step.state, "plan", "staged")
     timeout = int(step.params.get("timeout") or 600)
+    before = step.state.get("recovered")
+    out = {"port": step.port, "log": step.log, "bin_dir": step.bin_dir, "state": {}}
+    if step.dry_run and not step.state.get("plan"):
+        # nothing staged yet (check mode wrote no plan): it would start what stage writes
+        return dict(out, changed=True, started=True)
     running = step.ctl.running()
     if step.dry_run:
-        return {"changed": not running, "started": not running, "port": step.port,
-                "log": step.log, "bin_dir": step.bin_dir, "state": {}}
+        return dict(out, changed=not running or not before, started=not running)
     if not running:
+        # the copy about to start is not the one recorded: the records go first, so that a
+        # start or a wait that fails leaves no verify vouching for it
+        if step.state.get("recovered") or step.state.get("verified"):
+            step.state.drop("recovered", "verified")
+            step.state.save()
         # a start that fails is reported by the wait, with the server's log
         step.ctl.run("-l", step.log, "-w", "-t", str(timeout), "start", timeout=timeout + 30)
     now = step.as_user(_wait_recovery, step.settings, timeout, step.datadir, step.log)
-    record = {"port": step.port, "log": step.log, "in_recovery": now["in_recovery"],
-              "pause_state": now["pause_state"], "timeline": now["timeline"],
-              "replay_lsn": now["replay_lsn"], "last_replay_time": now["last_replay_time"],
-              "postmaster_pid": now["postmaster_pid"]}
-    changed = step.save("recovered", record, fresh=not running)
-    return {"changed": changed or not running, "started": not running, "port": step.port,
-            "log": step.log, "bin_dir": step.bin_dir, "state": now}
+    record = dict((key, now[key]) for key in RECOVERED_KEYS)
+    record.update(port=step.port, log=step.log)
+    # a copy restarted or promoted behind pgdr's back is not the one verified
+    changed = step.save("recovered", record, fresh=record != before)
+    return dict(out, changed=changed, started=not running, state=now)
+
+
+RECOVERED_KEYS = ("in_recovery", "pause_state", "timeline", "replay_lsn", "last_replay_time",
+                  "postmaster_pid")
 
 
 def _wait_recovery(settings, timeout, datadir, log):
@@ -136,9 +187,16 @@ def describe(checks):
 def _require(state, *stages):
     missing = [stage for stage in stages if not state.get(stage)]
     if missing:
-        raise ConfigError("no %s record in %s: run the plan and stage steps first "
-                          "(--tags plan,stage)" % (" or ".join(missing), state.path),
-                          code="restore_not_staged", stage="state")
+        raise ConfigError("no %s record in %s: run the earlier stages first (%s)"
+                          % (" or ".join(missing), state.path, EARLIER[missing[0]]),
+                          code="restore_stage_missing", stage="state")
 
 
-STAGES = {"recover": _recover, "verify": _verify}
+def _read(_step):
+    """The state as it is (the restore role reads it through here: one reader that refuses
+    a link or another user's file)."""
+    return {"changed": False}
+
+
+EARLIER = {"plan": "--tags plan", "staged": "--tags plan,stage"}
+STAGES = {"read": _read, "stage": _stage, "recover": _recover, "verify": _verify}

@@ -405,6 +405,10 @@ class PgCtl(object):
         except OSError as exc:
             raise ConfigError("cannot run %s: %s (set pg_bindir)" % (self.command, exc),
                               code="pg_bindir_invalid", stage="instance")
+        except subprocess.TimeoutExpired:
+            raise PostgresError("%s %s did not finish within %d s: see %s" % (
+                self.command, " ".join(args), kwargs.get("timeout", 600), self.log),
+                code="pg_ctl_timeout", stage="instance")
 
     def start(self, timeout=600):
         if self.run("-l", self.log, "-w", "-t", str(timeout), "start",

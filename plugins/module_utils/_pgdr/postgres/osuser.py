@@ -37,14 +37,22 @@ def must_switch(user):
     return bool(user) and os.geteuid() == 0 and _account(user).pw_uid != 0
 
 
+# What a command run as the user inherits from root's environment: enough to find its
+# binaries and speak the locale, nothing else (the postmaster keeps its environment)
+KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ",
+                    "PGDR_LAUNCHER")
+
+
 def switch_args(user):
-    """Keyword arguments that make ``subprocess.run`` run its command as ``user``."""
+    """Keyword arguments that make ``subprocess.run`` run its command as ``user``, from
+    "/", with a small environment."""
     if not must_switch(user):
         return {}
     account = _account(user)
+    env = dict((k, v) for k, v in os.environ.items() if k in KEPT_ENVIRONMENT)
+    env.update(HOME=account.pw_dir, USER=user, LOGNAME=user)
     return {"user": account.pw_uid, "group": account.pw_gid,
-            "extra_groups": os.getgrouplist(user, account.pw_gid), "cwd": "/",
-            "env": dict(os.environ, HOME=account.pw_dir, USER=user, LOGNAME=user)}
+            "extra_groups": os.getgrouplist(user, account.pw_gid), "cwd": "/", "env": env}
 
 
 def call_as(user, function, *args):
@@ -57,8 +65,12 @@ def call_as(user, function, *args):
     reader, writer = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child's coverage is not collected
-        os.close(reader)
-        os._exit(_child(account, writer, function, args))
+        code = 70
+        try:
+            os.close(reader)
+            code = _child(account, writer, function, args)
+        finally:
+            os._exit(code)  # never back into the caller's code, whatever happened
     os.close(writer)
     with os.fdopen(reader) as handle:
         answer = handle.read()
@@ -66,8 +78,10 @@ def call_as(user, function, *args):
     try:
         outcome = json.loads(answer)
     except ValueError:
-        raise PgdrError("the process working as %s ended without an answer (status %d)"
-                        % (user, status), stage="os_user")
+        how = ("was killed by signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status)
+               else "exited with %d" % os.WEXITSTATUS(status))
+        raise PgdrError("the process working as %s %s without an answer" % (user, how),
+                        stage="os_user")
     if "error" in outcome:
         failure = outcome["error"]
         kind = getattr(errors, failure.pop("class"), PgdrError)
@@ -88,7 +102,7 @@ def _child(account, writer, function, args):  # pragma: no cover - runs in the c
         outcome = {"result": function(*args)}
     except PgdrError as exc:
         outcome = {"error": dict(exc.as_dict(), **{"class": type(exc).__name__})}
-    except Exception as exc:  # a bug: the parent reports it as internal
+    except BaseException as exc:  # a bug, or an exit: the parent reports it as internal
         outcome = {"error": {"class": "PgdrError", "msg": "internal error as %s: %s: %s" % (
             account.pw_name, type(exc).__name__, exc), "code": "internal", "stage": "os_user"}}
     try:

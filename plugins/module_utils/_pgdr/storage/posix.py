@@ -95,7 +95,7 @@ class PosixStorage(Storage):
             else:
                 os.replace(tmp, final)
                 tmp = None
-            _fsync_dir(directory)
+            fsync_dir(directory)
             return True
         except OSError as exc:
             raise RepositoryError("cannot write %s: %s" % (final, exc),
@@ -234,7 +234,8 @@ def _sha256_of(handle, block=4 * 1024 * 1024):
         digest.update(chunk)
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
+    """Make a rename or creation in ``path`` durable (the state file uses it too)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
