@@ -16,6 +16,12 @@ description:
     recorded anew drops the records that depended on the old one (a copy started again
     was not verified as it runs now).
   - V(read) - the state as it is (RV(restore_state)); changes nothing.
+  - V(plan) - the restore of O(point) into O(target) checked without writing (the engine's
+    dry run, as O(os_user)) - the point, the backup, the WAL to reach it, the staging
+    directory and every tablespace location, moved into O(tablespace_dir) by OID - then
+    recorded with an estimated duration. The same point of the same backup keeps its
+    record and the later ones; another point or backup drops the copy's records. A
+    tablespace of the live cluster that the backup lacks fails (V(tablespace_unknown)).
   - V(stage) - restore the plan's point (its backup, action and tablespace locations)
     into O(target), the staging directory, as O(os_user), with pg_restore_chain's engine
     (O(delta) rewrites only what differs). A copy written again loses its recover and
@@ -33,7 +39,7 @@ description:
   - Runs as root (the state file is root's, 0600, because cutover acts on it, and a state
     file that is a link or another user's is refused); pg_ctl, the restore and the
     connections to the copy run as O(os_user).
-  - The plan, cutover, rollback and standbys stages are still tasks of the restore role.
+  - The cutover, rollback and standbys stages are still tasks of the restore role.
 author:
   - pgdr contributors (@pgdr)
 extends_documentation_fragment:
@@ -58,7 +64,7 @@ options:
     description: The stage to run.
     type: str
     required: true
-    choices: [read, stage, recover, verify]
+    choices: [read, plan, stage, recover, verify]
   state_file:
     description: The restore's state file; the plan step wrote it.
     type: path
@@ -77,6 +83,28 @@ options:
       - "Directory of pg_ctl for the restored cluster's version. Default:
         /usr/lib/postgresql/<major>/bin."
     type: path
+  live_tablespaces:
+    description: V(plan) - OIDs of the live cluster's tablespaces, each mapped to
+      O(tablespace_dir)/<oid> (O(tablespace_map) wins).
+    type: list
+    elements: str
+    default: []
+  tablespace_dir:
+    description: V(plan) - where the staged copy's tablespaces go. Default
+      O(target)C(.tablespaces).
+    type: path
+  live_data:
+    description: V(plan) - the live cluster's data directory (recorded; cutover renames the
+      staged copy into its place, which needs one filesystem - RV(same_filesystem)).
+    type: path
+  throughput:
+    description: V(plan) - bytes per second the estimate assumes for the fetch.
+    type: int
+    default: 104857600
+  wal_segment_seconds:
+    description: V(plan) - seconds the estimate assumes per WAL segment to replay.
+    type: float
+    default: 0.5
   log:
     description: The copy's server log. Default C(restored-server.log) in O(target).
     type: path
@@ -142,6 +170,21 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+plan_record:
+  description: V(plan) - what was recorded - C(point), C(kind), C(backup_id),
+    C(backup_stop_time), C(pg_version), C(timeline), C(recovery), C(wal_segments),
+    C(fetch_bytes), C(estimated_seconds), C(staging), C(data), C(port), C(action),
+    C(tablespaces).
+  returned: stage is plan
+  type: dict
+  sample: {point: latest, kind: latest, backup_id: 20261202T100000F, wal_segments: 12,
+           fetch_bytes: 14573568, estimated_seconds: 6.1, tablespaces: {}}
+same_filesystem:
+  description: V(plan) - whether O(target) and O(live_data) have their parents on one
+    filesystem (null when O(live_data) is not given or cannot be read).
+  returned: stage is plan
+  type: bool
+  sample: true
 backup:
   description: V(stage) - the backup restored (as pg_restore_chain returns it).
   returned: stage is stage
@@ -235,6 +278,11 @@ EXTRAS = dict(
     state_file=dict(type="path", required=True),
     os_user=dict(type="str", default="postgres"),
     port=dict(type="int"),
+    live_tablespaces=dict(type="list", elements="str", default=[]),
+    tablespace_dir=dict(type="path"),
+    live_data=dict(type="path"),
+    throughput=dict(type="int", default=104857600),
+    wal_segment_seconds=dict(type="float", default=0.5),
     log=dict(type="path"),
     timeout=dict(type="int", default=600),
 )

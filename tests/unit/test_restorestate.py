@@ -29,9 +29,10 @@ def test_a_file_that_is_not_a_json_object_is_refused_by_name(tmp_path, body, exp
     assert str(path) in caught.value.msg and expected in caught.value.msg
 
 
-@pytest.mark.parametrize("stage, dropped", [("staged", {"recovered", "verified"}),
+@pytest.mark.parametrize("stage, dropped", [("plan", {"staged", "recovered", "verified"}),
+                                            ("staged", {"recovered", "verified"}),
                                             ("recovered", {"verified"}),
-                                            ("verified", set()), ("plan", set())])
+                                            ("verified", set())])
 def test_a_stage_done_again_drops_the_records_that_relied_on_it(stage, dropped):
     state = restorestate.RestoreState("unused", FULL)
     state.record(stage, {"new": True}, fresh=True)
@@ -59,11 +60,18 @@ def test_the_file_is_written_whole_and_private(tmp_path):
 
 
 def test_an_unwritable_place_fails_by_name_and_leaves_nothing(tmp_path):
-    path = tmp_path / "missing-dir" / "state.json"
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path / "a-file" / "state.json"
     with pytest.raises(ConfigError) as caught:
         restorestate.RestoreState(str(path), FULL).save()
     assert caught.value.code == "restore_state_invalid" and str(path) in caught.value.msg
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+def test_the_directory_is_created_with_the_first_record(tmp_path):
+    path = tmp_path / "new" / "state.json"
+    restorestate.RestoreState(str(path), FULL).save()
+    assert json.loads(path.read_text())["plan"] == FULL["plan"]
 
 
 def test_a_link_at_the_state_path_is_never_followed(tmp_path):

@@ -29,9 +29,11 @@ from .storage.posix import fsync_dir
 
 VERSION = 1
 
-# The records a new record of a stage makes stale: a copy written again is neither
-# recovered nor verified; a copy started again was not verified as it runs now.
+# The records a new record of a stage makes stale: another plan (point or backup) has no
+# copy yet; a copy written again is neither recovered nor verified; a copy started again
+# was not verified as it runs now. cutover and rollback stay: rollback needs them.
 STALE_AFTER = {
+    "plan": ("staged", "recovered", "verified"),
     "staged": ("recovered", "verified"),
     "recovered": ("verified",),
 }
@@ -100,6 +102,8 @@ class RestoreState(object):
         body = json.dumps(self.as_dict(), indent=4, sort_keys=True) + "\n"
         temporary = None
         try:
+            if not os.path.isdir(directory):  # created with the first record, not before
+                os.makedirs(directory, 0o755)
             descriptor, temporary = tempfile.mkstemp(
                 dir=directory, prefix="." + os.path.basename(self.path) + ".")
             with os.fdopen(descriptor, "w") as handle:

@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The staged restore's node-side stages, each reading and writing the state file.
 
-``read`` returns the state; ``stage`` restores the plan's point into the staging directory (commands/restore.py,
+``read`` returns the state; ``plan`` checks the restore (the engine's dry run) and records
+what it will do; ``stage`` restores the plan's point into the staging directory (commands/restore.py,
 as the cluster's OS user) and records it; ``recover`` starts the staged copy (pg_ctl, as the cluster's OS user) unless it runs,
 waits until recovery paused at the point or ended, and records it; ``verify`` runs the
 checks of a restored copy (postgres/instance.py, the drill's checks) and records them,
@@ -12,7 +13,7 @@ run as root (the state file is root's) and do their PostgreSQL work as the OS us
 (postgres/osuser.py). Each is idempotent: a copy already running is not started again,
 and a record that says what the file says already is not written.
 
-The plan, cutover, rollback and standbys steps are still sequenced by the restore role
+The cutover, rollback and standbys steps are still sequenced by the restore role
 (roles/restore); they move here one by one.
 """
 from __future__ import absolute_import, division, print_function
@@ -81,6 +82,77 @@ class Step(object):
         if changed and not self.dry_run:
             self.state.save()
         return changed
+
+
+TABLESPACE_HINT = (". A tablespace of the live cluster is not in that backup: it was created "
+                   "after the backup, and replaying its CREATE TABLESPACE beside the live "
+                   "cluster would empty the live tablespace directory. Restore a backup taken "
+                   "after it, or restore on another host")
+
+
+def _plan(step):
+    """The restore checked without writing (the engine's dry run, as the OS user): the
+    point, the backup, the WAL, the staging directory and every tablespace location in
+    the staging area, by OID; then recorded. The same point of the same backup keeps its
+    record (and the later ones); another drops the copy's records."""
+    step.settings.require("cluster")
+    params = step.params
+    area = params.get("tablespace_dir") or step.datadir + ".tablespaces"
+    mapping = dict((oid, os.path.join(area, oid)) for oid in params.get("live_tablespaces") or ())
+    mapping.update(step.settings.tablespace_map or {})
+    result = _dry_restore(step, mapping)
+    # the backup may hold tablespaces the live cluster dropped since: their recorded
+    # location is outside the staging area; move them there too
+    outside = [oid for oid in result.get("tablespaces") or {} if oid not in mapping]
+    if outside:
+        mapping.update((oid, os.path.join(area, oid)) for oid in outside)
+        result = _dry_restore(step, mapping)
+    point = step.settings.point
+    old = step.state.get("plan", {})
+    same = old.get("backup_id") == result["backup"]["id"] and old.get("point") == point
+    # a staging directory already holding this point reports no fetch: keep the figures of
+    # the run that restored it (the dry run says dry_run only when it would restore)
+    record = old if same and not result.get("dry_run") else _plan_record(step, point, result)
+    changed = step.save("plan", record, fresh=not same)
+    return dict(result, changed=changed, plan_record=record,
+                same_filesystem=_same_filesystem(params.get("live_data"), step.datadir))
+
+
+def _dry_restore(step, mapping):
+    settings = step.settings.replace(target=step.datadir, tablespace_map=mapping or None)
+    try:
+        return step.as_user(_restore, settings, True)
+    except PgdrError as exc:
+        if exc.code == "tablespace_unknown":
+            exc.msg += TABLESPACE_HINT
+        raise
+
+
+def _plan_record(step, point, result):
+    plan, backup = result["plan"], result["backup"]
+    fetch = int(result.get("fetch_bytes") or 0)
+    estimate = (fetch / float(step.params.get("throughput") or 104857600)
+                + int(plan["wal_segments"]) * float(step.params.get("wal_segment_seconds", 0.5)))
+    return {"point": point, "kind": plan["kind"], "backup_id": backup["id"],
+            "backup_stop_time": backup["stop_time"], "pg_version": backup["pg_version"],
+            "timeline": plan["timeline"], "recovery": plan["recovery"],
+            "wal_segments": plan["wal_segments"], "fetch_bytes": fetch,
+            "estimated_seconds": round(estimate, 1), "staging": step.datadir,
+            "data": step.params.get("live_data") or "", "port": int(step.params.get("port") or 0),
+            "action": step.settings.target_action,
+            "tablespaces": result.get("tablespaces") or {}}
+
+
+def _same_filesystem(live_data, staging):
+    """Whether the live data directory's parent and the staging directory's are on one
+    filesystem (cutover renames one into the other's place); None when unknown."""
+    if not live_data:
+        return None
+    try:
+        return (os.stat(os.path.dirname(live_data.rstrip("/"))).st_dev
+                == os.stat(os.path.dirname(staging)).st_dev)
+    except OSError:
+        return None
 
 
 def _stage(step):
@@ -199,4 +271,4 @@ def _read(_step):
 
 
 EARLIER = {"plan": "--tags plan", "staged": "--tags plan,stage"}
-STAGES = {"read": _read, "stage": _stage, "recover": _recover, "verify": _verify}
+STAGES = {"read": _read, "plan": _plan, "stage": _stage, "recover": _recover, "verify": _verify}

@@ -1,0 +1,143 @@
+"""The staged restore's steps (commands/stage.py) and what they leave in the state file:
+nothing vouches for a copy that was not verified as it runs now, and a failed check is on
+record before the step fails. pg_ctl and the server are stood in for; the state file is real."""
+import json
+
+import pytest
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import errors, options
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import stage
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.progress import Progress
+
+PAUSED = {"up": True, "in_recovery": True, "pause_state": "paused", "timeline": 1,
+          "replay_lsn": "0/3000148", "last_replay_time": "2026-12-04 10:00:00+00",
+          "postmaster_pid": 4242}
+RECORDED = dict((k, PAUSED[k]) for k in stage.RECOVERED_KEYS)
+
+
+class FakeCtl(object):
+    def __init__(self, running, state_file, seen):
+        self.is_running, self.state_file, self.seen = running, state_file, seen
+
+    def running(self):
+        return self.is_running
+
+    def run(self, *args, **_kwargs):
+        self.seen.append(("pg_ctl", args, json.loads(open(self.state_file).read())))
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    path = tmp_path / "copy.restore.json"
+    datadir = tmp_path / "copy"
+    seen, server = [], {"now": dict(PAUSED), "fail": []}
+
+    def call_as(_user, function, *args):
+        for failure in server["fail"]:
+            raise failure
+        if function is stage._wait_recovery:
+            return dict(server["now"])
+        raise AssertionError(function)
+
+    monkeypatch.setattr(stage.osuser, "call_as", call_as)
+    monkeypatch.setattr(stage.osuser, "switch_args", lambda _user: {})
+    monkeypatch.setattr(stage.instance, "PgCtl",
+                        lambda *a, **k: FakeCtl(server.get("running", False), str(path), seen))
+
+    def run(step, dry_run=False, engine=None, **params):
+        settings = options.resolve(dict(engine or {}, target=str(datadir)), environ={})
+        params = dict(dict(state_file=str(path), os_user="", timeout=5), **params)
+        return stage.Request(step, **params).run(settings, Progress(), dry_run=dry_run)
+
+    def write(records):
+        path.write_text(json.dumps(records))
+
+    def read():
+        return json.loads(path.read_text()) if path.exists() else None
+
+    return type("World", (), dict(run=staticmethod(run), write=staticmethod(write),
+                                  read=staticmethod(read), seen=seen, server=server))
+
+
+BEFORE = {"version": 1, "plan": {"point": "latest", "backup_id": "F1", "port": 5499},
+          "staged": {"backup_id": "F1"}, "recovered": dict(RECORDED, port=5499, log="x"),
+          "verified": {"ok": True, "backup_id": "F1", "checks": []}}
+
+
+def test_a_copy_about_to_start_loses_its_records_before_pg_ctl_runs(world):
+    world.write(BEFORE)
+    world.server["fail"].append(errors.PostgresError("stopped", code="recovery_failed",
+                                                     stage="recover"))
+    with pytest.raises(errors.PostgresError):
+        world.run("recover")
+    [(command, args, state_at_start)] = world.seen
+    assert command == "pg_ctl"
+    assert "start" in args
+    assert "verified" not in state_at_start and "recovered" not in state_at_start
+    assert "verified" not in world.read() and world.read()["staged"] == {"backup_id": "F1"}
+
+
+def test_a_running_copy_as_recorded_keeps_its_verify(world):
+    world.server["running"] = True
+    world.write(BEFORE)
+    first = world.run("recover")  # BEFORE's log path is not this one: recorded anew
+    assert first["changed"] and "verified" not in world.read()
+    world.write(dict(world.read(), verified=BEFORE["verified"]))
+    again = world.run("recover")
+    assert not again["changed"] and world.read()["verified"] == BEFORE["verified"]
+    assert world.seen == []  # pg_ctl never started it
+
+
+def test_a_copy_restarted_behind_pgdrs_back_is_not_the_one_verified(world):
+    world.server["running"] = True
+    world.write(BEFORE)
+    world.run("recover")
+    world.write(dict(world.read(), verified=BEFORE["verified"]))
+    world.server["now"] = dict(PAUSED, postmaster_pid=5151)
+    result = world.run("recover")
+    assert result["changed"] and "verified" not in world.read()
+    assert world.read()["recovered"]["postmaster_pid"] == 5151
+
+
+def test_recover_needs_a_staged_copy_and_says_which_step_to_run(world):
+    world.write({"version": 1, "plan": BEFORE["plan"]})
+    with pytest.raises(errors.ConfigError) as caught:
+        world.run("recover")
+    assert caught.value.code == "restore_stage_missing"
+    assert "--tags plan,stage" in caught.value.msg and world.seen == []
+
+
+def test_check_mode_without_a_plan_predicts_a_start_and_writes_nothing(world):
+    result = world.run("recover", dry_run=True)
+    assert result["changed"] and result["started"] and world.read() is None
+    assert world.seen == []
+
+
+def test_verify_records_a_failed_check_before_it_fails(world, monkeypatch):
+    world.write(BEFORE)
+    checks = [{"name": "connections", "ok": True, "detail": "up"},
+              {"name": "no rows", "ok": False, "detail": "returned False"}]
+    monkeypatch.setattr(stage.osuser, "call_as", lambda _u, _f, *_a: {
+        "ok": False, "checks": checks, "state": PAUSED, "amcheck_installed": []})
+    with pytest.raises(errors.ObjectiveMissed) as caught:
+        world.run("verify")
+    assert caught.value.code == "restore_verify_failed"
+    assert "no rows: FAILED (returned False)" in caught.value.msg
+    assert world.read()["verified"] == {"ok": False, "backup_id": "F1", "checks": checks}
+
+
+@pytest.mark.parametrize("point, backup, kept", [("latest", "F1", True), ("latest", "F2", False),
+                                                 ("immediate", "F1", False)])
+def test_another_plan_drops_the_copys_records_the_same_keeps_them(world, monkeypatch, point,
+                                                                  backup, kept):
+    world.write(dict(BEFORE, cutover={"active": False, "kept": "/old"}))
+    monkeypatch.setattr(stage.osuser, "call_as", lambda _u, _f, *_a: {
+        "changed": False, "dry_run": False,
+        "backup": {"id": backup, "stop_time": "t", "pg_version": 150000},
+        "plan": {"kind": point, "timeline": 1, "recovery": {}, "wal_segments": 2},
+        "fetch_bytes": 0, "tablespaces": {}})
+    world.run("plan", engine={"point": point, "cluster": "main"})
+    state = world.read()
+    assert ("staged" in state and "verified" in state) is kept
+    assert state["cutover"] == {"active": False, "kept": "/old"}  # rollback needs it
+    assert state["plan"]["backup_id"] == backup and state["plan"]["point"] == point
