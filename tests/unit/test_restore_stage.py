@@ -141,3 +141,15 @@ def test_another_plan_drops_the_copys_records_the_same_keeps_them(world, monkeyp
     assert ("staged" in state and "verified" in state) is kept
     assert state["cutover"] == {"active": False, "kept": "/old"}  # rollback needs it
     assert state["plan"]["backup_id"] == backup and state["plan"]["point"] == point
+
+
+def test_verify_judges_the_target_by_the_modules_action_when_the_plan_has_none(world,
+                                                                               monkeypatch):
+    world.write(dict(BEFORE, plan={"point": "latest", "backup_id": "F1", "port": 5499,
+                                   "recovery": {"recovery_target_time": "2026-12-04"}}))
+    asked = []
+    monkeypatch.setattr(stage.osuser, "call_as", lambda _u, _f, _s, params, _d: asked.append(
+        params["target_action"]) or {"ok": True, "checks": [], "state": PAUSED,
+                                     "amcheck_installed": []})
+    world.run("verify", engine={"target_action": "pause"})
+    assert asked == ["pause"]

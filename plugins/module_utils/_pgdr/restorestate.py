@@ -84,9 +84,12 @@ class RestoreState(object):
             for stale in STALE_AFTER.get(stage, ()):
                 self.records.pop(stale, None)
 
-    def drop(self, *stages):
-        for stage in stages:
-            self.records.pop(stage, None)
+    def forget(self, *stages):
+        """Drop these records and write the state at once, when there was any of them."""
+        if any(stage in self.records for stage in stages):
+            for stage in stages:
+                self.records.pop(stage, None)
+            self.save()
 
     def as_dict(self):
         """The records with the format's version ({} while nothing was recorded)."""

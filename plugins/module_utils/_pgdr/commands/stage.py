@@ -8,7 +8,7 @@ what it will do; ``stage`` restores the plan's point into the staging directory 
 as the cluster's OS user) and records it; ``recover`` starts the staged copy (pg_ctl, as the cluster's OS user) unless it runs,
 waits until recovery paused at the point or ended, and records it; ``verify`` runs the
 checks of a restored copy (postgres/instance.py, the drill's checks) and records them,
-failing when one failed, so that cutover never gets a copy nobody vouched for. Both
+failing when one failed, so that cutover never gets a copy nobody vouched for. All
 run as root (the state file is root's) and do their PostgreSQL work as the OS user
 (postgres/osuser.py). Each is idempotent: a copy already running is not started again,
 and a record that says what the file says already is not written.
@@ -168,10 +168,8 @@ def _stage(step):
         result = step.as_user(_restore, settings, step.dry_run)
     except PgdrError:
         # what the failed restore wrote into is neither the recovered nor the verified copy
-        stale = step.state.get("recovered") or step.state.get("verified")
-        if stale and not step.dry_run:
-            step.state.drop("recovered", "verified")
-            step.state.save()
+        if not step.dry_run:
+            step.state.forget("recovered", "verified")
         raise
     if step.dry_run:
         return result
@@ -204,9 +202,7 @@ def _recover(step):
     if not running:
         # the copy about to start is not the one recorded: the records go first, so that a
         # start or a wait that fails leaves no verify vouching for it
-        if step.state.get("recovered") or step.state.get("verified"):
-            step.state.drop("recovered", "verified")
-            step.state.save()
+        step.state.forget("recovered", "verified")
         # a start that fails is reported by the wait, with the server's log
         step.ctl.run("-l", step.log, "-w", "-t", str(timeout), "start", timeout=timeout + 30)
     now = step.as_user(_wait_recovery, step.settings, timeout, step.datadir, step.log)
@@ -230,7 +226,7 @@ def _verify(step):
         _require(step.state, "plan", "staged")
     plan = step.state.get("plan", {})
     params = dict(step.params, recovery=plan.get("recovery") or {},
-                  target_action=plan.get("action") or step.params.get("target_action"))
+                  target_action=plan.get("action") or step.settings.target_action)
     outcome = step.as_user(_checks, step.settings, params, step.dry_run)
     record = {"ok": outcome["ok"], "backup_id": plan.get("backup_id", ""),
               "checks": outcome["checks"]}
