@@ -355,6 +355,26 @@ def test_d11_13_stale_ok_race_is_closed(tmp_path):
     assert os.listdir(str(out)) == []
 
 
+def test_d11_13_an_idle_worker_stays_until_its_results_are_done(tmp_path):
+    """CI found three .ok files left in the spool for good: the worker went idle before
+    PostgreSQL marked their segments done, and only a worker removes results. An idle
+    worker now stays (at most archive_wait more) until none is left, then exits."""
+    pg_wal, out = tmp_path / "pg_wal", tmp_path / "out"
+    (pg_wal / "archive_status").mkdir(parents=True)
+    out.mkdir()
+    (pg_wal / FIRST).write_bytes(b"")
+    (pg_wal / "archive_status" / (FIRST + ".ready")).write_text("")
+    (out / (FIRST + ".ok")).write_text("")
+    settings = resolve({"cluster": "main", "archive_idle": 2, "archive_wait": 5}, environ={})
+    assert wal_push._keep_running(settings, 1, str(pg_wal), str(out))  # not idle yet
+    assert wal_push._keep_running(settings, 3, str(pg_wal), str(out))  # its .ok is pending
+    assert not wal_push._keep_running(settings, 7, str(pg_wal), str(out))  # bounded
+    os.rename(str(pg_wal / "archive_status" / (FIRST + ".ready")),
+              str(pg_wal / "archive_status" / (FIRST + ".done")))
+    assert not wal_push._keep_running(settings, 3, str(pg_wal), str(out))
+    assert os.listdir(str(out)) == []  # removed on the way out
+
+
 def test_d11_13_timeout_names_the_workers_last_error(tmp_path, monkeypatch):
     pgdata = tmp_path / "data"
     (pgdata / "pg_wal" / "archive_status").mkdir(parents=True)

@@ -170,6 +170,19 @@ def _clean_results(pg_wal, out):
                 pass
 
 
+def _keep_running(settings, idle, pg_wal, out):
+    """True while the worker has work: less than archive_idle seconds without a success, or
+    (for at most archive_wait more) results whose segments PostgreSQL has not yet marked
+    done. Leaving those behind would leave them in the spool for good: only a worker
+    removes them, and none would run again until the next push."""
+    if idle < settings.archive_idle:
+        return True
+    if idle >= settings.archive_idle + settings.archive_wait:
+        return False
+    _clean_results(pg_wal, out)
+    return any(RESULT_FILE.match(entry) for entry in os.listdir(out))
+
+
 def _ready_names(pg_wal, out):
     """Files PostgreSQL has marked ready and the worker has not yet pushed.
     History files first: a restore needs them to follow a new timeline."""
@@ -229,7 +242,7 @@ def _worker(settings, pg_wal, lock_path, out, files=None):
         files = files or pushhealth.fingerprint(settings)
         # idle: no success for archive_idle seconds (failures do not keep a worker alive)
         idle_since, cleaned = time.time(), 0
-        while time.time() - idle_since < settings.archive_idle:
+        while _keep_running(settings, time.time() - idle_since, pg_wal, out):
             if pushhealth.fingerprint(settings) != files:
                 pushhealth.log("config or credentials file changed: exiting; the next "
                                "wal-push starts a worker with the new settings")
