@@ -30,12 +30,17 @@ description:
   - V(recover) - start the staged copy in O(target) with pg_ctl unless it runs,
     and wait until recovery paused at the point or ended; fails (V(recovery_failed), with
     the server log's tail) when the server stopped, or (V(recovery_timeout)) after
-    O(timeout) seconds.
+    O(timeout) seconds. What answers on the port is recorded only when it runs from
+    O(target) (else V(restore_wrong_server) - the live cluster on that port is never
+    recorded as the copy), with its postmaster pid.
   - V(verify) - the checks of a restored copy, the drill's - C(target reached),
     C(connections), C(databases), C(database connections), C(amcheck) (C(bt_index_check)
     with heapallindexed on every btree index) and each assertion of O(assertions) - then
     records them; fails with V(restore_verify_failed) when one failed, after recording it,
-    so that cutover refuses the copy.
+    so that cutover refuses the copy. Needs a V(recover) record; before any check, the
+    server on the port must run from O(target) (V(restore_wrong_server)) with the
+    postmaster pid recover recorded (V(restore_copy_restarted)). The record carries that
+    pid, which cutover compares with the running one.
   - Runs as root (the state file is root's, 0600, because cutover acts on it, and a state
     file that is a link or another user's is refused); pg_ctl, the restore and the
     connections to the copy run as O(os_user).
@@ -66,7 +71,12 @@ options:
     required: true
     choices: [read, plan, stage, recover, verify]
   state_file:
-    description: The restore's state file; the plan step wrote it.
+    description:
+      - The restore's state file; the plan step wrote it. It and every directory above it
+        must be owned by root (or the user running the module) and not writable by group
+        or others (sticky directories such as C(/tmp) excepted), else
+        V(restore_state_invalid) - whoever could replace it could make cutover act on a
+        state of their own. Its directory is created 0700.
     type: path
     required: true
   os_user:
@@ -258,7 +268,8 @@ events:
   sample: ["verify of /var/lib/postgresql/15/main.staging: done"]
 error_code:
   description: Stable code of the failure, for example V(restore_verify_failed),
-    V(recovery_failed), V(restore_stage_missing).
+    V(recovery_failed), V(restore_stage_missing), V(restore_wrong_server),
+    V(restore_copy_restarted).
   returned: failure
   type: str
   sample: restore_verify_failed

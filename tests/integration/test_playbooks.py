@@ -96,6 +96,9 @@ class Node:
         self.inventory = root / "inventory.yml"
         self.repository = {"type": "s3", "bucket": bucket, "endpoint": seaweed.endpoint,
                            "region": "us-east-1", "addressing": "path", "prefix": "pb"}
+        # the restore state: where root alone can write (the checkout's directories may
+        # belong to another user); /var/tmp is sticky
+        self.state_dir = Path(tempfile.mkdtemp(prefix="pgdr-restore-state-", dir="/var/tmp"))
         self.installed = False
         self.backup_id = None
         self.restored = []
@@ -125,7 +128,8 @@ class Node:
                       "pgdr_compression": "zstd",
                       "pgdr_agent_venv": str(self.venv),
                       "pgdr_spool_dir": str(self.root / "spool"),
-                      "pgdr_archiving": ARCHIVING}
+                      "pgdr_archiving": ARCHIVING,
+                      "restore_state_dir": str(self.state_dir)}
         doc = {"all": {"children": {"pgdr_nodes": {"hosts": {HOST: node},
                                                    "vars": group_vars}}}}
         fd = os.open(self.inventory, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -172,6 +176,7 @@ def own_node(lab_root, seaweed, prefix, node_class=None):
                 print("warning: could not stop cluster %s: %s" % (cluster.datadir, exc))
         if os.environ.get("PGDR_KEEP_OUTPUT") != "1":
             shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(this.state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

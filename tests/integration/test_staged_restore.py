@@ -16,6 +16,8 @@ import json
 import os
 import pwd
 import re
+import shutil
+import stat
 import threading
 import time
 from pathlib import Path
@@ -155,6 +157,18 @@ def staging(node):
     return Path(str(node.pg.datadir) + ".staging")
 
 
+def state_path(node, copy=None):
+    """Where the restore role keeps the state of the staged copy in copy (default: the
+    staging directory): restore_state_dir/<name>-<12 hex of the path's SHA-1>.json."""
+    copy = str(copy or staging(node))
+    return node.state_dir / ("%s-%s.json" % (os.path.basename(copy),
+                                             hashlib.sha1(copy.encode()).hexdigest()[:12]))
+
+
+def state_of(node, copy=None):
+    return json.loads(state_path(node, copy).read_text())
+
+
 def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
     port = free_port()
     staged = PgCluster(15, staging(node), port=port)
@@ -190,8 +204,10 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
     assert sql(port, "SELECT pg_get_wal_replay_pause_state()") == "paused"
     assert rows(node.pg, port) == [1, 2, 3, 4, 5]
     assert sql(port, "SHOW archive_mode") == "off"
-    state = json.loads(Path(str(staging(node)) + ".restore.json").read_text())
+    state = state_of(node)
     assert state["plan"]["point"] == node.point and state["staged"]["directory"] == str(staging(node))
+    assert stat.S_IMODE(os.stat(state_path(node)).st_mode) == 0o600
+    assert state["verified"]["postmaster_pid"] == staged.pid(), state
     assert state["verified"]["ok"] is True, state
     names = [c["name"] for c in state["verified"]["checks"]]
     assert names[:1] == ["target reached"] and "amcheck" in names, names
@@ -221,7 +237,7 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
     restaged = node.play("restore", "--tags", "plan,stage", "-e", "point=%s" % node.point,
                          "-e", "restore_port=%d" % port, "-e", "restore_delta=true")
     assert restaged.rc == 0 and restaged.task("Restore the backup into") == ["changed"], restaged
-    state = json.loads(Path(str(staging(node)) + ".restore.json").read_text())
+    state = state_of(node)
     assert state["staged"] and not {"recovered", "verified"} & set(state), state
     pid = node.pg.pid()
     cut = node.play("restore", "--tags", "cutover")
@@ -231,7 +247,7 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
     # recovered and verified again, the copy is vouched for (the cutover test uses it)
     healed = node.play("restore", "--tags", "recover,verify")
     assert healed.rc == 0 and healed.recap["failed"] == 0, healed
-    state = json.loads(Path(str(staging(node)) + ".restore.json").read_text())
+    state = state_of(node)
     assert state["verified"]["ok"] is True, state
     assert rows(node.pg, port) == [1, 2, 3, 4, 5]
 
@@ -260,7 +276,7 @@ def test_failing_assertion_stops_before_cutover_and_leaves_the_live_cluster_alon
     assert "no rows at all: FAILED" in run.output and "five rows: ok" in run.output, run
     assert "restore_verify_failed" in run.output, run
     # the failed checks are on record: a later cutover refuses the copy
-    state = json.loads(Path(str(target) + ".restore.json").read_text())
+    state = state_of(node, target)
     assert state["verified"]["ok"] is False, state
     assert [c["name"] for c in state["verified"]["checks"] if not c["ok"]] == ["no rows at all"]
     assert run.task("Stop the live cluster") == [], run
@@ -323,6 +339,21 @@ def test_cutover_then_rollback(node):
     original = rows(node.pg)
     data = node.pg.datadir
     history = [k for k in node.wal_keys() if ".history" in k]
+    # the verified copy started again is not the copy verify checked: cutover refuses it
+    # (stops nothing) until recover and verify have run on it again
+    port = state_of(node)["recovered"]["port"]
+    copy = PgCluster(15, staging(node), port=port)
+    copy.stop()
+    copy.start()
+    pid = node.pg.pid()
+    refused = node.play("restore", "--tags", "cutover")
+    assert refused.rc != 0 and "is not the one verify checked" in " ".join(
+        refused.output.split()), refused
+    assert refused.task("Stop the staged copy") == [] and copy.is_running(), refused
+    assert node.pg.pid() == pid and not list(data.parent.glob("data.pre-restore-*"))
+    healed = node.play("restore", "--tags", "recover,verify")
+    assert healed.rc == 0 and healed.recap["failed"] == 0, healed
+    assert state_of(node)["verified"]["postmaster_pid"] == copy.pid()
     started = time.time()
     cut = node.play("restore", "--tags", "cutover")
     node.timings["cutover"] = round(time.time() - started, 1)
@@ -363,31 +394,45 @@ def test_cutover_then_rollback(node):
 
 
 def test_a_state_file_the_postgres_user_put_there_is_never_acted_on(node):
-    """The state file's directory belongs to the PostgreSQL user by default. A state that
-    user wrote (a plan, a staged copy and a verify that passed, all forged) or a link put
-    in its place is refused before any stage runs: the live cluster is not touched."""
-    forged = Path(str(node.pg.datadir) + ".forged.restore.json")
+    """A state the PostgreSQL user wrote (a plan, a staged copy and a verify that passed, all
+    forged), a link put in its place, a state in a directory that user owns, or one left
+    beside the copy where earlier versions kept it: each is refused before any stage runs,
+    and the live cluster is not touched."""
     victim = Path(str(node.pg.datadir) + ".victim.json")
     victim.write_text("{}")
     postgres = pwd.getpwnam("postgres")
+    theirs = Path(str(node.pg.datadir) + ".forged")  # the PostgreSQL user's directory
+    theirs.mkdir()
+    os.chown(str(theirs), postgres.pw_uid, postgres.pw_gid)
+    legacy = Path(str(staging(node)) + ".restore.json")
+    forgery = json.dumps({
+        "version": 1, "plan": {"point": "latest", "backup_id": "X"},
+        "staged": {"backup_id": "X", "directory": str(staging(node))},
+        "verified": {"ok": True, "backup_id": "X", "checks": [], "postmaster_pid": 1}})
     pid = node.pg.pid()
-    for kind in ("file", "link"):
-        if kind == "file":
-            forged.write_text(json.dumps({
-                "version": 1, "plan": {"point": "latest", "backup_id": "X"},
-                "staged": {"backup_id": "X", "directory": str(staging(node))},
-                "verified": {"ok": True, "backup_id": "X", "checks": []}}))
-            os.chown(str(forged), postgres.pw_uid, postgres.pw_gid)
-        else:
+    cases = {"file": (node.state_dir / "forged.json", "pgdr did not write it"),
+             "link": (node.state_dir / "forged.json", "never followed"),
+             "their directory": (theirs / "forged.json", "is not private"),
+             "legacy": (None, "now reads")}
+    for kind, (forged, expected) in cases.items():
+        if kind == "link":
             forged.unlink()
             forged.symlink_to(victim)
-        cut = node.play("restore", "--tags", "cutover", "-e", "restore_state_file=%s" % forged)
+        elif kind == "legacy":
+            legacy.write_text(forgery)
+        else:
+            forged.write_text(forgery)
+            os.chown(str(forged), postgres.pw_uid, postgres.pw_gid)
+        extra = ["-e", "restore_state_file=%s" % forged] if forged else []
+        cut = node.play("restore", "--tags", "cutover", *extra)
         text = " ".join(cut.output.split())
-        assert cut.rc != 0 and "restore_state_invalid" in text, (kind, cut)
-        assert ("pgdr did not write it" if kind == "file" else "never followed") in text, cut
+        assert cut.rc != 0 and expected in text, (kind, cut)
+        if kind != "legacy":
+            assert "restore_state_invalid" in text, (kind, cut)
         assert cut.task("Stop the live cluster") == [], cut
         assert node.pg.pid() == pid and node.pg.is_running()
         assert not list(node.pg.datadir.parent.glob("data.pre-restore-*"))
-    assert victim.read_text() == "{}"
-    forged.unlink()
-    victim.unlink()
+    assert victim.read_text() == "{}" and legacy.read_text() == forgery
+    for leftover in (node.state_dir / "forged.json", legacy, victim):
+        leftover.unlink()
+    shutil.rmtree(str(theirs))

@@ -36,7 +36,7 @@ def world(tmp_path, monkeypatch):
         for failure in server["fail"]:
             raise failure
         if function is stage._wait_recovery:
-            return dict(server["now"])
+            return dict({"data_directory": str(datadir)}, **server["now"])
         raise AssertionError(function)
 
     monkeypatch.setattr(stage.osuser, "call_as", call_as)
@@ -123,7 +123,56 @@ def test_verify_records_a_failed_check_before_it_fails(world, monkeypatch):
         world.run("verify")
     assert caught.value.code == "restore_verify_failed"
     assert "no rows: FAILED (returned False)" in caught.value.msg
-    assert world.read()["verified"] == {"ok": False, "backup_id": "F1", "checks": checks}
+    assert world.read()["verified"] == {"ok": False, "backup_id": "F1", "checks": checks,
+                                        "postmaster_pid": 4242, "staged_at": None}
+
+
+def test_recover_never_records_another_server_on_the_copys_port(world):
+    """The live cluster answers on the port the copy could not bind: nothing is recorded,
+    and the error names both directories."""
+    world.server["running"] = True
+    world.write(BEFORE)
+    world.server["now"] = dict(PAUSED, in_recovery=False, data_directory="/srv/live/data")
+    with pytest.raises(errors.ConfigError) as caught:
+        world.run("recover")
+    assert caught.value.code == "restore_wrong_server"
+    assert "/srv/live/data" in caught.value.msg and "copy" in caught.value.msg
+    assert world.read()["recovered"] == BEFORE["recovered"]  # untouched
+
+
+def test_verify_needs_a_recover_record(world):
+    world.write(dict((k, v) for k, v in BEFORE.items() if k not in ("recovered", "verified")))
+    with pytest.raises(errors.ConfigError) as caught:
+        world.run("verify")
+    assert caught.value.code == "restore_stage_missing"
+    assert "--tags plan,stage,recover" in caught.value.msg
+
+
+@pytest.mark.parametrize("now, code", [
+    ({"data_directory": "/srv/live/data", "postmaster_pid": 4242}, "restore_wrong_server"),
+    ({"postmaster_pid": 5151}, "restore_copy_restarted"),
+    ({"postmaster_pid": None}, "restore_wrong_server")])
+def test_verify_checks_nothing_on_a_server_that_is_not_the_recovered_copy(tmp_path, monkeypatch,
+                                                                          now, code):
+    """Before any check (amcheck may CREATE EXTENSION), the server must be the copy recover
+    recorded: its data directory and its postmaster pid."""
+    datadir = str(tmp_path / "copy")
+    server = dict({"up": True, "data_directory": datadir}, **now)
+
+    class Server(object):
+        def __init__(self, *_a, **_k):
+            pass
+
+        def state(self):
+            return dict(server)
+
+    monkeypatch.setattr(stage.instance, "Instance", Server)
+    monkeypatch.setitem(stage.instance.ACTIONS, "verify", lambda *_a: pytest.fail("checked"))
+    settings = options.resolve({"target": datadir, "pg_port": 5499}, environ={})
+    params = {"copy": {"datadir": datadir, "postmaster_pid": 4242, "log": None}}
+    with pytest.raises(errors.PgdrError) as caught:
+        stage._checks(settings, params, False)
+    assert caught.value.code == code and "5499" in caught.value.msg
 
 
 @pytest.mark.parametrize("point, backup, kept", [("latest", "F1", True), ("latest", "F2", False),

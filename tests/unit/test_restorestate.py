@@ -103,3 +103,61 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
     with pytest.raises(ConfigError) as caught:
         restorestate.RestoreState.load(str(path))
     assert "not a regular file" in caught.value.msg
+
+
+def _refused(path):
+    with pytest.raises(ConfigError) as caught:
+        restorestate.RestoreState.load(str(path))
+    assert caught.value.code == "restore_state_invalid" and "is not private" in caught.value.msg
+    with pytest.raises(ConfigError):
+        restorestate.RestoreState(str(path), FULL).save()
+    return caught.value.msg
+
+
+def test_a_directory_others_can_write_is_refused_for_reads_and_writes(tmp_path):
+    """Whoever can write the directory (or one above it) can swap in a state of their own,
+    an older one included: cutover would act on it."""
+    shared = tmp_path / "shared"
+    (shared / "below").mkdir(parents=True)
+    os.chmod(str(shared), 0o775)
+    msg = _refused(shared / "below" / "state.json")
+    assert str(shared) + " is writable by group or others (mode 775)" in msg
+    assert not (shared / "below" / "state.json").exists()
+
+
+def test_a_sticky_directory_counts_as_private(tmp_path):
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chmod(str(sticky), 0o1777)
+    path = sticky / "state" / "state.json"
+    restorestate.RestoreState(str(path), FULL).save()
+    assert restorestate.RestoreState.load(str(path)).records == dict(FULL, version=1)
+
+
+def test_a_link_to_an_unsafe_directory_is_followed_in_the_check(tmp_path):
+    """The path as named may look private while the directory it resolves to is not."""
+    unsafe = tmp_path / "unsafe"
+    unsafe.mkdir()
+    os.chmod(str(unsafe), 0o777)
+    (tmp_path / "private").mkdir(mode=0o700)
+    (tmp_path / "private" / "link").symlink_to(unsafe)
+    assert "is writable by group or others" in _refused(tmp_path / "private" / "link" / "s.json")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
+def test_a_directory_another_user_owns_is_refused(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(str(theirs), 65534, 65534)
+    assert "is owned by uid 65534" in _refused(theirs / "state.json")
+
+
+def test_the_directories_created_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        path = tmp_path / "a" / "b" / "state.json"
+        restorestate.RestoreState(str(path), FULL).save()
+    finally:
+        os.umask(old)
+    for directory in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(os.stat(str(directory)).st_mode) == 0o700

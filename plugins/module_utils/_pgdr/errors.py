@@ -223,6 +223,8 @@ CODES = {
     # the staged restore
     "restore_state_invalid": "the staged restore's state file cannot be read, parsed or written",
     "restore_stage_missing": "a restore stage ran before the stages it needs recorded theirs",
+    "restore_wrong_server": "the server on the staged copy's port is not the staged copy",
+    "restore_copy_restarted": "the staged copy was started again after recover recorded it",
     "restore_verify_failed": "a check of the staged copy failed: cutover refuses it",
     "objects_archived": "objects the restore needs are in archive storage (thaw them)",
     "thaw_timeout": "archived objects were not thawed within thaw_timeout",

@@ -7,8 +7,9 @@ One JSON object, one record per stage (``plan``, ``staged``, ``recovered``,
 ``verified``, ``cutover``, ``rollback``), written by whoever runs the stage (root,
 through the pg_restore_stage module) as a whole new file: 0600, synced, renamed into
 place, so that a crash leaves the old state or the new one, never half of each. It is
-read only when it is a regular file of that same user: the PostgreSQL user, who may own
-the directory, cannot put a state of its own there.
+read only when it is a regular file of that same user, in a directory that user alone
+(or root) can change, up to /: the PostgreSQL user cannot put a state of its own there,
+nor swap in an older one (``require_private``).
 
 Cutover acts on what the state vouches for, so the rules that keep it honest live here,
 once: a stage recorded anew makes the records that depended on the old one stale
@@ -52,6 +53,7 @@ class RestoreState(object):
         owned by this process's user is read (not a link, a FIFO, or a file another user
         put there: cutover acts on what it says); one that is not a JSON object is an error
         that names it (nothing is guessed)."""
+        require_private(os.path.dirname(os.path.abspath(path)))
         try:
             descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except (IOError, OSError) as exc:
@@ -101,12 +103,12 @@ class RestoreState(object):
         """Write the whole state: a new 0600 file of a name nobody can foresee, synced,
         renamed over the old one (a link there is replaced, never followed), then the
         directory synced."""
-        directory = os.path.dirname(self.path) or "."
+        directory = os.path.dirname(os.path.abspath(self.path))
         body = json.dumps(self.as_dict(), indent=4, sort_keys=True) + "\n"
         temporary = None
+        require_private(directory)
         try:
-            if not os.path.isdir(directory):  # created with the first record, not before
-                os.makedirs(directory, 0o755)
+            _make_private_dirs(directory)  # created with the first record, not before
             descriptor, temporary = tempfile.mkstemp(
                 dir=directory, prefix="." + os.path.basename(self.path) + ".")
             with os.fdopen(descriptor, "w") as handle:
@@ -123,6 +125,53 @@ class RestoreState(object):
         finally:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
+
+
+def require_private(directory):
+    """ConfigError unless directory and every directory above it (as named, and as links
+    resolve) can be changed by root or this process's user alone: owned by one of them and
+    not writable by group or others, unless sticky (/tmp: others cannot replace what is
+    not theirs). Parts that do not exist yet are skipped: save creates them 0700."""
+    path = os.path.abspath(directory)
+    for chain in (path, os.path.realpath(path)):
+        current = chain
+        while True:
+            problem = _unsafe(current)
+            if problem:
+                raise ConfigError(
+                    "the restore state directory %s is not private: %s is %s. Whoever can "
+                    "change it could make cutover act on a state of their own; use a "
+                    "directory only root can write (the default /var/lib/pgdr-restore)"
+                    % (directory, current, problem), code="restore_state_invalid",
+                    stage="state")
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+
+
+def _unsafe(path):
+    """Why path (not followed) lets another user change what is below it, else None."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None  # not there (yet), or not for us to see: the writes then fail loudly
+    if stat.S_ISLNK(info.st_mode):
+        return None  # its directory is checked on this chain, its target on the resolved one
+    if info.st_uid not in (0, os.geteuid()):
+        return "owned by uid %d" % info.st_uid
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        return "writable by group or others (mode %o)" % stat.S_IMODE(info.st_mode)
+    return None
+
+
+def _make_private_dirs(directory):
+    """Create directory and any missing parent, each 0700 whatever the umask."""
+    if os.path.isdir(directory):
+        return
+    _make_private_dirs(os.path.dirname(directory))
+    os.mkdir(directory, 0o700)
+    os.chmod(directory, 0o700)
 
 
 def _invalid(path, why):

@@ -24,7 +24,7 @@ import os
 import time
 
 from . import restore
-from ..errors import ConfigError, ObjectiveMissed, PgdrError
+from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError
 from ..postgres import instance, osuser
 from ..progress import Progress
 from ..restorestate import RestoreState
@@ -68,8 +68,13 @@ class Step(object):
         self.log = params.get("log") or os.path.join(self.datadir, "restored-server.log")
         self.bin_dir = instance.bindir(settings.pg_bindir,
                                        plan.get("pg_version") or DEFAULT_VERSION_NUM)
-        self.ctl = instance.PgCtl(self.bin_dir, self.datadir, self.log,
-                                  **osuser.switch_args(self.os_user))
+
+    @property
+    def ctl(self):
+        """pg_ctl as the OS user: built when a stage starts the copy, so that the stages
+        that never do (read, plan) need no such account on the node."""
+        return instance.PgCtl(self.bin_dir, self.datadir, self.log,
+                              **osuser.switch_args(self.os_user))
 
     def as_user(self, function, *args):
         return osuser.call_as(self.os_user, function, *args)
@@ -206,6 +211,9 @@ def _recover(step):
         # a start that fails is reported by the wait, with the server's log
         step.ctl.run("-l", step.log, "-w", "-t", str(timeout), "start", timeout=timeout + 30)
     now = step.as_user(_wait_recovery, step.settings, timeout, step.datadir, step.log)
+    # whatever answers on the port is recorded only when it is the staged copy: with the
+    # live cluster there (the copy could not bind it) this would vouch for the live one
+    require_copy(now, step.datadir, step.port, "recover", log=step.log)
     record = dict((key, now[key]) for key in RECOVERED_KEYS)
     record.update(port=step.port, log=step.log)
     # a copy restarted or promoted behind pgdr's back is not the one verified
@@ -221,15 +229,48 @@ def _wait_recovery(settings, timeout, datadir, log):
     return instance.Instance(settings, stage="recover").wait_recovery(timeout, datadir, log)
 
 
+def require_copy(now, datadir, port, stage, postmaster_pid=None, log=None):
+    """Refuse to act on a server that is not the staged copy: the one answering on port
+    (its state ``now``) must run from datadir (both resolved) with a readable postmaster
+    pid, and, when one is given, the pid recorded (the copy recover recorded, not one
+    started again since). A server that does not answer is left to the caller's checks."""
+    if not now.get("up"):
+        return
+    running = os.path.realpath(now.get("data_directory") or "")
+    if running != os.path.realpath(datadir):
+        raise ConfigError(
+            "the server answering on port %d runs from %s, not from the staged copy %s: "
+            "nothing was recorded or checked there. Stop it or choose another port for the "
+            "copy (plan again); the copy's log: %s"
+            % (port, now.get("data_directory"), datadir,
+               instance.log_tail(log) if log else "not given"),
+            code="restore_wrong_server", stage=stage)
+    pid = now.get("postmaster_pid")
+    if pid is None:
+        raise PostgresError("the staged copy on port %d has no readable postmaster.pid in "
+                            "%s: cannot tell which server this is" % (port, datadir),
+                            code="restore_wrong_server", stage=stage)
+    if postmaster_pid is not None and pid != postmaster_pid:
+        raise PostgresError(
+            "the staged copy on port %d was started again (postmaster pid %d, recover "
+            "recorded %d): it is not the copy recover saw. Run recover again, then verify"
+            % (port, pid, postmaster_pid), code="restore_copy_restarted", stage=stage)
+
+
 def _verify(step):
     if not step.dry_run:
-        _require(step.state, "plan", "staged")
+        _require(step.state, "plan", "staged", "recovered")
     plan = step.state.get("plan", {})
+    recovered = step.state.get("recovered", {})
     params = dict(step.params, recovery=plan.get("recovery") or {},
-                  target_action=plan.get("action") or step.settings.target_action)
+                  target_action=plan.get("action") or step.settings.target_action,
+                  copy={"datadir": step.datadir, "log": step.log,
+                        "postmaster_pid": recovered.get("postmaster_pid")})
     outcome = step.as_user(_checks, step.settings, params, step.dry_run)
     record = {"ok": outcome["ok"], "backup_id": plan.get("backup_id", ""),
-              "checks": outcome["checks"]}
+              "checks": outcome["checks"],
+              "postmaster_pid": outcome["state"].get("postmaster_pid"),
+              "staged_at": step.state.get("staged", {}).get("at")}
     changed = step.save("verified", record, fresh=False) or bool(outcome["amcheck_installed"])
     if not outcome["ok"] and not step.dry_run:
         raise ObjectiveMissed(
@@ -242,7 +283,12 @@ def _verify(step):
 
 
 def _checks(settings, params, dry_run):
+    """The checks, in the OS user's process, on the staged copy only: its identity is
+    proved first, before any check (amcheck may CREATE EXTENSION) runs."""
     server = instance.Instance(settings, stage="verify", dry_run=dry_run)
+    copy = params["copy"]
+    require_copy(server.state(), copy["datadir"], settings.pg_port, "verify",
+                 copy["postmaster_pid"], copy["log"])
     return instance.ACTIONS["verify"](server, params)
 
 
@@ -266,5 +312,6 @@ def _read(_step):
     return {"changed": False}
 
 
-EARLIER = {"plan": "--tags plan", "staged": "--tags plan,stage"}
+EARLIER = {"plan": "--tags plan", "staged": "--tags plan,stage",
+           "recovered": "--tags plan,stage,recover"}
 STAGES = {"read": _read, "plan": _plan, "stage": _stage, "recover": _recover, "verify": _verify}
