@@ -436,3 +436,33 @@ def test_a_state_file_the_postgres_user_put_there_is_never_acted_on(node):
     for leftover in (node.state_dir / "forged.json", legacy, victim):
         leftover.unlink()
     shutil.rmtree(str(theirs))
+
+
+def test_a_cutover_that_stopped_half_way_is_never_reported_as_done(node):
+    """A cutover interrupted while it moved the data directories left 'phase: moving' on
+    record. Before, the next run reported it as cut over and skipped every stage. Now every
+    run fails and says what to do; rollback is still allowed, and refuses when there is
+    nothing to move back (the live directory is not moved aside)."""
+    path = state_path(node)
+    before = path.read_bytes()
+    state = json.loads(before)
+    kept = "%s.pre-restore-20261205T000000Z" % node.pg.datadir  # never created
+    state["cutover"] = {"active": True, "phase": "moving", "at": "20261205T000000Z",
+                        "kept": kept, "point": state["plan"]["point"],
+                        "backup_id": state["plan"]["backup_id"]}
+    path.write_text(json.dumps(state))
+    pid = node.pg.pid()
+    aside = sorted(node.pg.datadir.parent.glob("data.rolled-back-*"))
+    try:
+        again = node.play("restore")
+        text = " ".join(again.output.split())
+        assert again.rc != 0 and "did not finish" in text and kept in text, again
+        assert "was cut over at" not in text, again
+        back = node.play("restore", "--tags", "rollback")
+        text = " ".join(back.output.split())
+        assert back.rc != 0 and "nothing to roll back to" in text, back
+        assert node.pg.pid() == pid and node.pg.is_running()
+        assert sorted(node.pg.datadir.parent.glob("data.rolled-back-*")) == aside
+        assert json.loads(path.read_text()) == state  # nothing recorded
+    finally:
+        path.write_bytes(before)
