@@ -44,7 +44,34 @@ description:
   - Runs as root (the state file is root's, 0600, because cutover acts on it, and a state
     file that is a link or another user's is refused); pg_ctl, the restore and the
     connections to the copy run as O(os_user).
-  - The cutover, rollback and standbys stages are still tasks of the restore role.
+  - "V(cutover) - the verified copy replaces the live cluster. Every check comes first and a
+    failed one stops nothing - a V(verify) record that passed for the plan's backup (unless
+    O(require_verify) is false, else V(restore_not_verified)), the server on the copy's
+    port running from O(target) with the postmaster pid verify recorded
+    (V(restore_copy_restarted)), and O(live_data), its parent and O(target) on one
+    filesystem with neither a mount point (V(restore_cutover_blocked)). Then the copy and
+    the live cluster stop (O(service_name) with systemctl, else pg_ctl; a server still
+    running stops the cutover, V(restore_stop_failed)), the live directory is kept as
+    O(live_data)C(.pre-restore-<UTC time>), the copy is renamed into place with the live
+    configuration files, starts on O(pg_port), recovers to the point and promotes; the
+    recovery settings are removed and, when archiving is on and O(archive_timeout) is
+    positive, a switched segment must reach the repository. The state records
+    C(phase=moving) before the first stop and C(phase=done) at the end; a cutover that
+    stopped half-way is refused (V(restore_cutover_unfinished)) and the same cutover again
+    changes nothing."
+  - V(rollback) - back to the data directory the cutover kept (or O(rollback_from)); the
+    cut-over cluster stops (as for V(cutover)) and is kept as
+    O(live_data)C(.rolled-back-<UTC time>), the kept directory is renamed back and starts
+    on O(pg_port). Allowed after a cutover that stopped half-way (a live directory already
+    moved aside is not looked for); V(restore_rollback_missing) when there is no kept
+    directory. A rollback done is not done again.
+  - V(standby) - on a standby's node, after a cutover - the standby's data directory
+    (O(target)) is kept as O(target)C(.pre-rebuild-<UTC time>) (after a stop as for
+    V(cutover), and the same filesystem rule), cloned from O(primary_host) on O(pg_port)
+    with pg_basebackup as O(replication_user) (C(--write-recovery-conf); O(pg_password)
+    through the environment), started (O(service_name), else pg_ctl) and waited for until
+    it accepts connections. The state file is the standby's own. The same rebuild again
+    (O(rebuild_for) and O(primary_host) recorded, the directory there) changes nothing.
 author:
   - pgdr contributors (@pgdr)
 extends_documentation_fragment:
@@ -59,7 +86,10 @@ attributes:
     details:
       - Nothing is written, started, recorded or created. V(stage) predicts as
         pg_restore_chain does; V(recover) predicts whether it would start the copy;
-        V(verify) runs the checks read-only and predicts whether the record would change.
+        V(verify) runs the checks read-only and predicts whether the record would change;
+        V(cutover) runs its checks and predicts a change unless that cutover is done;
+        V(rollback) checks the kept directory and predicts a change unless it is done;
+        V(standby) predicts a change unless that rebuild is done.
   diff_mode:
     support: N/A
   platform:
@@ -69,7 +99,7 @@ options:
     description: The stage to run.
     type: str
     required: true
-    choices: [read, plan, stage, recover, verify]
+    choices: [read, plan, stage, recover, verify, cutover, rollback, standby]
   state_file:
     description:
       - The restore's state file; the plan step wrote it. It and every directory above it
@@ -106,7 +136,47 @@ options:
   live_data:
     description: V(plan) - the live cluster's data directory (recorded; cutover renames the
       staged copy into its place, which needs one filesystem - RV(same_filesystem)).
+      V(cutover) and V(rollback) - that directory (default the plan's).
     type: path
+  primary_host:
+    description: V(standby) - the new primary's address.
+    type: str
+  replication_user:
+    description: V(standby) - the role pg_basebackup connects as.
+    type: str
+    default: postgres
+  rebuild_for:
+    description: V(standby) - what the rebuild follows (the restore role passes the cutover's
+      time); a standby rebuilt for it already is left alone.
+    type: str
+  rollback_from:
+    description: V(rollback) - the data directory to move back, instead of the one the
+      cutover kept.
+    type: path
+  service_name:
+    description: V(cutover), V(rollback) and V(standby) - the service that runs the live cluster (systemctl stops and
+      starts it); empty for pg_ctl.
+    type: str
+    default: ""
+  live_log:
+    description: V(cutover), V(rollback) and V(standby) - pg_ctl's server log for the
+      cluster started. Default
+      C(pg_ctl.log) in O(live_data).
+    type: path
+  stop_timeout:
+    description: V(cutover), V(rollback) and V(standby) - seconds each cluster gets to stop.
+    type: int
+    default: 600
+  archive_timeout:
+    description: V(cutover) - seconds the new timeline's first switched segment gets to reach
+      the repository; 0 skips that check.
+    type: int
+    default: 120
+  require_verify:
+    description: V(cutover) - refuse a copy that verify did not pass, or that runs another
+      postmaster than the one verify checked.
+    type: bool
+    default: true
   throughput:
     description: V(plan) - bytes per second the estimate assumes for the fetch.
     type: int
@@ -119,7 +189,8 @@ options:
     description: The copy's server log. Default C(restored-server.log) in O(target).
     type: path
   timeout:
-    description: Seconds V(recover) waits for the start and for recovery to reach the point.
+    description: Seconds V(recover) (and V(cutover), for the new cluster) waits for the start
+      and for recovery to reach the point.
     type: int
     default: 600
   assertions:
@@ -157,6 +228,16 @@ EXAMPLES = r'''
     config_file: /etc/pgdr/pgdr.conf
     credentials_file: /etc/pgdr/credentials
     delta: true
+  become: true
+
+- name: Put the verified copy in the live cluster's place
+  pgdr.postgresql.pg_restore_stage:
+    stage: cutover
+    state_file: /var/lib/pgdr-restore/main.staging-0a1b2c3d4e5f.json
+    target: /var/lib/postgresql/15/main.staging
+    live_data: /var/lib/postgresql/15/main
+    service_name: postgresql@15-main
+    pg_port: 5432
   become: true
 
 - name: Recover the staged copy to the point
@@ -266,6 +347,29 @@ events:
   type: list
   elements: str
   sample: ["verify of /var/lib/postgresql/15/main.staging: done"]
+cutover:
+  description: V(cutover) - what was recorded - C(phase) (V(done)), C(at), C(kept) (the old
+    data directory), C(point), C(backup_id), C(timeline), C(archive_mode), C(archived) (the
+    segment that reached the repository, or null); in check mode C(data), C(kept),
+    C(port), C(point).
+  returned: stage is cutover
+  type: dict
+  sample: {phase: done, at: 20261205T140000Z, kept: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,
+           timeline: 3, archive_mode: "on", archived: 000000030000000000000012}
+rollback:
+  description: V(rollback) - what was recorded - C(at), C(from) (the directory moved back),
+    C(kept) (where the cut-over directory went).
+  returned: stage is rollback
+  type: dict
+  sample: {at: 20261205T150000Z, from: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,
+           kept: /var/lib/postgresql/15/main.rolled-back-20261205T150000Z}
+standby:
+  description: V(standby) - what was recorded - C(at), C(kept) (the previous data
+    directory), C(primary), C(for).
+  returned: stage is standby
+  type: dict
+  sample: {at: 20261205T150000Z, kept: /var/lib/postgresql/15/main.pre-rebuild-20261205T150000Z,
+           primary: pg1, for: 20261205T140000Z}
 error_code:
   description: Stable code of the failure, for example V(restore_verify_failed),
     V(recovery_failed), V(restore_stage_missing), V(restore_wrong_server),
@@ -296,6 +400,15 @@ EXTRAS = dict(
     wal_segment_seconds=dict(type="float", default=0.5),
     log=dict(type="path"),
     timeout=dict(type="int", default=600),
+    service_name=dict(type="str", default=""),
+    live_log=dict(type="path"),
+    stop_timeout=dict(type="int", default=600),
+    archive_timeout=dict(type="int", default=120),
+    require_verify=dict(type="bool", default=True),
+    rollback_from=dict(type="path"),
+    primary_host=dict(type="str"),
+    replication_user=dict(type="str", default="postgres"),
+    rebuild_for=dict(type="str"),
 )
 # the restore's target_action (the plan's, else this) serves the checks too
 EXTRAS.update((k, v) for k, v in CHECK_EXTRAS.items() if k != "target_action")

@@ -190,8 +190,8 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
     # stages not asked for (cutover, rollback, standbys) print one line each, not every task
     printed = re.findall(r"^TASK \[(.*?)\]", run.output, re.M)
     node.timings["tasks printed by a plain restore.yml"] = len(printed)
-    for inside in ("Record the cutover before anything moves", "Look for the kept data directory",
-                   "Keep the standby's data directory aside"):
+    for inside in ("Cut over on the node", "Roll back on the node",
+                   "Rebuild the standby on the node"):
         assert not [t for t in printed if t.endswith(inside)], (inside, printed)
     # the original stayed up on its port, same postmaster, and kept growing
     assert node.pg.pid() == pid and node.pg.is_running()
@@ -349,7 +349,8 @@ def test_cutover_then_rollback(node):
     refused = node.play("restore", "--tags", "cutover")
     assert refused.rc != 0 and "is not the one verify checked" in " ".join(
         refused.output.split()), refused
-    assert refused.task("Stop the staged copy") == [] and copy.is_running(), refused
+    assert refused.task("Cut over on the node") == ["fatal"], refused
+    assert "restore_copy_restarted" in refused.output and copy.is_running(), refused
     assert node.pg.pid() == pid and not list(data.parent.glob("data.pre-restore-*"))
     healed = node.play("restore", "--tags", "recover,verify")
     assert healed.rc == 0 and healed.recap["failed"] == 0, healed
@@ -429,7 +430,7 @@ def test_a_state_file_the_postgres_user_put_there_is_never_acted_on(node):
         assert cut.rc != 0 and expected in text, (kind, cut)
         if kind != "legacy":
             assert "restore_state_invalid" in text, (kind, cut)
-        assert cut.task("Stop the live cluster") == [], cut
+        assert cut.task("Cut over on the node") == [], cut
         assert node.pg.pid() == pid and node.pg.is_running()
         assert not list(node.pg.datadir.parent.glob("data.pre-restore-*"))
     assert victim.read_text() == "{}" and legacy.read_text() == forgery

@@ -13,14 +13,27 @@ run as root (the state file is root's) and do their PostgreSQL work as the OS us
 (postgres/osuser.py). Each is idempotent: a copy already running is not started again,
 and a record that says what the file says already is not written.
 
-The cutover, rollback and standbys steps are still sequenced by the restore role
-(roles/restore); they move here one by one.
+``cutover`` puts the verified copy in the live cluster's place: every check first (the
+plan's copy, verified, still the server verify checked, both directories renameable on one
+filesystem), then the copy and the live cluster stop, the live directory is kept as
+``<data>.pre-restore-<UTC time>``, the copy is renamed into place with the live
+configuration, starts on the production port, recovers to the point, promotes, and its new
+timeline is archived. The state says ``phase: moving`` from the first stop until the new
+cluster runs, so an interrupted cutover is never taken for a finished one.
+
+``rollback`` moves the kept directory back: the cut-over cluster stops and is kept as
+``<data>.rolled-back-<UTC time>``, the kept one is renamed into place and starts.
+
+``standby`` runs on a standby's node after a cutover: its data directory is kept as
+``<data>.pre-rebuild-<UTC time>`` and cloned from the new primary with pg_basebackup.
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import os
+import re
+import subprocess
 import time
 
 from . import restore
@@ -62,8 +75,10 @@ class Step(object):
         self.os_user = params.get("os_user") or ""
         plan = state.get("plan", {})
         # the port the copy was started on, once it was; before that the plan's
-        started = state.get("recovered", {}).get("port") if stage == "verify" else None
+        started = (state.get("recovered", {}).get("port")
+                   if stage in ("verify", "cutover") else None)
         self.port = int(started or plan.get("port") or params.get("port") or settings.pg_port)
+        self.live_settings = settings  # the live cluster's port, for cutover
         self.settings = settings.replace(pg_port=self.port)
         self.log = params.get("log") or os.path.join(self.datadir, "restored-server.log")
         self.bin_dir = instance.bindir(settings.pg_bindir,
@@ -312,6 +327,349 @@ def _read(_step):
     return {"changed": False}
 
 
+def _cutover(step):
+    state, plan = step.state, step.state.get("plan", {})
+    done = state.get("cutover", {})
+    if done.get("active"):
+        if done.get("phase", "done") != "done":
+            raise ConfigError(
+                "the cutover that started at %s did not finish (phase %s): nothing was "
+                "changed now; if %s exists it is the live cluster's data directory (roll back "
+                "to move it back)" % (done.get("at"), done.get("phase"), done.get("kept")),
+                code="restore_cutover_unfinished", stage="cutover")
+        if done.get("backup_id") == plan.get("backup_id"):
+            return {"changed": False, "cutover": done}
+    live = _cutover_checks(step)
+    now = step.as_user(_server_state, step.settings)
+    _require_verified_copy(step, now)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept = "%s.pre-restore-%s" % (live, stamp)
+    if step.dry_run:
+        return {"changed": True, "cutover": {"data": live, "kept": kept, "port": _live_port(step),
+                                             "point": plan.get("point")}}
+    _stop(step.ctl, step.datadir, step.params, None, "the staged copy")
+    if now.get("up") and not now.get("in_recovery"):
+        # promoted while archiving was off: its new timeline must still reach the repository
+        step.as_user(instance.mark_ready, step.datadir, now["timeline"], now["wal_file"])
+    record = {"active": True, "phase": "moving", "at": stamp, "kept": kept,
+              "point": plan.get("point"), "backup_id": plan.get("backup_id")}
+    step.save("cutover", record, fresh=False)
+    live_ctl = instance.PgCtl(step.bin_dir, live, _live_log(step, live),
+                              **osuser.switch_args(step.os_user))
+    _stop(live_ctl, live, step.params, step.params.get("service_name"), "the live cluster")
+    _move(live, kept)
+    _move(step.datadir, live)
+    # a copy that was down (not verified) may still be recovering: keep its recovery settings
+    step.as_user(take_live_configuration, kept, live, bool(now.get("in_recovery", True)))
+    promoted = _start_promoted(step, live_ctl, live)
+    step.as_user(set_recovery_block, live, None)
+    archived = _probe_archive(step, promoted)
+    done = dict(record, phase="done", timeline=promoted["timeline"],
+                archive_mode=promoted["archive_mode"], archived=archived)
+    step.save("cutover", done, fresh=False)
+    return {"changed": True, "cutover": done, "state": promoted}
+
+
+def _cutover_checks(step):
+    """What must hold before anything stops: the plan's copy, verified when that is asked,
+    and two directories that rename into each other's place (one filesystem, neither a
+    mount point). The live data directory."""
+    _require(step.state, "plan", "staged")
+    plan, verified = step.state.get("plan"), step.state.get("verified", {})
+    if step.state.get("staged").get("backup_id") != plan.get("backup_id") or (
+            step.params.get("require_verify", True)
+            and not (verified.get("ok") and verified.get("backup_id") == plan.get("backup_id"))):
+        raise ConfigError(
+            "no cutover: no verified staged copy of backup %s in %s (run plan, stage, recover "
+            "and verify first; verify must pass)" % (plan.get("backup_id"), step.state.path),
+            code="restore_not_verified", stage="cutover")
+    live = (step.params.get("live_data") or plan.get("data") or "").rstrip("/")
+    if not live:
+        raise ConfigError("no cutover: the live data directory is unknown (set restore_pg_data)",
+                          code="restore_cutover_blocked", stage="cutover")
+    _require_one_filesystem((os.path.dirname(live), live, step.datadir), "cutover")
+    return live
+
+
+def _require_one_filesystem(paths, stage):
+    """Directories renamed into each other's place: one filesystem, none a mount point
+    (checked before anything stops)."""
+    devices = dict((path, _device(path, stage)) for path in paths)
+    if len(set(devices.values())) != 1:
+        raise ConfigError(
+            "no %s: the data directories are renamed into each other's place, which needs "
+            "%s on one filesystem and no mount point among them (devices: %s)"
+            % (stage, ", ".join(paths), ", ".join("%s %s" % item for item in sorted(devices.items()))),
+            code="restore_cutover_blocked", stage=stage)
+
+
+def _device(path, stage):
+    try:
+        return os.lstat(path).st_dev
+    except OSError as exc:
+        raise ConfigError("no %s: %s cannot be read (%s)" % (stage, path, exc.strerror),
+                          code="restore_cutover_blocked", stage=stage)
+
+
+def _server_state(settings):
+    return instance.Instance(settings, stage="cutover").state()
+
+
+def _require_verified_copy(step, now):
+    """What answers on the copy's port is stopped, marked and moved: it must be the staged
+    copy, and the very server verify checked (not one started again since)."""
+    require_copy(now, step.datadir, step.port, "cutover", log=step.log)
+    if not step.params.get("require_verify", True):
+        return
+    expected = step.state.get("verified", {}).get("postmaster_pid")
+    if not now.get("up") or expected is None or now.get("postmaster_pid") != expected:
+        raise PostgresError(
+            "no cutover: the staged copy running (postmaster pid %s) is not the one verify "
+            "checked (pid %s): run recover and verify again"
+            % (now.get("postmaster_pid") if now.get("up") else "none", expected),
+            code="restore_copy_restarted", stage="cutover")
+
+
+def _live_port(step):
+    return step.live_settings.pg_port
+
+
+def _live_log(step, live):
+    return step.params.get("live_log") or os.path.join(live, "pg_ctl.log")
+
+
+def _stop(ctl, datadir, params, service, what, stage="cutover"):
+    """Stop a cluster (its service when one is named, else pg_ctl) and make sure no server
+    runs in its directory any more: nothing is moved under a running server."""
+    timeout = int(params.get("stop_timeout") or 600)
+    if service:
+        _systemctl("stop", service, timeout, stage)
+    else:
+        ctl.stop(timeout=timeout)
+    if ctl.running():
+        raise PostgresError("%s in %s did not stop within %d s: nothing was moved"
+                            % (what, datadir, timeout), code="restore_stop_failed",
+                            stage=stage)
+
+
+def _move(source, destination, stage="cutover"):
+    try:
+        os.rename(source, destination)
+    except OSError as exc:
+        raise PostgresError("the %s could not rename %s to %s (%s): see the state file, "
+                            "and roll back to put the live data directory back"
+                            % (stage, source, destination, exc.strerror),
+                            code="restore_cutover_blocked", stage=stage)
+
+
+def _systemctl(verb, service, timeout, stage):
+    try:
+        done = subprocess.run(["systemctl", verb, service], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout + 30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PostgresError("systemctl %s %s failed: %s" % (verb, service, exc),
+                            code="restore_service_failed", stage=stage)
+    if done.returncode != 0:
+        raise PostgresError("systemctl %s %s failed (exit %d): %s" % (
+            verb, service, done.returncode, done.stdout.decode("utf-8", "replace").strip()),
+            code="restore_service_failed", stage=stage)
+
+
+RECOVERY_LINE = re.compile(r"^\s*(recovery_target\w*|restore_command)\s*=")
+CUTOVER_MARK = "# %s pgdr restore cutover: recovery to the point, then promote"
+
+
+def take_live_configuration(kept, data, in_recovery):
+    """As the OS user, in the directory that is the cluster now: the live cluster's
+    configuration files (from the kept directory), the staged copy's recovery settings
+    with promote when it was still recovering, and no restore marker or wal-fetch scan
+    state left."""
+    auto = os.path.join(data, "postgresql.auto.conf")
+    with open(auto) as handle:
+        recovery = [line.rstrip("\n") for line in handle if RECOVERY_LINE.match(line)
+                    and not line.strip().startswith("recovery_target_action")]
+    for name in sorted(os.listdir(kept)):
+        source = os.path.join(kept, name)
+        if name.endswith(".conf") and os.path.isfile(source) and not os.path.islink(source):
+            with open(source, "rb") as handle:
+                _write_private(os.path.join(data, name), handle.read())
+    if in_recovery:
+        set_recovery_block(data, recovery + ["recovery_target_action = 'promote'"])
+    for name in ("pgdr_restore.json", "pgdr_restore.files", "pgdr_walscan.tail",
+                 "pgdr_walscan.stop"):
+        try:
+            os.unlink(os.path.join(data, name))
+        except OSError:
+            pass
+
+
+def set_recovery_block(data, lines):
+    """Put the cutover's recovery settings at the end of postgresql.auto.conf, between
+    marks, or take them out (``lines`` None): read only at server start, left in place
+    they would pin a standby cloned from this cluster to the old point and timeline."""
+    auto = os.path.join(data, "postgresql.auto.conf")
+    with open(auto) as handle:
+        text = handle.read()
+    begin, end = CUTOVER_MARK % "BEGIN", CUTOVER_MARK % "END"
+    kept, inside = [], False
+    for line in text.splitlines():
+        if line == begin or line == end:
+            inside = line == begin
+            continue
+        if not inside:
+            kept.append(line)
+    if lines:
+        kept += [begin] + list(lines) + [end]
+    body = "\n".join(kept) + "\n"
+    if body != text:
+        _write_private(auto, body.encode("utf-8"))
+
+
+def _write_private(path, body):
+    temporary = "%s.pgdr-%d" % (path, os.getpid())
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(body)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(temporary, path)
+
+
+def _start(step, live_ctl, live, stage="cutover"):
+    """Start the cluster in the live directory on the production port (its service, else
+    pg_ctl) and wait until it runs: recovery ended, or paused at a target."""
+    timeout = int(step.params.get("timeout") or 600)
+    if step.params.get("service_name"):
+        _systemctl("start", step.params["service_name"], timeout, stage)
+    else:  # a start that fails is reported by the wait, with the server's log
+        live_ctl.run("-l", live_ctl.log, "-w", "-t", str(timeout), "start", timeout=timeout + 30)
+    return step.as_user(_wait_recovery, step.live_settings, timeout, live, live_ctl.log)
+
+
+def _start_promoted(step, live_ctl, live):
+    """Start the new cluster on the production port and wait until it promoted."""
+    now = _start(step, live_ctl, live)
+    if now.get("in_recovery", True):
+        raise PostgresError("the new cluster in %s did not promote: %s"
+                            % (live, instance.log_tail(live_ctl.log)),
+                            code="recovery_failed", stage="cutover")
+    return now
+
+
+def _probe_archive(step, promoted):
+    timeout = int(step.params.get("archive_timeout") or 0)
+    if timeout <= 0 or promoted.get("archive_mode") == "off":
+        return None
+    return step.as_user(_archive_probe, step.live_settings, timeout)["archived"]
+
+
+def _archive_probe(settings, timeout):
+    return instance.Instance(settings, stage="cutover").archive_probe(timeout)
+
+
+def _rollback(step):
+    """Back to the data directory a cutover kept (or ``rollback_from``): the cut-over
+    cluster stops and is kept as ``<data>.rolled-back-<UTC time>``, the kept directory
+    moves back and starts. Allowed after a cutover that stopped half-way."""
+    state, chosen = step.state, step.params.get("rollback_from")
+    cut, done = state.get("cutover", {}), state.get("rollback")
+    if not chosen and not cut.get("active") and done:
+        return {"changed": False, "rollback": done}
+    back_from = (chosen or cut.get("kept") or "").rstrip("/")
+    live = (step.params.get("live_data") or state.get("plan", {}).get("data") or "").rstrip("/")
+    if not live or not back_from or not os.path.isfile(os.path.join(back_from, "PG_VERSION")):
+        raise ConfigError("nothing to roll back to: %s" % (
+            "no data directory at %s" % back_from if back_from else
+            "no cutover in %s (set restore_rollback_from)" % state.path),
+            code="restore_rollback_missing", stage="rollback")
+    here = [path for path in (os.path.dirname(live), live, back_from) if os.path.lexists(path)]
+    _require_one_filesystem(here, "rollback")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = "%s.rolled-back-%s" % (live, stamp)
+    if step.dry_run:
+        return {"changed": True, "rollback": {"from": back_from, "kept": aside}}
+    live_ctl = instance.PgCtl(step.bin_dir, live, _live_log(step, live),
+                              **osuser.switch_args(step.os_user))
+    if os.path.lexists(live):  # a cutover that stopped half-way may have moved it already
+        _stop(live_ctl, live, step.params, step.params.get("service_name"),
+              "the cut-over cluster", "rollback")
+        _move(live, aside, "rollback")
+    _move(back_from, live, "rollback")
+    now = _start(step, live_ctl, live, "rollback")
+    record = {"at": stamp, "from": back_from, "kept": aside}
+    state.record("cutover", dict(cut, active=False), fresh=False)
+    step.save("rollback", record, fresh=False)
+    return {"changed": True, "rollback": record, "state": now}
+
+
+def _standby(step):
+    """On a standby's node, after a cutover: the standby's data directory (``target``) is
+    kept as ``<data>.pre-rebuild-<UTC time>``, cloned from the new primary with
+    pg_basebackup (-R writes primary_conninfo and standby.signal) and started. The same
+    rebuild again (``rebuild_for``, the cutover's time) changes nothing."""
+    data, params = step.datadir, step.params
+    primary, rebuilt_for = params.get("primary_host") or "", params.get("rebuild_for") or ""
+    if not primary:
+        raise ConfigError("no standby rebuild: the new primary's address is not set "
+                          "(restore_primary_host)", code="restore_standby_unknown",
+                          stage="standbys")
+    done = step.state.get("standby", {})
+    if (rebuilt_for and done.get("for") == rebuilt_for and done.get("primary") == primary
+            and os.path.isfile(os.path.join(data, "PG_VERSION"))):
+        return {"changed": False, "standby": done}
+    if os.path.lexists(data):
+        _require_one_filesystem((os.path.dirname(data), data), "standbys")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    record = {"at": stamp, "kept": "%s.pre-rebuild-%s" % (data, stamp), "primary": primary,
+              "for": rebuilt_for}
+    if step.dry_run:
+        return {"changed": True, "standby": record}
+    ctl = instance.PgCtl(step.bin_dir, data, _live_log(step, data),
+                         **osuser.switch_args(step.os_user))
+    if os.path.lexists(data):
+        _stop(ctl, data, params, params.get("service_name"), "the standby", "standbys")
+        _move(data, record["kept"], "standbys")
+    _clone(step, data, primary)
+    timeout = int(params.get("timeout") or 600)
+    if params.get("service_name"):
+        _systemctl("start", params["service_name"], timeout, "standbys")
+    else:
+        ctl.start(timeout)
+    now = step.as_user(_wait_ready, step.settings, timeout)
+    step.save("standby", record, fresh=False)
+    return {"changed": True, "standby": record, "state": now}
+
+
+def _clone(step, data, primary):
+    """pg_basebackup from the new primary, as the OS user; the password (when there is
+    one) through the environment, never the command line."""
+    switch = osuser.switch_args(step.os_user)
+    env = dict(switch.pop("env", None) or os.environ)
+    if step.settings.pg_password:
+        env["PGPASSWORD"] = step.settings.pg_password
+    argv = [os.path.join(step.bin_dir, "pg_basebackup"), "--host=%s" % primary,
+            "--port=%d" % step.settings.pg_port,
+            "--username=%s" % (step.params.get("replication_user") or "postgres"),
+            "--pgdata=%s" % data, "--wal-method=stream", "--checkpoint=fast",
+            "--write-recovery-conf"]
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=env, check=False, **dict({"cwd": "/"}, **switch))
+    except OSError as exc:
+        raise ConfigError("cannot run %s: %s (set pg_bindir)" % (argv[0], exc),
+                          code="pg_bindir_invalid", stage="standbys")
+    if done.returncode != 0:
+        raise PostgresError("pg_basebackup from %s:%d into %s failed (exit %d): %s" % (
+            primary, step.settings.pg_port, data, done.returncode,
+            done.stdout.decode("utf-8", "replace").strip()[-2000:]),
+            code="restore_standby_clone_failed", stage="standbys")
+
+
+def _wait_ready(settings, timeout):
+    return instance.Instance(settings, stage="standbys").wait_ready(timeout)
+
+
 EARLIER = {"plan": "--tags plan", "staged": "--tags plan,stage",
            "recovered": "--tags plan,stage,recover"}
-STAGES = {"read": _read, "plan": _plan, "stage": _stage, "recover": _recover, "verify": _verify}
+STAGES = {"read": _read, "plan": _plan, "stage": _stage, "recover": _recover, "verify": _verify,
+          "cutover": _cutover, "rollback": _rollback, "standby": _standby}
