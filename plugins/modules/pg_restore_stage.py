@@ -26,11 +26,13 @@ description:
     into O(target), the staging directory, as O(os_user), with pg_restore_chain's engine
     (O(delta) rewrites only what differs). A copy written again loses its recover and
     verify records, and so does a failed restore; the failure is then reported as the
-    restore's.
+    restore's. A copy of another backup than the plan's (one that completed after the plan
+    chose the newest) is recorded as what it is and fails with V(restore_plan_stale).
   - V(recover) - start the staged copy in O(target) with pg_ctl unless it runs,
     and wait until recovery paused at the point or ended; fails (V(recovery_failed), with
     the server log's tail) when the server stopped, or (V(recovery_timeout)) after
-    O(timeout) seconds. What answers on the port is recorded only when it runs from
+    O(timeout) seconds; a copy restored with target_action C(shutdown) is refused first
+    (V(restore_action_shutdown)). What answers on the port is recorded only when it runs from
     O(target) (else V(restore_wrong_server) - the live cluster on that port is never
     recorded as the copy), with its postmaster pid.
   - V(verify) - the checks of a restored copy, the drill's - C(target reached),

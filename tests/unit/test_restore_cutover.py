@@ -223,6 +223,7 @@ def test_rollback_after_a_cutover_that_stopped_before_moving_anything_touches_no
         world.rollback()
     assert caught.value.code == "restore_rollback_missing"
     assert world.live + ".pre-restore-X" in caught.value.msg
+    assert "still the live cluster's" in caught.value.msg
     assert world.seen == [] and world.read() == before and world.contents(world.live)
 
 

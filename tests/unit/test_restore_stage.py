@@ -202,3 +202,25 @@ def test_verify_judges_the_target_by_the_modules_action_when_the_plan_has_none(w
                                      "amcheck_installed": []})
     world.run("verify", engine={"target_action": "pause"})
     assert asked == ["pause"]
+
+
+def test_a_backup_that_completed_after_the_plan_is_staged_but_never_passes_for_the_plans(
+        world, monkeypatch):
+    """latest chose F1 at plan time; F2 completed before stage ran: the copy holds F2, the
+    record says so (cutover refuses it), and the stage fails saying to plan again."""
+    world.write({"version": 1, "plan": dict(BEFORE["plan"], point="latest")})
+    monkeypatch.setattr(stage.osuser, "call_as", lambda _u, _f, *_a: {
+        "changed": True, "backup": {"id": "F2"}, "events": []})
+    with pytest.raises(errors.ConfigError) as caught:
+        world.run("stage", engine={"cluster": "main"})
+    assert caught.value.code == "restore_plan_stale"
+    assert "F1" in caught.value.msg and "F2" in caught.value.msg and "plan again" in caught.value.msg
+    assert world.read()["staged"]["backup_id"] == "F2"
+
+
+def test_recover_refuses_a_copy_restored_to_shut_down_at_the_point(world):
+    world.write(dict(BEFORE, plan=dict(BEFORE["plan"], action="shutdown")))
+    with pytest.raises(errors.ConfigError) as caught:
+        world.run("recover")
+    assert caught.value.code == "restore_action_shutdown" and "pause" in caught.value.msg
+    assert world.seen == [] and world.read()["verified"] == BEFORE["verified"]

@@ -226,6 +226,8 @@ CODES = {
     "restore_wrong_server": "the server on the staged copy's port is not the staged copy",
     "restore_copy_restarted": "the staged copy was started again after recover recorded it",
     "restore_verify_failed": "a check of the staged copy failed: cutover refuses it",
+    "restore_plan_stale": "stage: a newer backup completed after the plan chose one",
+    "restore_action_shutdown": "recover: a copy restored to shut down at the point cannot be waited for",
     "restore_not_verified": "cutover: no staged copy of the plan's backup passed verify",
     "restore_cutover_blocked": "cutover, rollback: the directories cannot be renamed into place",
     "restore_cutover_unfinished": "cutover: an earlier cutover stopped half-way",

@@ -198,6 +198,14 @@ def _stage(step):
         "backup_id": result["backup"]["id"], "directory": step.datadir,
         "at": at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         fresh=result["changed"])
+    if result["backup"]["id"] != plan.get("backup_id"):
+        # a backup completed between plan and stage: the copy is not the plan's, and
+        # cutover refuses it (the staged record names the backup it holds)
+        found = (plan.get("backup_id"), settings.point, result["backup"]["id"], step.datadir)
+        raise ConfigError(
+            "the plan chose backup %s for %s, but backup %s completed since and the staging "
+            "directory %s now holds it: run plan again, then stage with restore_delta=true "
+            "(rewrites only what differs)" % found, code="restore_plan_stale", stage="stage")
     return dict(result, changed=result["changed"] or recorded)
 
 
@@ -210,6 +218,15 @@ def _restore(settings, dry_run):
 def _recover(step):
     if not step.dry_run:
         _require(step.state, "plan", "staged")
+    action = step.state.get("plan", {}).get("action") or step.settings.target_action
+    if action == "shutdown":
+        # the copy would stop at the point: nothing left running to verify or cut over
+        raise ConfigError(
+            "the staged copy in %s was restored with target_action shutdown: it stops at the "
+            "point, so recover cannot wait for it and verify has nothing to check. Plan and "
+            "stage again with pause (or promote), or skip recover (restore_start=false) to "
+            "leave the copy stopped" % step.datadir,
+            code="restore_action_shutdown", stage="recover")
     timeout = int(step.params.get("timeout") or 600)
     before = step.state.get("recovered")
     out = {"port": step.port, "log": step.log, "bin_dir": step.bin_dir, "state": {}}
@@ -578,9 +595,13 @@ def _rollback(step):
     back_from = (chosen or cut.get("kept") or "").rstrip("/")
     live = (step.params.get("live_data") or state.get("plan", {}).get("data") or "").rstrip("/")
     if not live or not back_from or not os.path.isfile(os.path.join(back_from, "PG_VERSION")):
-        raise ConfigError("nothing to roll back to: %s" % (
+        unmoved = cut.get("phase") == "moving" and os.path.isfile(os.path.join(live, "PG_VERSION"))
+        raise ConfigError("nothing to roll back to: %s%s" % (
             "no data directory at %s" % back_from if back_from else
-            "no cutover in %s (set restore_rollback_from)" % state.path),
+            "no cutover in %s (set restore_rollback_from)" % state.path,
+            ("; the cutover stopped before it moved %s, which is still the live cluster's: "
+             "start it if it is stopped, and move %s away before planning again"
+             % (live, state.path)) if unmoved else ""),
             code="restore_rollback_missing", stage="rollback")
     here = [path for path in (os.path.dirname(live), live, back_from) if os.path.lexists(path)]
     _require_one_filesystem(here, "rollback")
