@@ -38,7 +38,7 @@ import time
 
 from . import restore
 from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError
-from ..postgres import instance, osuser
+from ..postgres import datadir, instance, osuser
 from ..progress import Progress
 from ..restorestate import RestoreState
 
@@ -512,8 +512,7 @@ def take_live_configuration(kept, data, in_recovery):
                 _write_private(os.path.join(data, name), handle.read())
     if in_recovery:
         set_recovery_block(data, recovery + ["recovery_target_action = 'promote'"])
-    for name in ("pgdr_restore.json", "pgdr_restore.files", "pgdr_walscan.tail",
-                 "pgdr_walscan.stop"):
+    for name in datadir.RESTORE_LEFTOVERS:
         try:
             os.unlink(os.path.join(data, name))
         except OSError:
@@ -555,12 +554,19 @@ def _write_private(path, body):
 def _start(step, live_ctl, live, stage="cutover"):
     """Start the cluster in the live directory on the production port (its service, else
     pg_ctl) and wait until it runs: recovery ended, or paused at a target."""
+    timeout = _launch(step, live_ctl, stage)
+    return step.as_user(_wait_recovery, step.live_settings, timeout, live, live_ctl.log)
+
+
+def _launch(step, ctl, stage):
+    """Start a cluster with its service when one is named, else pg_ctl; a start that
+    fails is reported by the caller's wait, with the server's log. The wait's timeout."""
     timeout = int(step.params.get("timeout") or 600)
     if step.params.get("service_name"):
         _systemctl("start", step.params["service_name"], timeout, stage)
-    else:  # a start that fails is reported by the wait, with the server's log
-        live_ctl.run("-l", live_ctl.log, "-w", "-t", str(timeout), "start", timeout=timeout + 30)
-    return step.as_user(_wait_recovery, step.live_settings, timeout, live, live_ctl.log)
+    else:
+        ctl.run("-l", ctl.log, "-w", "-t", str(timeout), "start", timeout=timeout + 30)
+    return timeout
 
 
 def _start_promoted(step, live_ctl, live):
@@ -651,11 +657,7 @@ def _standby(step):
         _stop(ctl, data, params, params.get("service_name"), "the standby", "standbys")
         _move(data, record["kept"], "standbys")
     _clone(step, data, primary)
-    timeout = int(params.get("timeout") or 600)
-    if params.get("service_name"):
-        _systemctl("start", params["service_name"], timeout, "standbys")
-    else:
-        ctl.start(timeout)
+    timeout = _launch(step, ctl, "standbys")
     now = step.as_user(_wait_ready, step.settings, timeout)
     step.save("standby", record, fresh=False)
     return {"changed": True, "standby": record, "state": now}

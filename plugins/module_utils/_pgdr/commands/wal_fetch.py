@@ -37,7 +37,7 @@ from .. import archive, faultpoint, spool
 from ..errors import (ConfigError, IntegrityError, NotFound, PgdrError, RepositoryError,
                       TargetRefused, WalNotFound)
 from ..postgres import walscan
-from ..postgres.datadir import RESTORE_MARKER
+from ..postgres.datadir import RESTORE_MARKER, SCAN_STOP, SCAN_TAIL
 
 REQUESTED = "requested"      # the segment recovery asked for last (a hint for the prefetcher)
 MISSING = ".missing"         # the prefetcher found this segment absent from the archive
@@ -48,8 +48,6 @@ TMP = ".pgdr-tmp"            # dest + TMP: written, then renamed to dest
 STAGING = re.compile(r"^[0-9A-F]{24}(\.scan)?\.tmp\.[0-9]+$")   # a download being staged
 SCANNED = ".scan"            # the prefetcher's tablespace scan of a staged segment
 PREFETCH_WAIT = 30.0         # seconds a call waits for a segment the prefetcher is fetching
-SCAN_TAIL = "pgdr_walscan.tail"        # in the copy: the end of the segment scanned last
-SCAN_STOP = "pgdr_walscan.stop"        # in the copy: where its WAL was ended, and why
 RECOVERY_TARGETS = ("recovery_target", "recovery_target_time", "recovery_target_lsn",
                     "recovery_target_xid", "recovery_target_name")
 

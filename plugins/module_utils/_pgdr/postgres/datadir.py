@@ -28,6 +28,12 @@ RESTORE_MARKER = "pgdr_restore.json"
 # written by restore beside it: the stamps and digests of the files it wrote, which a
 # later delta trusts while a file's stamp is unchanged (filestamps.py)
 RESTORE_STAMPS = "pgdr_restore.files"
+# written by wal-fetch into such a copy: the end of the segment it scanned last, and where
+# it ended the copy's WAL and why (commands/wal_fetch.py)
+SCAN_TAIL = "pgdr_walscan.tail"
+SCAN_STOP = "pgdr_walscan.stop"
+# what a restored copy holds of pgdr's own: gone once the copy becomes the cluster
+RESTORE_LEFTOVERS = (RESTORE_MARKER, RESTORE_STAMPS, SCAN_TAIL, SCAN_STOP)
 # Files never copied, wherever they are.
 SKIPPED_FILES = frozenset(("postmaster.pid", "postmaster.opts", "pg_internal.init",
                            "postgresql.auto.conf.tmp", "current_logfiles.tmp",
