@@ -98,16 +98,17 @@ attributes:
     platforms: posix
 options:
   stage:
-    description: The stage to run.
+    description:
+      - "The stage to run: read, plan, stage, recover, verify, cutover, rollback or standby."
     type: str
     required: true
     choices: [read, plan, stage, recover, verify, cutover, rollback, standby]
   state_file:
     description:
-      - The restore's state file; the plan step wrote it. It and every directory above it
-        must be owned by root (or the user running the module) and not writable by group
-        or others (sticky directories such as C(/tmp) excepted), else
-        V(restore_state_invalid) - whoever could replace it could make cutover act on a
+      - The staged restore's state file, written by the plan stage. It and every directory
+        above it must be owned by root (or the user running pgdr) and not writable by group
+        or others (sticky directories such as /tmp excepted).
+      - Else V(restore_state_invalid) - whoever could replace it could make cutover act on a
         state of their own. Its directory is created 0700.
     type: path
     required: true
@@ -117,8 +118,8 @@ options:
     default: postgres
   port:
     description:
-      - The copy's port when the plan did not record one (the plan's port wins, and for
-        V(verify) the port V(recover) recorded).
+      - Port of the staged copy when the plan did not record one (the plan's port wins, and
+        for verify and cutover the port recover started it on).
     type: int
   pg_bindir:
     description:
@@ -126,57 +127,67 @@ options:
         /usr/lib/postgresql/<major>/bin."
     type: path
   live_tablespaces:
-    description: V(plan) - OIDs of the live cluster's tablespaces, each mapped to
-      O(tablespace_dir)/<oid> (O(tablespace_map) wins).
+    description:
+      - "plan: OIDs of the live cluster's tablespaces, each mapped to tablespace_dir/<oid>
+        (tablespace_map wins)."
     type: list
     elements: str
-    default: []
   tablespace_dir:
-    description: V(plan) - where the staged copy's tablespaces go. Default
-      O(target)C(.tablespaces).
+    description:
+      - "plan: where the staged copy's tablespaces go. Default: the target directory
+        followed by .tablespaces."
     type: path
   live_data:
-    description: V(plan) - the live cluster's data directory (recorded; cutover renames the
-      staged copy into its place, which needs one filesystem - RV(same_filesystem)).
-      V(cutover) and V(rollback) - that directory (default the plan's).
+    description:
+      - "plan: the live cluster's data directory (recorded; cutover renames the staged copy
+        into its place, which needs one filesystem). cutover and rollback: that directory
+        (default the plan's)."
+      - V(plan) returns whether that is so in RV(same_filesystem).
     type: path
   primary_host:
-    description: V(standby) - the new primary's address.
+    description:
+      - "standby: the new primary's address."
     type: str
   replication_user:
-    description: V(standby) - the role pg_basebackup connects as.
+    description:
+      - "standby: the role pg_basebackup connects as."
     type: str
     default: postgres
   rebuild_for:
-    description: V(standby) - what the rebuild follows (the restore role passes the cutover's
-      time); a standby rebuilt for it already is left alone.
+    description:
+      - "standby: what the rebuild follows (the restore role passes the cutover's time); a
+        standby rebuilt for it already is left alone."
     type: str
   rollback_from:
-    description: V(rollback) - the data directory to move back, instead of the one the
-      cutover kept.
+    description:
+      - "rollback: the data directory to move back, instead of the one the cutover kept."
     type: path
   service_name:
-    description: V(cutover), V(rollback) and V(standby) - the service that runs the live cluster (systemctl stops and
-      starts it); empty for pg_ctl.
+    description:
+      - "cutover, rollback and standby: the service that runs the live cluster (systemctl
+        stops and starts it); empty for pg_ctl."
     type: str
     default: ""
   live_log:
-    description: V(cutover), V(rollback) and V(standby) - pg_ctl's server log for the
-      cluster started. Default
-      C(pg_ctl.log) in O(live_data).
+    description:
+      - "cutover, rollback and standby: pg_ctl's server log for the cluster started.
+        Default: pg_ctl.log in live_data."
     type: path
   stop_timeout:
-    description: V(cutover), V(rollback) and V(standby) - seconds each cluster gets to stop.
+    description:
+      - "cutover, rollback and standby: seconds each cluster gets to stop."
     type: int
     default: 600
   archive_timeout:
-    description: V(cutover) - seconds the new timeline's first switched segment gets to reach
-      the repository; 0 skips that check.
+    description:
+      - "cutover: seconds the new timeline's first switched segment gets to reach the
+        repository; 0 skips that check."
     type: int
     default: 120
   require_verify:
-    description: V(cutover) - refuse a copy that verify did not pass, or that runs another
-      postmaster than the one verify checked.
+    description:
+      - "cutover: refuse a copy that verify did not pass, or that runs another postmaster
+        than the one verify checked."
     type: bool
     default: true
   throughput:
@@ -188,11 +199,13 @@ options:
     type: float
     default: 0.5
   log:
-    description: The copy's server log. Default C(restored-server.log) in O(target).
+    description:
+      - "The staged copy's server log. Default: restored-server.log in the target directory."
     type: path
   timeout:
-    description: Seconds V(recover) (and V(cutover), for the new cluster) waits for the start
-      and for recovery to reach the point.
+    description:
+      - Seconds recover (and cutover, rollback and standby, for the cluster they start)
+        waits for the start and for recovery to reach the point.
     type: int
     default: 600
   assertions:
@@ -202,18 +215,19 @@ options:
     elements: dict
     default: []
   expected_databases:
-    description: V(verify) - databases that must exist in the copy.
+    description:
+      - "verify: databases that must exist in the copy."
     type: list
     elements: str
-    default: []
   amcheck:
     description:
       - Check every btree index with amcheck when the extension is available.
     type: bool
     default: true
   amcheck_install:
-    description: V(verify) - create the amcheck extension where it is missing (a copy that
-      was promoted; a paused copy is read-only).
+    description:
+      - "verify: create the amcheck extension where it is missing (a copy that was
+        promoted; a paused copy is read-only)."
     type: bool
     default: true
 notes:
@@ -263,6 +277,12 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+summary:
+  description: One line - the stage, the directory it acted on and whether it changed
+    anything (C(done), C(would change) in check mode, or C(nothing to change)).
+  returned: success
+  type: str
+  sample: cutover of /var/lib/postgresql/15/main.staging - done
 plan_record:
   description: V(plan) - what was recorded - C(point), C(kind), C(backup_id),
     C(backup_stop_time), C(pg_version), C(timeline), C(recovery), C(wal_segments),
@@ -389,39 +409,23 @@ stage:
 from ansible_collections.pgdr.postgresql.plugins.module_utils._adapter import (
     CHECK_EXTRAS, PgdrModule)
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import stage
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.verbs import (
+    COMMANDS, EXCLUDED, POSITIONAL)
 
+# The module's own parameters; the stage's others are the engine's options (group "stage").
 EXTRAS = dict(
-    stage=dict(type="str", required=True, choices=list(stage.STAGES)),
-    state_file=dict(type="path", required=True),
-    os_user=dict(type="str", default="postgres"),
-    port=dict(type="int"),
-    live_tablespaces=dict(type="list", elements="str", default=[]),
-    tablespace_dir=dict(type="path"),
-    live_data=dict(type="path"),
     throughput=dict(type="int", default=104857600),
     wal_segment_seconds=dict(type="float", default=0.5),
-    log=dict(type="path"),
-    timeout=dict(type="int", default=600),
-    service_name=dict(type="str", default=""),
-    live_log=dict(type="path"),
-    stop_timeout=dict(type="int", default=600),
-    archive_timeout=dict(type="int", default=120),
-    require_verify=dict(type="bool", default=True),
-    rollback_from=dict(type="path"),
-    primary_host=dict(type="str"),
-    replication_user=dict(type="str", default="postgres"),
-    rebuild_for=dict(type="str"),
+    assertions=dict(CHECK_EXTRAS["assertions"]),
 )
-# the restore's target_action (the plan's, else this) serves the checks too
-EXTRAS.update((k, v) for k, v in CHECK_EXTRAS.items() if k != "target_action")
-ARGS = dict(groups=("pg", "repo", "restore"), include=("pg_bindir",), exclude=("backup_id",),
-            required=("target",), extras=EXTRAS)
+ARGS = dict(groups=COMMANDS["restore-stage"][1], include=POSITIONAL["restore-stage"],
+            exclude=EXCLUDED["restore-stage"], required=("target", "stage", "state_file"),
+            extras=EXTRAS)
 
 
 def main():
     module = PgdrModule(**ARGS)
-    params = dict((name, module.params[name]) for name in EXTRAS if name != "stage")
-    module.run(stage.Request(module.params["stage"], **params))
+    module.run(stage.Request(**dict((name, module.params[name]) for name in EXTRAS)))
 
 
 if __name__ == "__main__":

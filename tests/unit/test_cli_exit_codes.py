@@ -17,7 +17,8 @@ CLASSES = [errors.PgdrError, errors.ConfigError, errors.RepositoryError, errors.
 UNEXPECTED = [OSError(errno.ENOSPC, "No space left on device"), ValueError("a bug"),
               KeyError("a bug"), ZeroDivisionError("a bug")]
 POSITIONAL = {"wal-push": ["pg_wal/000000010000000000000001"],
-              "wal-fetch": ["000000010000000000000001", "pg_wal/RECOVERYXLOG"]}
+              "wal-fetch": ["000000010000000000000001", "pg_wal/RECOVERYXLOG"],
+              "restore-stage": ["read"]}
 
 
 class _Settings(object):

@@ -97,6 +97,8 @@ def _render(command, result):
             return "would take a %s backup of %s" % (backup.get("type"), result.get("pg_data"))
         from .commands.backup import describe  # the log line's text, the same counts
         return "backup %s: %s" % (backup["id"], describe(backup))
+    if command == "restore-stage":
+        return result["summary"]
     if command == "restore" and result.get("msg"):
         return result["msg"]  # says what was (or, with --dry-run, would be) done
     return "backup %s restored into %s" % (backup.get("id"), result.get("target"))
@@ -210,6 +212,8 @@ def _command_module(name):
         from .commands import check as module
     elif name == "metrics":
         from .commands import metrics as module
+    elif name == "restore-stage":
+        from .commands import stage as module
     else:
         from .commands import info as module
     return module

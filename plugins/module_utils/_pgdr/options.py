@@ -29,6 +29,11 @@ DEFAULT_CREDENTIALS_FILE = "/etc/pgdr/credentials"
 CONFIG_SECTION = "pgdr"
 
 
+# The staged restore's stages, in the order a restore runs them (commands/stage.py STAGES
+# maps each to its function; a unit test keeps the two equal).
+STAGE_NAMES = ("read", "plan", "stage", "recover", "verify", "cutover", "rollback", "standby")
+
+
 class Option(object):
     """One setting. ``groups`` says which commands read it.
 
@@ -189,14 +194,14 @@ OPTIONS = (
            "(127.0.0.1 only).", groups=("drill",),
            minimum=1, maximum=65535),
     Option("pg_bindir", "path", "Directory of pg_ctl for the restored cluster's version. "
-           "Default: /usr/lib/postgresql/<major>/bin.", groups=("drill",)),
+           "Default: /usr/lib/postgresql/<major>/bin.", groups=("drill", "stage")),
     Option("check_sql", "list", "SQL assertions run on the restored copy, each returning "
            "true when the data is right (in database pg_database).", groups=("drill",)),
     Option("drill_timeout", "int", "Seconds the drill waits for recovery to reach the "
            "point.", default=3600, groups=("drill",),
            minimum=1, maximum=604800),
     Option("amcheck", "bool", "Check every btree index with amcheck when the extension "
-           "is available.", default=True, groups=("drill",)),
+           "is available.", default=True, groups=("drill", "stage")),
     Option("report_file", "path", "Where to write the drill's JSON report too.",
            groups=("drill",)),
     Option("textfile", "path", "Prometheus textfile (node exporter textfile collector) "
@@ -329,6 +334,56 @@ OPTIONS = (
            groups=("positional",)),
     Option("wal_dest", "path", "Where to write the fetched WAL (restore_command's %p).",
            groups=("positional",)),
+    # -- the staged restore (pgdr restore-stage, pg_restore_stage; docs/staged-restore.md) -
+    Option("stage", "str", "The stage to run: read, plan, stage, recover, verify, cutover, "
+           "rollback or standby.", choices=STAGE_NAMES, groups=("positional",)),
+    Option("state_file", "path", "The staged restore's state file, written by the plan "
+           "stage. It and every directory above it must be owned by root (or the user "
+           "running pgdr) and not writable by group or others (sticky directories such as "
+           "/tmp excepted).", groups=("stage",)),
+    Option("os_user", "str", "The OS user that runs PostgreSQL; pg_ctl and the connections "
+           "run as it.", default="postgres", groups=("stage",)),
+    Option("port", "int", "Port of the staged copy when the plan did not record one (the "
+           "plan's port wins, and for verify and cutover the port recover started it on).",
+           groups=("stage",), minimum=1, maximum=65535),
+    Option("live_tablespaces", "list", "plan: OIDs of the live cluster's tablespaces, each "
+           "mapped to tablespace_dir/<oid> (tablespace_map wins).", groups=("stage",)),
+    Option("tablespace_dir", "path", "plan: where the staged copy's tablespaces go. "
+           "Default: the target directory followed by .tablespaces.", groups=("stage",)),
+    Option("live_data", "path", "plan: the live cluster's data directory (recorded; cutover "
+           "renames the staged copy into its place, which needs one filesystem). cutover "
+           "and rollback: that directory (default the plan's).", groups=("stage",)),
+    Option("log", "path", "The staged copy's server log. Default: restored-server.log in "
+           "the target directory.", groups=("stage",)),
+    Option("timeout", "int", "Seconds recover (and cutover, rollback and standby, for the "
+           "cluster they start) waits for the start and for recovery to reach the point.",
+           default=600, groups=("stage",), minimum=1, maximum=604800),
+    Option("expected_databases", "list", "verify: databases that must exist in the copy.",
+           groups=("stage",)),
+    Option("amcheck_install", "bool", "verify: create the amcheck extension where it is "
+           "missing (a copy that was promoted; a paused copy is read-only).", default=True,
+           groups=("stage",)),
+    Option("service_name", "str", "cutover, rollback and standby: the service that runs the "
+           "live cluster (systemctl stops and starts it); empty for pg_ctl.", default="",
+           groups=("stage",)),
+    Option("live_log", "path", "cutover, rollback and standby: pg_ctl's server log for the "
+           "cluster started. Default: pg_ctl.log in live_data.", groups=("stage",)),
+    Option("stop_timeout", "int", "cutover, rollback and standby: seconds each cluster gets "
+           "to stop.", default=600, groups=("stage",), minimum=1, maximum=86400),
+    Option("archive_timeout", "int", "cutover: seconds the new timeline's first switched "
+           "segment gets to reach the repository; 0 skips that check.", default=120,
+           groups=("stage",), minimum=0, maximum=86400),
+    Option("require_verify", "bool", "cutover: refuse a copy that verify did not pass, or "
+           "that runs another postmaster than the one verify checked.", default=True,
+           groups=("stage",)),
+    Option("rollback_from", "path", "rollback: the data directory to move back, instead of "
+           "the one the cutover kept.", groups=("stage",)),
+    Option("primary_host", "str", "standby: the new primary's address.", groups=("stage",)),
+    Option("replication_user", "str", "standby: the role pg_basebackup connects as.",
+           default="postgres", groups=("stage",)),
+    Option("rebuild_for", "str", "standby: what the rebuild follows (the restore role "
+           "passes the cutover's time); a standby rebuilt for it already is left alone.",
+           groups=("stage",)),
     # -- the bucket: hardening and lifecycle (s3_repository, docs/lifecycle.md) ------------
     Option("bucket_create", "bool", "Create the bucket when it does not exist.",
            default=True, groups=("bucket",)),

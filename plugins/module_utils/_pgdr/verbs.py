@@ -36,8 +36,14 @@ COMMANDS = {
                 "repository): the one-minute cron job.", ("repo", "pg", "metrics")),
     "wal-fetch": ("Fetch one WAL file (restore_command = 'pgdr wal-fetch %f %p').",
                   ("repo", "wal")),
+    "restore-stage": ("Run one stage of a staged restore (plan, stage, recover, verify, "
+                      "cutover, rollback, standby) on this node, recorded in its state file.",
+                      ("repo", "pg", "restore", "stage")),
 }
-POSITIONAL = {"wal-push": ("wal_path",), "wal-fetch": ("wal_name", "wal_dest")}
+POSITIONAL = {"wal-push": ("wal_path",), "wal-fetch": ("wal_name", "wal_dest"),
+              "restore-stage": ("stage",)}
+# Options of a verb's groups that it does not take (the stage's plan chooses the backup).
+EXCLUDED = {"restore-stage": ("backup_id",)}
 
 
 class Parser(argparse.ArgumentParser):
@@ -79,7 +85,8 @@ def build_parser(only=None):
         for positional in POSITIONAL.get(name, ()):
             command.add_argument(positional, help=escape(BY_NAME[positional].help))
         for option in OPTIONS:
-            if option.secret or not set(option.groups) & set(groups):
+            if (option.secret or not set(option.groups) & set(groups)
+                    or option.name in EXCLUDED.get(name, ())):
                 continue
             kwargs = {"dest": option.name, "default": None, "help": escape(option.help)}
             if option.kind == "bool":

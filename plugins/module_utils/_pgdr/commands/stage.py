@@ -38,6 +38,7 @@ import time
 
 from . import restore
 from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError
+from ..options import OPTIONS
 from ..postgres import datadir, instance, osuser
 from ..progress import Progress
 from ..restorestate import RestoreState
@@ -46,22 +47,36 @@ DEFAULT_VERSION_NUM = 150000  # a plan made before plans recorded pg_version
 
 
 class Request(object):
-    """One stage asked through the pg_restore_stage module; run() has the signature of an
-    engine verb. The registry of stages is STAGES."""
+    """One stage: ``stage``, else the one ``settings.stage`` names; run() has the signature
+    of an engine verb. The stage's parameters are the settings of the option group "stage"
+    (beside target, point and the rest of the restore's); ``params`` add the module's own
+    (the plan's estimate, the user's SQL assertions) and win. The registry is STAGES."""
 
-    def __init__(self, stage, **params):
+    def __init__(self, stage=None, **params):
         self.stage = stage
         self.params = params
 
     def run(self, settings, progress, dry_run=False):
-        state = RestoreState.load(self.params["state_file"])
-        step = Step(self.stage, settings, self.params, state, dry_run)
-        result = STAGES[self.stage](step)
+        name = self.stage or settings.stage
+        params = dict((option.name, getattr(settings, option.name))
+                      for option in OPTIONS if "stage" in option.groups)
+        params.update(self.params)
+        if name not in STAGES or not params.get("state_file") or not settings.target:
+            settings.require("stage", "state_file", "target")
+        state = RestoreState.load(params["state_file"])
+        step = Step(name, settings, params, state, dry_run)
+        result = STAGES[name](step)
         for line in result.pop("events", ()):  # the restore's, from the OS user's process
             progress.event(line)
-        progress.event("%s of %s: %s" % (self.stage, step.datadir, "would change"
-                                         if dry_run and result["changed"] else "done"))
-        return dict(result, restore_state=state.as_dict())
+        summary = "%s of %s: %s" % (name, step.datadir, ("would change" if dry_run else "done")
+                                    if result["changed"] else "nothing to change")
+        progress.event(summary)
+        return dict(result, summary=summary, restore_state=state.as_dict())
+
+
+def run(settings, progress, dry_run=False):
+    """The verb ``pgdr restore-stage STAGE``."""
+    return Request().run(settings, progress, dry_run)
 
 
 class Step(object):

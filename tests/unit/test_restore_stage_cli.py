@@ -1,0 +1,102 @@
+"""`pgdr restore-stage STAGE`: the staged restore's stages on the command line, with the
+options of the group "stage" (the module pg_restore_stage takes the same ones)."""
+import io
+import json
+import os
+
+from ansible_collections.pgdr.postgresql.plugins.module_utils import _adapter
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import cli, options, verbs
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import stage
+from ansible_collections.pgdr.postgresql.plugins.modules import pg_restore_stage
+
+
+def pgdr(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run(["restore-stage"] + list(argv), out, err, environ={})
+    return code, out.getvalue(), err.getvalue()
+
+
+def tree(root):
+    return sorted(os.path.relpath(os.path.join(d, n), str(root))
+                  for d, dirs, files in os.walk(str(root)) for n in dirs + files)
+
+
+def test_the_stages_are_one_registry():
+    assert tuple(stage.STAGES) == options.STAGE_NAMES
+    assert options.BY_NAME["stage"].choices == options.STAGE_NAMES
+
+
+def test_the_module_and_the_verb_take_the_same_engine_options():
+    verb = [o.name for o in options.OPTIONS
+            if set(o.groups) & set(verbs.COMMANDS["restore-stage"][1])
+            and o.name not in verbs.EXCLUDED["restore-stage"] and not o.secret]
+    module = _adapter.option_names(**dict((k, v) for k, v in pg_restore_stage.ARGS.items()
+                                          if k in ("groups", "exclude")))
+    assert set(verb) == set(o for o in module if not options.BY_NAME[o].secret)
+    assert "state_file" in verb and "backup_id" not in verb
+    assert not set(pg_restore_stage.EXTRAS) & set(options.BY_NAME)
+
+
+def test_read_prints_the_state_file(tmp_path):
+    state = tmp_path / "main.json"
+    state.write_text(json.dumps({"plan": {"point": "latest", "backup_id": "20261205T100000F"}}))
+    state.chmod(0o600)
+    code, out, err = pgdr("read", "--state-file", str(state), "--target",
+                          str(tmp_path / "staging"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["changed"] is False
+    assert result["restore_state"]["plan"]["backup_id"] == "20261205T100000F"
+    assert result["summary"] == "read of %s: nothing to change" % (tmp_path / "staging")
+
+
+def test_rollback_dry_run_reads_its_directories_from_the_flags_and_moves_nothing(tmp_path):
+    live, kept = tmp_path / "main", tmp_path / "main.pre-restore-20261205T100000Z"
+    for directory in (live, kept):
+        directory.mkdir()
+        (directory / "PG_VERSION").write_text("15\n")
+    (kept / "mine").write_text("the cluster from before the cutover")
+    before = tree(tmp_path)
+    code, out, err = pgdr("rollback", "--dry-run", "--state-file", str(tmp_path / "s.json"),
+                          "--target", str(tmp_path / "main.staging"), "--live-data", str(live),
+                          "--rollback-from", str(kept), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["changed"] is True and result["rollback"]["from"] == str(kept)
+    assert result["rollback"]["kept"].startswith(str(live) + ".rolled-back-")
+    assert tree(tmp_path) == before  # nothing moved, no state file written
+
+
+def test_rollback_with_nothing_kept_fails_in_one_line_and_touches_nothing(tmp_path):
+    live = tmp_path / "main"
+    live.mkdir()
+    (live / "PG_VERSION").write_text("15\n")
+    before = tree(tmp_path)
+    code, out, err = pgdr("rollback", "--state-file", str(tmp_path / "s.json"), "--target",
+                          str(tmp_path / "main.staging"), "--live-data", str(live),
+                          "--rollback-from", str(tmp_path / "absent"))
+    assert code == 2 and out == ""
+    assert err.startswith("pgdr restore-stage: error [restore_rollback_missing]: ")
+    assert str(tmp_path / "absent") in err and err.count("\n") == 1
+    assert tree(tmp_path) == before
+
+
+def test_an_unknown_stage_is_refused_with_the_stages(tmp_path):
+    code, _out, err = pgdr("promote", "--state-file", str(tmp_path / "s.json"),
+                           "--target", str(tmp_path / "t"))
+    assert code == 2
+    assert "[config_invalid]: stage='promote' is not one of: read, plan, " in err
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_missing_state_file_setting_is_named(tmp_path):
+    code, _out, err = pgdr("read", "--target", str(tmp_path / "t"))
+    assert code == 2
+    assert "[config_missing]" in err and "--state-file" in err
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_the_backup_id_is_the_plan_s_not_a_flag(tmp_path):
+    code, _out, err = pgdr("plan", "--backup-id", "20261205T100000F", "--state-file",
+                           str(tmp_path / "s.json"), "--target", str(tmp_path / "t"))
+    assert code == 2 and "[usage_invalid]" in err and "--backup-id" in err
