@@ -36,7 +36,12 @@ class FakeCtl(object):
 
     def run(self, *args, **_kwargs):
         self.world.seen.append((args[-1], self.datadir, self.world.read()))
+        if self.datadir in self.world.unstartable:
+            with open(self.log, "a") as handle:
+                handle.write("FATAL:  could not load pg_hba.conf\n")
+            return type("Done", (), {"returncode": 1})
         self.world.up.add(self.datadir)
+        return type("Done", (), {"returncode": 0})
 
     def start(self, _timeout):
         self.run("start")
@@ -58,6 +63,7 @@ class World(object):
             "recovery_target_action = 'pause'\n")
         (tmp_path / "data.staging" / "pgdr_restore.json").write_text("{}")
         self.up, self.stubborn, self.seen = {self.live, self.copy}, set(), []
+        self.unstartable = set()
         self.copy_state = {"up": True, "in_recovery": True, "data_directory": self.copy,
                            "postmaster_pid": PID, "timeline": 1}
         monkeypatch.setattr(stage.osuser, "call_as", self.call_as)
@@ -304,3 +310,26 @@ def test_without_require_verify_a_copy_that_is_down_keeps_its_recovery_settings(
     assert result["cutover"]["phase"] == "done"
     [given] = [e[1] for e in world.seen if e[0] == "recovery"]
     assert "recovery_target_action = 'promote'" in given and "restore_command" in given
+
+
+def test_a_standby_that_cannot_start_fails_at_once_with_its_log(world, monkeypatch):
+    world.unstartable.add(world.live)
+    with pytest.raises(errors.PostgresError) as caught:
+        standby(world, monkeypatch, Clone())
+    assert caught.value.code == "restore_start_failed" and caught.value.stage == "standbys"
+    assert "could not load pg_hba.conf" in caught.value.msg and world.live in caught.value.msg
+    assert not [e for e in world.seen if e[0] == "ready"]  # no wait for a server that is down
+    assert world.read() is None  # not recorded: the same rebuild runs again
+    [kept] = [p for p in os.listdir(os.path.dirname(world.live)) if ".pre-rebuild-" in p]
+    assert world.contents(os.path.join(os.path.dirname(world.live), kept)) == "port = 5432\n"
+
+
+def test_a_rollback_whose_cluster_cannot_start_says_why(world):
+    world.write(VERIFIED)
+    world.cutover()
+    world.unstartable.add(world.live)
+    with pytest.raises(errors.PostgresError) as caught:
+        world.rollback()
+    assert caught.value.code == "restore_start_failed" and caught.value.stage == "rollback"
+    assert "could not load pg_hba.conf" in caught.value.msg
+    assert world.contents(world.live) == "port = 5432\n"  # the old cluster is back in place

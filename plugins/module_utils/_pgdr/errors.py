@@ -236,6 +236,8 @@ CODES = {
     "restore_standby_clone_failed": "standbys: pg_basebackup from the new primary failed",
     "restore_stop_failed": "cutover, rollback: a cluster did not stop, so nothing was moved",
     "restore_service_failed": "cutover, rollback: the service manager failed to stop or start",
+    "restore_start_failed": "cutover, rollback, standby: pg_ctl could not start the cluster "
+                            "(the server log's tail says why)",
     "objects_archived": "objects the restore needs are in archive storage (thaw them)",
     "thaw_timeout": "archived objects were not thawed within thaw_timeout",
     # plans and points

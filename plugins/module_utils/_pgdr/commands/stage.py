@@ -574,13 +574,17 @@ def _start(step, live_ctl, live, stage="cutover"):
 
 
 def _launch(step, ctl, stage):
-    """Start a cluster with its service when one is named, else pg_ctl; a start that
-    fails is reported by the caller's wait, with the server's log. The wait's timeout."""
+    """Start a cluster with its service when one is named, else pg_ctl; returns the wait's
+    timeout. A server that pg_ctl could not start fails now, with its log's tail; one
+    still starting (a long recovery) is left to the caller's wait."""
     timeout = int(step.params.get("timeout") or 600)
     if step.params.get("service_name"):
         _systemctl("start", step.params["service_name"], timeout, stage)
-    else:
-        ctl.run("-l", ctl.log, "-w", "-t", str(timeout), "start", timeout=timeout + 30)
+    elif (ctl.run("-l", ctl.log, "-w", "-t", str(timeout), "start",
+                  timeout=timeout + 30).returncode != 0 and not ctl.running()):
+        raise PostgresError("the cluster in %s did not start: %s"
+                            % (ctl.datadir, instance.log_tail(ctl.log, 12)),
+                            code="restore_start_failed", stage=stage)
     return timeout
 
 
@@ -673,7 +677,7 @@ def _standby(step):
         _move(data, record["kept"], "standbys")
     _clone(step, data, primary)
     timeout = _launch(step, ctl, "standbys")
-    now = step.as_user(_wait_ready, step.settings, timeout)
+    now = step.as_user(_wait_ready, step.settings, timeout, ctl.log)
     step.save("standby", record, fresh=False)
     return {"changed": True, "standby": record, "state": now}
 
@@ -703,8 +707,8 @@ def _clone(step, data, primary):
             code="restore_standby_clone_failed", stage="standbys")
 
 
-def _wait_ready(settings, timeout):
-    return instance.Instance(settings, stage="standbys").wait_ready(timeout)
+def _wait_ready(settings, timeout, log):
+    return instance.Instance(settings, stage="standbys").wait_ready(timeout, log)
 
 
 EARLIER = {"plan": "--tags plan", "staged": "--tags plan,stage",

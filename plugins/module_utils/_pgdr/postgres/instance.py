@@ -142,8 +142,9 @@ class Instance(object):
                     code="recovery_timeout", stage="recover")
             time.sleep(0.3)
 
-    def wait_ready(self, timeout):
-        """Wait until the server accepts connections (after a start or a restart)."""
+    def wait_ready(self, timeout, log=None):
+        """Wait until the server accepts connections (after a start or a restart); a
+        timeout says the server log's tail when ``log`` is given."""
         deadline = time.time() + timeout
         while True:
             now = self.state()
@@ -151,8 +152,9 @@ class Instance(object):
                 return now
             if time.time() > deadline:
                 raise PostgresError("PostgreSQL at %s:%s does not accept connections after "
-                                    "%d s: %s" % (self.settings.pg_host, self.settings.pg_port,
-                                                  timeout, now["error"]),
+                                    "%d s: %s%s" % (self.settings.pg_host, self.settings.pg_port,
+                                                    timeout, now["error"], "; server log: "
+                                                    + log_tail(log) if log else ""),
                                     code="postgres_unavailable", stage=self.stage)
             time.sleep(0.3)
 
