@@ -66,7 +66,8 @@ description:
     O(live_data)C(.rolled-back-<UTC time>), the kept directory is renamed back and starts
     on O(pg_port). Allowed after a cutover that stopped half-way (a live directory already
     moved aside is not looked for); V(restore_rollback_missing) when there is no kept
-    directory. A rollback done is not done again.
+    directory. A rollback done is not done again; one that stopped half-way (its record
+    says C(phase=moving), for example a cluster that did not start) resumes where it was.
   - V(standby) - on a standby's node, after a cutover - the standby's data directory
     (O(target)) is kept as O(target)C(.pre-rebuild-<UTC time>) (after a stop as for
     V(cutover), and the same filesystem rule), cloned from O(primary_host) on O(pg_port)

@@ -333,3 +333,27 @@ def test_a_rollback_whose_cluster_cannot_start_says_why(world):
     assert caught.value.code == "restore_start_failed" and caught.value.stage == "rollback"
     assert "could not load pg_hba.conf" in caught.value.msg
     assert world.contents(world.live) == "port = 5432\n"  # the old cluster is back in place
+    assert world.read()["rollback"]["phase"] == "moving" and world.read()["cutover"]["active"]
+    world.unstartable.clear()  # the DBA fixed pg_hba.conf
+    predicted = world.rollback(dry_run=True)
+    assert predicted["changed"] and world.read()["rollback"]["phase"] == "moving"
+    resumed = world.rollback()
+    assert resumed["changed"] and resumed["rollback"]["phase"] == "done"
+    assert world.contents(world.live) == "port = 5432\n"
+    assert os.path.isfile(resumed["rollback"]["kept"] + "/PG_VERSION")  # the restored one
+    assert not world.read()["cutover"]["active"]
+    assert not world.rollback()["changed"]
+
+
+def test_a_half_done_rollback_with_no_directory_left_changes_nothing(world):
+    world.write(dict(VERIFIED, cutover={"active": True, "phase": "done", "kept": "/nowhere"},
+                     rollback={"phase": "moving", "at": "20261205T150000Z",
+                               "from": world.live + ".gone", "kept": world.live + ".aside"}))
+    os.rename(world.live, world.live + ".elsewhere")
+    before = world.read()
+    with pytest.raises(errors.ConfigError) as caught:
+        world.rollback()
+    assert caught.value.code == "restore_rollback_missing"
+    assert "stopped half-way" in caught.value.msg and world.live in caught.value.msg
+    assert world.read() == before and not os.path.exists(world.live)
+    assert not [e for e in world.seen if e[0] in ("start", "stop")]

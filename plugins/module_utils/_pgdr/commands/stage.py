@@ -386,8 +386,7 @@ def _cutover(step):
     record = {"active": True, "phase": "moving", "at": stamp, "kept": kept,
               "point": plan.get("point"), "backup_id": plan.get("backup_id")}
     step.save("cutover", record, fresh=False)
-    live_ctl = instance.PgCtl(step.bin_dir, live, _live_log(step, live),
-                              **osuser.switch_args(step.os_user))
+    live_ctl = _live_ctl(step, live)
     _stop(live_ctl, live, step.params, step.params.get("service_name"), "the live cluster")
     _move(live, kept)
     _move(step.datadir, live)
@@ -612,13 +611,20 @@ def _archive_probe(settings, timeout):
 def _rollback(step):
     """Back to the data directory a cutover kept (or ``rollback_from``): the cut-over
     cluster stops and is kept as ``<data>.rolled-back-<UTC time>``, the kept directory
-    moves back and starts. Allowed after a cutover that stopped half-way."""
+    moves back and starts. Allowed after a cutover that stopped half-way. The record says
+    ``phase: moving`` before anything stops, so that a rollback that stopped half-way (a
+    server that did not start) resumes where it was."""
     state, chosen = step.state, step.params.get("rollback_from")
-    cut, done = state.get("cutover", {}), state.get("rollback")
-    if not chosen and not cut.get("active") and done:
+    cut, done = state.get("cutover", {}), state.get("rollback") or {}
+    if done.get("phase", "done") == "done" and done and not chosen and not cut.get("active"):
         return {"changed": False, "rollback": done}
-    back_from = (chosen or cut.get("kept") or "").rstrip("/")
     live = (step.params.get("live_data") or state.get("plan", {}).get("data") or "").rstrip("/")
+    if done.get("phase") == "moving" and not chosen:
+        resumed = _resume_rollback(step, live, done)
+        if resumed:
+            return resumed
+    unfinished = done.get("from") if done.get("phase") == "moving" else None
+    back_from = (chosen or unfinished or cut.get("kept") or "").rstrip("/")
     if not live or not back_from or not os.path.isfile(os.path.join(back_from, "PG_VERSION")):
         unmoved = cut.get("phase") == "moving" and os.path.isfile(os.path.join(live, "PG_VERSION"))
         raise ConfigError("nothing to roll back to: %s%s" % (
@@ -631,21 +637,51 @@ def _rollback(step):
     here = [path for path in (os.path.dirname(live), live, back_from) if os.path.lexists(path)]
     _require_one_filesystem(here, "rollback")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = "%s.rolled-back-%s" % (live, stamp)
+    record = {"phase": "moving", "at": stamp, "from": back_from,
+              "kept": "%s.rolled-back-%s" % (live, stamp)}
     if step.dry_run:
-        return {"changed": True, "rollback": {"from": back_from, "kept": aside}}
-    live_ctl = instance.PgCtl(step.bin_dir, live, _live_log(step, live),
-                              **osuser.switch_args(step.os_user))
+        return {"changed": True, "rollback": record}
+    step.save("rollback", record, fresh=False)
+    live_ctl = _live_ctl(step, live)
     if os.path.lexists(live):  # a cutover that stopped half-way may have moved it already
         _stop(live_ctl, live, step.params, step.params.get("service_name"),
               "the cut-over cluster", "rollback")
-        _move(live, aside, "rollback")
+        _move(live, record["kept"], "rollback")
     _move(back_from, live, "rollback")
-    now = _start(step, live_ctl, live, "rollback")
-    record = {"at": stamp, "from": back_from, "kept": aside}
-    state.record("cutover", dict(cut, active=False), fresh=False)
-    step.save("rollback", record, fresh=False)
-    return {"changed": True, "rollback": record, "state": now}
+    return _finish_rollback(step, live, record)
+
+
+def _resume_rollback(step, live, record):
+    """A rollback that stopped half-way: the kept directory moved back (start it), or the
+    cut-over cluster moved aside only (move the kept one back, then start it). None when
+    nothing moved yet: the rollback runs again from its start."""
+    back_from, back_there = record["from"], os.path.isfile(os.path.join(live, "PG_VERSION"))
+    if os.path.lexists(back_from) and os.path.lexists(live):
+        return None
+    if not (back_there and not os.path.lexists(back_from)) and not (
+            os.path.isfile(os.path.join(back_from, "PG_VERSION")) and not os.path.lexists(live)):
+        raise ConfigError("the rollback that started at %s stopped half-way and neither %s "
+                          "nor %s holds a data directory now: nothing was changed"
+                          % (record.get("at"), live, back_from),
+                          code="restore_rollback_missing", stage="rollback")
+    if step.dry_run:
+        return {"changed": True, "rollback": record}
+    if not back_there:
+        _move(back_from, live, "rollback")
+    return _finish_rollback(step, live, record)
+
+
+def _finish_rollback(step, live, record):
+    now = _start(step, _live_ctl(step, live), live, "rollback")
+    step.state.record("cutover", dict(step.state.get("cutover", {}), active=False), fresh=False)
+    done = dict(record, phase="done")
+    step.save("rollback", done, fresh=False)
+    return {"changed": True, "rollback": done, "state": now}
+
+
+def _live_ctl(step, live):
+    return instance.PgCtl(step.bin_dir, live, _live_log(step, live),
+                          **osuser.switch_args(step.os_user))
 
 
 def _standby(step):
@@ -670,8 +706,7 @@ def _standby(step):
               "for": rebuilt_for}
     if step.dry_run:
         return {"changed": True, "standby": record}
-    ctl = instance.PgCtl(step.bin_dir, data, _live_log(step, data),
-                         **osuser.switch_args(step.os_user))
+    ctl = _live_ctl(step, data)
     if os.path.lexists(data):
         _stop(ctl, data, params, params.get("service_name"), "the standby", "standbys")
         _move(data, record["kept"], "standbys")
