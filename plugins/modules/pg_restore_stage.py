@@ -279,11 +279,12 @@ EXAMPLES = r'''
 
 RETURN = r'''
 summary:
-  description: One line - the stage, the directory it acted on and whether it changed
-    anything (C(done), C(would change) in check mode, or C(nothing to change)).
+  description: One line - the stage, the directory it acted on (the live data directory for
+    V(cutover) and V(rollback), else O(target)) and whether it changed anything (C(done),
+    C(would change) in check mode, or C(nothing to change)).
   returned: success
   type: str
-  sample: cutover of /var/lib/postgresql/15/main.staging - done
+  sample: "cutover of /var/lib/postgresql/15/main: done"
 plan_record:
   description: V(plan) - what was recorded - C(point), C(kind), C(backup_id),
     C(backup_stop_time), C(pg_version), C(timeline), C(recovery), C(wal_segments),

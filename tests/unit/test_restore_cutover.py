@@ -63,7 +63,7 @@ class World(object):
             "recovery_target_action = 'pause'\n")
         (tmp_path / "data.staging" / "pgdr_restore.json").write_text("{}")
         self.up, self.stubborn, self.seen = {self.live, self.copy}, set(), []
-        self.unstartable = set()
+        self.unstartable, self.tails = set(), []
         self.copy_state = {"up": True, "in_recovery": True, "data_directory": self.copy,
                            "postmaster_pid": PID, "timeline": 1}
         monkeypatch.setattr(stage.osuser, "call_as", self.call_as)
@@ -84,6 +84,8 @@ class World(object):
             return {"up": True, "in_recovery": True}
         if function is stage._archive_probe:
             return {"archived": "000000020000000000000005"}
+        if function is stage.instance.log_tail:
+            self.tails.append(args[0])  # read as the OS user, never as root
         return function(*args)
 
     def write(self, records):
@@ -332,6 +334,7 @@ def test_a_rollback_whose_cluster_cannot_start_says_why(world):
         world.rollback()
     assert caught.value.code == "restore_start_failed" and caught.value.stage == "rollback"
     assert "could not load pg_hba.conf" in caught.value.msg
+    assert world.tails == [world.live + "/pg_ctl.log"]
     assert world.contents(world.live) == "port = 5432\n"  # the old cluster is back in place
     assert world.read()["rollback"]["phase"] == "moving" and world.read()["cutover"]["active"]
     world.unstartable.clear()  # the DBA fixed pg_hba.conf
@@ -357,3 +360,60 @@ def test_a_half_done_rollback_with_no_directory_left_changes_nothing(world):
     assert "stopped half-way" in caught.value.msg and world.live in caught.value.msg
     assert world.read() == before and not os.path.exists(world.live)
     assert not [e for e in world.seen if e[0] in ("start", "stop")]
+
+
+def half_done_rollback(world, **params):
+    """A cutover, then a rollback whose cluster did not start: the kept directory is back."""
+    world.write(VERIFIED)
+    world.cutover()
+    world.unstartable.add(world.live)
+    with pytest.raises(errors.PostgresError):
+        world.rollback(**params)
+    world.unstartable.clear()
+    return world.read()
+
+
+def test_no_cutover_while_a_rollback_is_half_done(world):
+    before = half_done_rollback(world)
+    seen = len(world.seen)
+    with pytest.raises(errors.ConfigError) as caught:
+        world.cutover()
+    assert caught.value.code == "restore_cutover_blocked" and "rollback" in caught.value.msg
+    assert world.read() == before and len(world.seen) == seen
+
+
+def test_a_half_done_rollback_from_a_chosen_directory_resumes_with_it(world):
+    kept = world.live + ".chosen"
+    world.write(VERIFIED)
+    world.cutover()
+    os.rename(world.read()["cutover"]["kept"], kept)
+    world.unstartable.add(world.live)
+    with pytest.raises(errors.PostgresError):
+        world.rollback(rollback_from=kept)
+    world.unstartable.clear()
+    resumed = world.rollback(rollback_from=kept)
+    assert resumed["rollback"]["phase"] == "done" and resumed["rollback"]["from"] == kept
+    assert world.contents(world.live) == "port = 5432\n" and not os.path.exists(kept)
+
+
+def test_a_rollback_record_of_an_earlier_cutover_is_not_resumed(world):
+    state = half_done_rollback(world)
+    # the same directories, but the record belongs to another cutover than the one in place
+    state["rollback"]["cutover_at"] = "20261101T000000Z"
+    world.write(state)
+    before = sorted(os.listdir(os.path.dirname(world.live)))
+    with pytest.raises(errors.ConfigError) as caught:
+        world.rollback()
+    assert caught.value.code == "restore_rollback_missing"  # the cutover's kept one moved back
+    assert sorted(os.listdir(os.path.dirname(world.live))) == before
+
+
+def test_a_half_done_rollback_without_a_live_directory_is_not_resumed(world):
+    state = half_done_rollback(world)
+    state["plan"].pop("data", None)
+    world.write(state)
+    before = sorted(os.listdir(os.path.dirname(world.live)))
+    with pytest.raises(errors.ConfigError) as caught:
+        world.rollback(live_data="")
+    assert caught.value.code == "restore_rollback_missing"
+    assert sorted(os.listdir(os.path.dirname(world.live))) == before

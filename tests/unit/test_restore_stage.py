@@ -37,6 +37,9 @@ def world(tmp_path, monkeypatch):
             raise failure
         if function is stage._wait_recovery:
             return dict({"data_directory": str(datadir)}, **server["now"])
+        if function is stage.instance.log_tail:  # read as the OS user, never as root
+            seen.append(("log_tail", args[0]))
+            return function(*args)
         raise AssertionError(function)
 
     monkeypatch.setattr(stage.osuser, "call_as", call_as)
@@ -138,6 +141,7 @@ def test_recover_never_records_another_server_on_the_copys_port(world):
     assert caught.value.code == "restore_wrong_server"
     assert "/srv/live/data" in caught.value.msg and "copy" in caught.value.msg
     assert world.read()["recovered"] == BEFORE["recovered"]  # untouched
+    assert [e[0] for e in world.seen if e[0] == "log_tail"] == ["log_tail"]  # as the OS user
 
 
 def test_verify_needs_a_recover_record(world):

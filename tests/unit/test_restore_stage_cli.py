@@ -27,13 +27,18 @@ def test_the_stages_are_one_registry():
 
 
 def test_the_module_and_the_verb_take_the_same_engine_options():
-    verb = [o.name for o in options.OPTIONS
-            if set(o.groups) & set(verbs.COMMANDS["restore-stage"][1])
-            and o.name not in verbs.EXCLUDED["restore-stage"] and not o.secret]
-    module = _adapter.option_names(**dict((k, v) for k, v in pg_restore_stage.ARGS.items()
-                                          if k in ("groups", "exclude")))
-    assert set(verb) == set(o for o in module if not options.BY_NAME[o].secret)
-    assert "state_file" in verb and "backup_id" not in verb
+    """What argparse accepts for the verb and what the module's argument spec accepts,
+    each built by its own code, name the same engine options."""
+    parser = verbs.build_parser("restore-stage")
+    sub = [a for a in parser._actions if a.dest == "command"][0].choices["restore-stage"]
+    flags = set(a.dest for a in sub._actions) - {"help", "config", "credentials", "json",
+                                                 "dry_run"}
+    spec = _adapter.argument_spec(**pg_restore_stage.ARGS)
+    module = set(spec) - set(_adapter.COMMON_EXTRAS) - set(pg_restore_stage.EXTRAS)
+    secrets = set(name for name in module if spec[name].get("no_log"))
+    assert flags == module - secrets
+    assert {"stage", "state_file", "live_data", "rollback_from", "target"} <= flags
+    assert "backup_id" not in flags and "pg_password" in secrets
     assert not set(pg_restore_stage.EXTRAS) & set(options.BY_NAME)
 
 

@@ -68,7 +68,10 @@ class Request(object):
         result = STAGES[name](step)
         for line in result.pop("events", ()):  # the restore's, from the OS user's process
             progress.event(line)
-        summary = "%s of %s: %s" % (name, step.datadir, ("would change" if dry_run else "done")
+        acted = step.datadir  # cutover and rollback act on the live directory
+        if name in ("cutover", "rollback"):
+            acted = params.get("live_data") or state.get("plan", {}).get("data") or acted
+        summary = "%s of %s: %s" % (name, acted, ("would change" if dry_run else "done")
                                     if result["changed"] else "nothing to change")
         progress.event(summary)
         return dict(result, summary=summary, restore_state=state.as_dict())
@@ -260,7 +263,7 @@ def _recover(step):
     now = step.as_user(_wait_recovery, step.settings, timeout, step.datadir, step.log)
     # whatever answers on the port is recorded only when it is the staged copy: with the
     # live cluster there (the copy could not bind it) this would vouch for the live one
-    require_copy(now, step.datadir, step.port, "recover", log=step.log)
+    require_copy(now, step.datadir, step.port, "recover", log=step.log, reader=step.as_user)
     record = dict((key, now[key]) for key in RECOVERED_KEYS)
     record.update(port=step.port, log=step.log)
     # a copy restarted or promoted behind pgdr's back is not the one verified
@@ -276,7 +279,7 @@ def _wait_recovery(settings, timeout, datadir, log):
     return instance.Instance(settings, stage="recover").wait_recovery(timeout, datadir, log)
 
 
-def require_copy(now, datadir, port, stage, postmaster_pid=None, log=None):
+def require_copy(now, datadir, port, stage, postmaster_pid=None, log=None, reader=None):
     """Refuse to act on a server that is not the staged copy: the one answering on port
     (its state ``now``) must run from datadir (both resolved) with a readable postmaster
     pid, and, when one is given, the pid recorded (the copy recover recorded, not one
@@ -290,7 +293,7 @@ def require_copy(now, datadir, port, stage, postmaster_pid=None, log=None):
             "nothing was recorded or checked there. Stop it or choose another port for the "
             "copy (plan again); the copy's log: %s"
             % (port, now.get("data_directory"), datadir,
-               instance.log_tail(log) if log else "not given"),
+               (reader or _call)(instance.log_tail, log) if log else "not given"),
             code="restore_wrong_server", stage=stage)
     pid = now.get("postmaster_pid")
     if pid is None:
@@ -362,6 +365,13 @@ def _read(_step):
 def _cutover(step):
     state, plan = step.state, step.state.get("plan", {})
     done = state.get("cutover", {})
+    back = state.get("rollback", {})
+    if back.get("phase") == "moving":
+        raise ConfigError(
+            "the rollback that started at %s did not finish: %s may hold the cluster from "
+            "before the cutover and %s the restored one; nothing was changed now (run the "
+            "rollback again to finish it)" % (back.get("at"), back.get("from"), back.get("kept")),
+            code="restore_cutover_blocked", stage="cutover")
     if done.get("active"):
         if done.get("phase", "done") != "done":
             raise ConfigError(
@@ -449,7 +459,7 @@ def _server_state(settings):
 def _require_verified_copy(step, now):
     """What answers on the copy's port is stopped, marked and moved: it must be the staged
     copy, and the very server verify checked (not one started again since)."""
-    require_copy(now, step.datadir, step.port, "cutover", log=step.log)
+    require_copy(now, step.datadir, step.port, "cutover", log=step.log, reader=step.as_user)
     if not step.params.get("require_verify", True):
         return
     expected = step.state.get("verified", {}).get("postmaster_pid")
@@ -581,8 +591,9 @@ def _launch(step, ctl, stage):
         _systemctl("start", step.params["service_name"], timeout, stage)
     elif (ctl.run("-l", ctl.log, "-w", "-t", str(timeout), "start",
                   timeout=timeout + 30).returncode != 0 and not ctl.running()):
+        # the log lies in a directory the OS user owns: read it as that user, never as root
         raise PostgresError("the cluster in %s did not start: %s"
-                            % (ctl.datadir, instance.log_tail(ctl.log, 12)),
+                            % (ctl.datadir, step.as_user(instance.log_tail, ctl.log, 12)),
                             code="restore_start_failed", stage=stage)
     return timeout
 
@@ -592,7 +603,7 @@ def _start_promoted(step, live_ctl, live):
     now = _start(step, live_ctl, live)
     if now.get("in_recovery", True):
         raise PostgresError("the new cluster in %s did not promote: %s"
-                            % (live, instance.log_tail(live_ctl.log)),
+                            % (live, step.as_user(instance.log_tail, live_ctl.log)),
                             code="recovery_failed", stage="cutover")
     return now
 
@@ -619,11 +630,14 @@ def _rollback(step):
     if done.get("phase", "done") == "done" and done and not chosen and not cut.get("active"):
         return {"changed": False, "rollback": done}
     live = (step.params.get("live_data") or state.get("plan", {}).get("data") or "").rstrip("/")
-    if done.get("phase") == "moving" and not chosen:
+    # a rollback of this cutover that stopped half-way, from the same directory
+    unfinished = (done.get("from") if done.get("phase") == "moving" and live
+                  and done.get("cutover_at") == cut.get("at")
+                  and (chosen or "").rstrip("/") in ("", done.get("from")) else None)
+    if unfinished:
         resumed = _resume_rollback(step, live, done)
         if resumed:
             return resumed
-    unfinished = done.get("from") if done.get("phase") == "moving" else None
     back_from = (chosen or unfinished or cut.get("kept") or "").rstrip("/")
     if not live or not back_from or not os.path.isfile(os.path.join(back_from, "PG_VERSION")):
         unmoved = cut.get("phase") == "moving" and os.path.isfile(os.path.join(live, "PG_VERSION"))
@@ -637,7 +651,7 @@ def _rollback(step):
     here = [path for path in (os.path.dirname(live), live, back_from) if os.path.lexists(path)]
     _require_one_filesystem(here, "rollback")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    record = {"phase": "moving", "at": stamp, "from": back_from,
+    record = {"phase": "moving", "at": stamp, "from": back_from, "cutover_at": cut.get("at"),
               "kept": "%s.rolled-back-%s" % (live, stamp)}
     if step.dry_run:
         return {"changed": True, "rollback": record}
@@ -677,6 +691,11 @@ def _finish_rollback(step, live, record):
     done = dict(record, phase="done")
     step.save("rollback", done, fresh=False)
     return {"changed": True, "rollback": done, "state": now}
+
+
+def _call(function, *args):
+    """A reader for code that runs as the OS user already."""
+    return function(*args)
 
 
 def _live_ctl(step, live):
