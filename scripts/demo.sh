@@ -76,10 +76,10 @@ say "archive: pg_switch_wal() and wait until pg_stat_archiver reports the segmen
 target="$LAB/restore/data"
 port=$("$PY" scripts/demo_lab.py free-port)
 "$PY" scripts/demo_lab.py register "$target" "$port"   # so that `make lab-down` stops it
-say "restore: ansible-playbook pgdr.postgresql.restore -e point=latest -e target=$target -e restore_port=$port"
+say "restore: ansible-playbook pgdr.postgresql.restore -e point=latest -e target=$target -e pgdr_restore_port=$port"
 t0=$(now)
 ansible-playbook -i "$inventory" pgdr.postgresql.restore \
-    -e point=latest -e "target=$target" -e "restore_port=$port" -e restore_force=true
+    -e point=latest -e "target=$target" -e "pgdr_restore_port=$port" -e pgdr_restore_force=true
 "$PY" scripts/demo_lab.py wait-promoted "$port"   # connections come before the end of replay
 t_restore=$(elapsed "$t0" "$(now)")
 
@@ -96,10 +96,10 @@ set -e
 pitr_target="$LAB/restore/pitr"
 pitr_port=$("$PY" scripts/demo_lab.py free-port)
 "$PY" scripts/demo_lab.py register "$pitr_target" "$pitr_port"
-say "restore: ansible-playbook pgdr.postgresql.restore -e point=$point -e target=$pitr_target -e restore_port=$pitr_port"
+say "restore: ansible-playbook pgdr.postgresql.restore -e point=$point -e target=$pitr_target -e pgdr_restore_port=$pitr_port"
 t0=$(now)
 ansible-playbook -i "$inventory" pgdr.postgresql.restore \
-    -e "point=$point" -e "target=$pitr_target" -e "restore_port=$pitr_port" -e restore_force=true
+    -e "point=$point" -e "target=$pitr_target" -e "pgdr_restore_port=$pitr_port" -e pgdr_restore_force=true
 "$PY" scripts/demo_lab.py wait-promoted "$pitr_port"
 t_pitr=$(elapsed "$t0" "$(now)")
 printf '{"target": "%s", "port": %s, "pitr_target": "%s", "pitr_port": %s}\n' \

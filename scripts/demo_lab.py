@@ -32,7 +32,7 @@ STATE = LAB / "state.json"
 INVENTORY = LAB / "inventory.yml"
 RESTORED = LAB / "restored.json"
 PG_USER = "postgres"
-DEMO_RPO = 60  # archiving_rpo of the lab, seconds
+DEMO_RPO = 60  # pgdr_archiving_rpo of the lab, seconds
 
 
 def _state():
@@ -86,10 +86,10 @@ def inventory():
         # WAL archiving (role archiving, run by the setup playbook): the spool lives in the
         # lab, so that a new lab never meets the spool files of an earlier one
         "pgdr_spool_dir": str(LAB / "spool"),
-        "archiving_rpo": DEMO_RPO,
+        "pgdr_archiving_rpo": DEMO_RPO,
         # the lab's postgres runs under no service manager, so the role restarts it with
-        # pg_ctl (archiving_service_name auto); its log stays where lab.py started it
-        "archiving_pg_ctl_log": st["pg"]["log"],
+        # pg_ctl (pgdr_archiving_service_name auto); its log stays where lab.py started it
+        "pgdr_archiving_pg_ctl_log": st["pg"]["log"],
     }
     doc = {"all": {"children": {"pgdr_nodes": {"hosts": {"localhost": node},
                                                "vars": group_vars}}}}
@@ -344,7 +344,7 @@ def report(backup_file, restore_file, info_file, compare_file, timings_file, pit
         "  stored size        %.1f MiB in %s (%d backup(s) of cluster %s)"
         % (backup["stored_size"] / mib, info.get("repository", "?"), len(info["backups"]),
            info.get("cluster")),
-        "  WAL archiving      archive_mode %s, archive_timeout %s (archiving_rpo %d s); %d "
+        "  WAL archiving      archive_mode %s, archive_timeout %s (pgdr_archiving_rpo %d s); %d "
         "segments archived, %d failed; pg_switch_wal() -> archived in %.1f s"
         % (lag["archive_mode"], lag["archive_timeout"], DEMO_RPO, lag["archived_count"],
            lag["failed_count"], archived["seconds"]),

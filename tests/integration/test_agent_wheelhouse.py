@@ -1,4 +1,4 @@
-"""The agent on a node without PyPI access: agent_wheelhouse (a directory of wheels on the
+"""The agent on a node without PyPI access: pgdr_agent_wheelhouse (a directory of wheels on the
 controller) is copied to the node and pip installs from it alone. Here every package index
 is unreachable (PIP_INDEX_URL points at a closed port): setup.yml still installs a working
 agent, so nothing came from an index."""
@@ -21,7 +21,7 @@ def test_setup_installs_the_agent_from_a_wheelhouse_without_an_index(
                        check=True, timeout=600)
         inventory = json.loads(node.inventory.read_text())
         inventory["all"]["children"]["pgdr_nodes"]["hosts"]["localhost"][
-            "agent_wheelhouse"] = str(wheelhouse)
+            "pgdr_agent_wheelhouse"] = str(wheelhouse)
         node.inventory.write_text(json.dumps(inventory))
         monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
         monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")

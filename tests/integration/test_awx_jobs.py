@@ -118,7 +118,7 @@ def test_every_template_runs_as_awx_runs_it(controller):
     port = free_port()
     restored = PgCluster(15, target, port=port)
     controller.node.restored.append(restored)  # stopped when the module's node goes
-    status, artifacts = controller.run("pgdr restore", target=str(target), restore_port=port)
+    status, artifacts = controller.run("pgdr restore", target=str(target), pgdr_restore_port=port)
     assert status == "successful"
     assert artifacts["pgdr_restore"]["target"] == str(target)
     live = checksums(controller.node.pg)
@@ -127,7 +127,7 @@ def test_every_template_runs_as_awx_runs_it(controller):
     # a cutover asked for without typing CUTOVER: refused before any node is touched
     unconfirmed = controller.node.root / "unconfirmed" / "data"
     status, dummy = controller.run("pgdr restore", target=str(unconfirmed),
-                                   restore_port=free_port(), restore_cutover="true")
+                                   pgdr_restore_port=free_port(), pgdr_restore_cutover="true")
     assert status == "failed"
     assert "restore_confirm=no must be CUTOVER" in controller.events[-1]
     assert not unconfirmed.exists()

@@ -32,12 +32,12 @@ class ArchivingNode(Node):
         group = doc["all"]["children"]["pgdr_nodes"]
         group["vars"].update(
             pgdr_archiving=True, pgdr_check_archive_wait=60,
-            archiving_service_name="", archiving_rpo=30,
-            schedule_cron_file=str(self.root / "cron.d" / "pgdr"),
-            schedule_wrapper=str(self.root / "bin" / "pgdr-cron"),
-            schedule_log_file=str(self.root / "log" / "backup.log"),
-            schedule_state_dir=str(self.root / "state"),
-            schedule_logrotate=False)
+            pgdr_archiving_service_name="", pgdr_archiving_rpo=30,
+            pgdr_schedule_cron_file=str(self.root / "cron.d" / "pgdr"),
+            pgdr_schedule_wrapper=str(self.root / "bin" / "pgdr-cron"),
+            pgdr_schedule_log_file=str(self.root / "log" / "backup.log"),
+            pgdr_schedule_state_dir=str(self.root / "state"),
+            pgdr_schedule_logrotate=False)
         (self.root / "cron.d").mkdir(exist_ok=True)  # as /etc/cron.d exists on a node
         self.inventory.write_text(json.dumps(doc, indent=2))
 

@@ -494,16 +494,16 @@ def test_the_archiving_role_goes_through_patroni(workdir, etcd, seaweed, bucket)
     playbook = workdir / "archiving.yml"
     playbook.write_text(yaml.safe_dump([{
         "name": "WAL archiving on a Patroni member", "hosts": "localhost",
-        "gather_facts": False, "roles": [{"role": "pgdr.postgresql.archiving"}]}]))
+        "gather_facts": False, "roles": [{"role": "pgdr.postgresql.pgdr_archiving"}]}]))
     # an inventory, not -e: the role's own ansible_python_interpreter must win over it
     variables = {"ansible_connection": "local", "ansible_become_method": "ansible.builtin.su",
                  "ansible_python_interpreter": "/usr/bin/python3",
-                 "archiving_launcher": str(PGDR), "archiving_config_file": str(repo.config),
-                 "archiving_python": str(REPO / ".venv" / "bin" / "python"),
-                 "archiving_spool_dir": str(workdir / "spool"),
-                 "archiving_pg_host": "127.0.0.1", "archiving_pg_port": member.pg.port,
-                 "archiving_patroni_url": member.url, "archiving_rpo": 60,
-                 "archiving_patroni_username": "pgdr", "archiving_patroni_password": password}
+                 "pgdr_archiving_launcher": str(PGDR), "pgdr_archiving_config_file": str(repo.config),
+                 "pgdr_archiving_python": str(REPO / ".venv" / "bin" / "python"),
+                 "pgdr_archiving_spool_dir": str(workdir / "spool"),
+                 "pgdr_archiving_pg_host": "127.0.0.1", "pgdr_archiving_pg_port": member.pg.port,
+                 "pgdr_archiving_patroni_url": member.url, "pgdr_archiving_rpo": 60,
+                 "pgdr_archiving_patroni_username": "pgdr", "pgdr_archiving_patroni_password": password}
     inventory = workdir / "inventory.json"
     inventory.write_text(json.dumps({"all": {"hosts": {"localhost": variables}}}))
 

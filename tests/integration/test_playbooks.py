@@ -2,8 +2,8 @@
 and .restore against PostgreSQL 15 and SeaweedFS (S3) on 127.0.0.1.
 
 The node is localhost (ansible_connection=local, become with su, as in the demo). The agent
-goes under this module's own directory (agent_prefix, agent_config_file,
-agent_credentials_file, agent_launcher, pgdr_agent_venv, pgdr_spool_dir), never into /opt,
+goes under this module's own directory (pgdr_agent_prefix, pgdr_agent_config_file,
+pgdr_agent_credentials_file, pgdr_agent_launcher, pgdr_agent_venv, pgdr_spool_dir), never into /opt,
 /usr/local/bin, /etc or /var/spool.
 
 One installation and one backup serve the whole module: the tests run in file order
@@ -112,12 +112,12 @@ class Node:
         node = {"ansible_connection": "local",
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "ansible_become_method": "ansible.builtin.su",
-                "agent_prefix": str(self.prefix),
-                "agent_launcher": str(self.launcher),
-                "agent_config_file": str(self.config),
-                "agent_credentials_file": str(self.credentials),
+                "pgdr_agent_prefix": str(self.prefix),
+                "pgdr_agent_launcher": str(self.launcher),
+                "pgdr_agent_config_file": str(self.config),
+                "pgdr_agent_credentials_file": str(self.credentials),
                 # never the machine's node exporter directory
-                "agent_metrics_textfile_dir": str(self.root / "textfile")}
+                "pgdr_agent_metrics_textfile_dir": str(self.root / "textfile")}
         group_vars = {"pgdr_cluster": CLUSTER,
                       "pgdr_repository": self.repository,
                       "pgdr_s3_access_key": self.seaweed.access_key,
@@ -129,7 +129,7 @@ class Node:
                       "pgdr_agent_venv": str(self.venv),
                       "pgdr_spool_dir": str(self.root / "spool"),
                       "pgdr_archiving": ARCHIVING,
-                      "restore_state_dir": str(self.state_dir)}
+                      "pgdr_restore_state_dir": str(self.state_dir)}
         doc = {"all": {"children": {"pgdr_nodes": {"hosts": {HOST: node},
                                                    "vars": group_vars}}}}
         fd = os.open(self.inventory, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -317,7 +317,7 @@ def test_restore_starts_a_copy_with_the_same_data(node, backup):
     port = free_port()
     restored = PgCluster(15, target, port=port)
     node.restored.append(restored)
-    args = ["-e", "point=latest", "-e", "target=%s" % target, "-e", "restore_port=%d" % port]
+    args = ["-e", "point=latest", "-e", "target=%s" % target, "-e", "pgdr_restore_port=%d" % port]
 
     first = node.play("restore", *args)
     assert first.rc == 0 and first.recap["failed"] == 0, first
@@ -343,7 +343,7 @@ def test_restore_refuses_a_point_it_cannot_parse(node):
     objects = node.stored_objects()
     run = node.play("restore", "-e", json.dumps({"point": "yesterday at noon",
                                                  "target": str(target),
-                                                 "restore_port": free_port()}))
+                                                 "pgdr_restore_port": free_port()}))
     assert run.rc != 0 and run.recap["failed"] == 1, run
     assert "[point_invalid]" in run.output, run
     assert run.task("Check the point, the backup and the target") == ["fatal"], run

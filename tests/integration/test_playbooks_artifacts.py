@@ -85,7 +85,7 @@ def test_d12_7_set_stats_and_the_session_token(node):
     port = free_port()
     node.restored.append(PgCluster(15, target, port=port))
     code, doc, output = _play(node, "restore", token, "-e", "point=latest",
-                              "-e", "target=%s" % target, "-e", "restore_port=%d" % port)
+                              "-e", "target=%s" % target, "-e", "pgdr_restore_port=%d" % port)
     assert code == 0, output
     assert "pgdr_restore" in doc, output[-3000:]
     stats = doc["pgdr_restore"]

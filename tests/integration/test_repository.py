@@ -1,5 +1,5 @@
 """A hardened repository whose lifecycle is computed from the retention policy (issue 6):
-the role pgdr.postgresql.repository (module s3_repository) against SeaweedFS, the rules'
+the role pgdr.postgresql.pgdr_repository (module s3_repository) against SeaweedFS, the rules'
 expiry really enforced by a forced lifecycle pass while a retained backup still restores,
 and rules with transitions (SeaweedFS: 501) round-tripped through moto's server."""
 import datetime
@@ -47,9 +47,9 @@ def run_role(workdir, variables, check=False):
     playbook.write_text(json.dumps([{
         "name": "Repository", "hosts": "localhost", "gather_facts": False,
         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-        "roles": [{"role": "pgdr.postgresql.repository"}],
+        "roles": [{"role": "pgdr.postgresql.pgdr_repository"}],
         "post_tasks": [{"name": "Save the result", "check_mode": False,
-                        "ansible.builtin.copy": {"content": "{{ repository_result | to_json }}",
+                        "ansible.builtin.copy": {"content": "{{ pgdr_repository_result | to_json }}",
                                                  "dest": str(out_file), "mode": "0600"}}],
     }]))
     extra = workdir / ("vars-%s.json" % uuid.uuid4().hex[:8])
@@ -69,24 +69,24 @@ def run_role(workdir, variables, check=False):
 @pytest.fixture
 def role_vars(seaweed):
     return {
-        "repository_s3_bucket": "t-role-%s" % uuid.uuid4().hex[:12],
-        "repository_s3_endpoint": seaweed.https_endpoint,
-        "repository_s3_ca_bundle": str(seaweed.cert_file),
-        "repository_s3_addressing": "path",
-        "repository_s3_access_key": seaweed.access_key,
-        "repository_s3_secret_key": seaweed.secret_key,
-        "repository_clusters": ["main", "reporting"],
-        "repository_retention_days": 14,
-        "repository_retention_full": 2,
-        "repository_tls_only": "required",
-        "repository_extra_rules": [{"ID": "scratch-expiry", "Status": "Enabled",
-                                    "Filter": {"Prefix": "scratch/"},
-                                    "Expiration": {"Days": 3}}],
+        "pgdr_repository_s3_bucket": "t-role-%s" % uuid.uuid4().hex[:12],
+        "pgdr_repository_s3_endpoint": seaweed.https_endpoint,
+        "pgdr_repository_s3_ca_bundle": str(seaweed.cert_file),
+        "pgdr_repository_s3_addressing": "path",
+        "pgdr_repository_s3_access_key": seaweed.access_key,
+        "pgdr_repository_s3_secret_key": seaweed.secret_key,
+        "pgdr_repository_clusters": ["main", "reporting"],
+        "pgdr_repository_retention_days": 14,
+        "pgdr_repository_retention_full": 2,
+        "pgdr_repository_tls_only": "required",
+        "pgdr_repository_extra_rules": [{"ID": "scratch-expiry", "Status": "Enabled",
+                                         "Filter": {"Prefix": "scratch/"},
+                                         "Expiration": {"Days": 3}}],
     }
 
 
 def test_role_check_mode_predicts_run_applies_second_run_changes_nothing(seaweed, workdir, role_vars):
-    name = role_vars["repository_s3_bucket"]
+    name = role_vars["pgdr_repository_s3_bucket"]
     code, output, predicted = run_role(workdir, role_vars, check=True)
     assert code == 0, output
     assert predicted["changed"] and predicted["created"]
@@ -136,7 +136,7 @@ def test_role_check_mode_predicts_run_applies_second_run_changes_nothing(seaweed
 
 
 def test_role_refuses_a_rule_that_breaks_retention(seaweed, workdir, role_vars):
-    role_vars["repository_extra_rules"] = [
+    role_vars["pgdr_repository_extra_rules"] = [
         {"ID": "wal-cleanup", "Status": "Enabled", "Filter": {"Prefix": "main/wal/"},
          "Expiration": {"Days": 7}}]
     code, output, result = run_role(workdir, role_vars)
@@ -145,7 +145,7 @@ def test_role_refuses_a_rule_that_breaks_retention(seaweed, workdir, role_vars):
     assert "rule 'wal-cleanup'" in output and "Expiration after 7 days" in output
     assert "28 days = retention_days 14 + full_max_age 7 + margin 7" in output
     # refused before anything was written: no bucket
-    assert role_vars["repository_s3_bucket"] not in [
+    assert role_vars["pgdr_repository_s3_bucket"] not in [
         b["Name"] for b in https_client(seaweed).list_buckets()["Buckets"]]
 
 

@@ -1,4 +1,4 @@
-"""Staged restores (role pgdr.postgresql.restore through playbooks/restore.yml) and drills
+"""Staged restores (role pgdr.postgresql.pgdr_restore through playbooks/restore.yml) and drills
 (`pgdr drill`, playbooks/drill.yml) on real clusters: PostgreSQL 15 with WAL archiving
 into SeaweedFS, on 127.0.0.1.
 
@@ -39,8 +39,8 @@ class StagedNode(tp.Node):
         super().write_inventory()
         doc = json.loads(self.inventory.read_text())
         group = doc["all"]["children"]["pgdr_nodes"]["vars"]
-        group.update(pgdr_cluster=CLUSTER, pgdr_archiving=True, archiving_rpo=60,
-                     archiving_service_name="")
+        group.update(pgdr_cluster=CLUSTER, pgdr_archiving=True, pgdr_archiving_rpo=60,
+                     pgdr_archiving_service_name="")
         self.inventory.write_text(json.dumps(doc, indent=2))
 
     def wal_keys(self):
@@ -159,7 +159,7 @@ def staging(node):
 
 def state_path(node, copy=None):
     """Where the restore role keeps the state of the staged copy in copy (default: the
-    staging directory): restore_state_dir/<name>-<12 hex of the path's SHA-1>.json."""
+    staging directory): pgdr_restore_state_dir/<name>-<12 hex of the path's SHA-1>.json."""
     copy = str(copy or staging(node))
     return node.state_dir / ("%s-%s.json" % (os.path.basename(copy),
                                              hashlib.sha1(copy.encode()).hexdigest()[:12]))
@@ -178,7 +178,7 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
     writer.start()
     try:
         started = time.time()
-        run = node.play("restore", "-e", "point=%s" % node.point, "-e", "restore_port=%d" % port)
+        run = node.play("restore", "-e", "point=%s" % node.point, "-e", "pgdr_restore_port=%d" % port)
         node.timings["staged restore"] = round(time.time() - started, 1)
         written_during = writer.written
     finally:
@@ -215,16 +215,16 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
     assert amcheck["ok"] and not amcheck["detail"].startswith("0 "), amcheck
     assert node.secret not in run.output
 
-    again = node.play("restore", "-e", "point=%s" % node.point, "-e", "restore_port=%d" % port)
+    again = node.play("restore", "-e", "point=%s" % node.point, "-e", "pgdr_restore_port=%d" % port)
     assert again.rc == 0 and again.recap["changed"] == 0, again
 
     # another point over the stopped copy, and back: each time only what differs from the
-    # backup is rewritten (restore_delta), and the copy pauses at exactly that point
+    # backup is rewritten (pgdr_restore_delta), and the copy pauses at exactly that point
     for point, expected in ((_utc(node.stamps[7]["commit"]), list(range(1, 8))),
                             (node.point, [1, 2, 3, 4, 5])):
         staged.stop()
-        moved = node.play("restore", "-e", "point=%s" % point, "-e", "restore_port=%d" % port,
-                          "-e", "restore_delta=true")
+        moved = node.play("restore", "-e", "point=%s" % point, "-e", "pgdr_restore_port=%d" % port,
+                          "-e", "pgdr_restore_delta=true")
         assert moved.rc == 0 and moved.recap["failed"] == 0, moved
         assert moved.task("Restore the backup into") == ["changed"], moved
         assert "delta: kept" in " ".join(moved.output.split()), moved
@@ -235,7 +235,7 @@ def test_staged_restore_to_a_point_while_the_original_keeps_writing(node):
     # the earlier recovery and verify no longer vouch for it, and cutover refuses it
     staged.stop()
     restaged = node.play("restore", "--tags", "plan,stage", "-e", "point=%s" % node.point,
-                         "-e", "restore_port=%d" % port, "-e", "restore_delta=true")
+                         "-e", "pgdr_restore_port=%d" % port, "-e", "pgdr_restore_delta=true")
     assert restaged.rc == 0 and restaged.task("Restore the backup into") == ["changed"], restaged
     state = state_of(node)
     assert state["staged"] and not {"recovered", "verified"} & set(state), state
@@ -268,8 +268,8 @@ def test_failing_assertion_stops_before_cutover_and_leaves_the_live_cluster_alon
                   {"name": "no rows at all", "sql": "SELECT count(*) = 0 FROM ticks"}]
     started = time.time()
     run = node.play("restore", "-e", json.dumps({
-        "point": node.point, "target": str(target), "restore_port": port,
-        "restore_action": "pause", "restore_assertions": assertions, "restore_cutover": True}))
+        "point": node.point, "target": str(target), "pgdr_restore_port": port,
+        "restore_action": "pause", "pgdr_restore_assertions": assertions, "pgdr_restore_cutover": True}))
     node.timings["failing verify"] = round(time.time() - started, 1)
     assert run.rc != 0, run
     assert run.task("Verify the staged copy on the node") == ["fatal"], run
@@ -424,7 +424,7 @@ def test_a_state_file_the_postgres_user_put_there_is_never_acted_on(node):
         else:
             forged.write_text(forgery)
             os.chown(str(forged), postgres.pw_uid, postgres.pw_gid)
-        extra = ["-e", "restore_state_file=%s" % forged] if forged else []
+        extra = ["-e", "pgdr_restore_state_file=%s" % forged] if forged else []
         cut = node.play("restore", "--tags", "cutover", *extra)
         text = " ".join(cut.output.split())
         assert cut.rc != 0 and expected in text, (kind, cut)

@@ -33,6 +33,6 @@ def test_unloadable_engine_is_fatal_for_wal_fetch(tmp_path):
 
 
 def test_agent_launcher_template_guards_the_import():
-    text = (REPO / "roles" / "agent" / "templates" / "pgdr.sh.j2").read_text()
+    text = (REPO / "roles" / "pgdr_agent" / "templates" / "pgdr.sh.j2").read_text()
     guarded = text[text.index("try:"):text.index("sys.exit(run(")]
     assert "from pgdr.cli import run" in guarded and '130 if "wal-fetch" in args' in guarded

@@ -222,7 +222,7 @@ def _stage(step):
         found = (plan.get("backup_id"), settings.point, result["backup"]["id"], step.datadir)
         raise ConfigError(
             "the plan chose backup %s for %s, but backup %s completed since and the staging "
-            "directory %s now holds it: run plan again, then stage with restore_delta=true "
+            "directory %s now holds it: run plan again, then stage with pgdr_restore_delta=true "
             "(rewrites only what differs)" % found, code="restore_plan_stale", stage="stage")
     return dict(result, changed=result["changed"] or recorded)
 
@@ -426,7 +426,7 @@ def _cutover_checks(step):
             code="restore_not_verified", stage="cutover")
     live = (step.params.get("live_data") or plan.get("data") or "").rstrip("/")
     if not live:
-        raise ConfigError("no cutover: the live data directory is unknown (set restore_pg_data)",
+        raise ConfigError("no cutover: the live data directory is unknown (set pgdr_restore_pg_data)",
                           code="restore_cutover_blocked", stage="cutover")
     _require_one_filesystem((os.path.dirname(live), live, step.datadir), "cutover")
     return live
@@ -643,7 +643,7 @@ def _rollback(step):
         unmoved = cut.get("phase") == "moving" and os.path.isfile(os.path.join(live, "PG_VERSION"))
         raise ConfigError("nothing to roll back to: %s%s" % (
             "no data directory at %s" % back_from if back_from else
-            "no cutover in %s (set restore_rollback_from)" % state.path,
+            "no cutover in %s (set pgdr_restore_rollback_from)" % state.path,
             ("; the cutover stopped before it moved %s, which is still the live cluster's: "
              "start it if it is stopped, and move %s away before planning again"
              % (live, state.path)) if unmoved else ""),
@@ -712,7 +712,7 @@ def _standby(step):
     primary, rebuilt_for = params.get("primary_host") or "", params.get("rebuild_for") or ""
     if not primary:
         raise ConfigError("no standby rebuild: the new primary's address is not set "
-                          "(restore_primary_host)", code="restore_standby_unknown",
+                          "(pgdr_restore_primary_host)", code="restore_standby_unknown",
                           stage="standbys")
     done = step.state.get("standby", {})
     if (rebuilt_for and done.get("for") == rebuilt_for and done.get("primary") == primary
