@@ -29,6 +29,8 @@ import os
 import stat
 import time
 
+from . import atomicfile
+
 VERSION = 1
 FINE_STEP_NS = 50 * 1000 * 1000
 COARSE_STEP_NS = 2 * 1000 * 1000 * 1000
@@ -67,16 +69,10 @@ def record(root, name, ranges, owner=None):
         info = _regular(root, rel)
         if known and info is not None and _settled(info, now_ns):
             files[rel] = {"stamp": _stamp(info), "ranges": known}
+    body = json.dumps({"version": VERSION, "files": files}, separators=(",", ":"))
     path = os.path.join(root, name)
-    partial = path + ".tmp"
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"version": VERSION, "files": files}, handle, separators=(",", ":"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    if owner:
-        os.lchown(partial, *owner)
-    os.rename(partial, path)
+    # the name backups skip (datadir.SKIPPED_FILES) if a killed run leaves it behind
+    atomicfile.replace(path, body, mode=0o600, owner=owner, tmp=path + ".tmp")
     return len(files)
 
 

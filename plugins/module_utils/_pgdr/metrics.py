@@ -24,6 +24,8 @@ import os
 import re
 import time
 
+from . import atomicfile
+
 # name: (type, help). Every series written has a HELP and a TYPE line from here.
 FAMILIES = {
     "pgdr_backup_last_success_timestamp_seconds": (
@@ -156,20 +158,9 @@ def _number(value):
 
 
 def write_atomic(path, data, mode=0o644):
-    """Write a file whole or not at all: a temporary file in the same directory, renamed."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)  # whatever the umask: the exporter's user reads it
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write a file whole or not at all, mode whatever the umask (the exporter's user
+    reads it); not synced: the next run writes it again."""
+    atomicfile.replace(path, data, mode=mode, durable=False)
 
 
 def textfile_path(settings):

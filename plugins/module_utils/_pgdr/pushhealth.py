@@ -21,6 +21,8 @@ import json
 import os
 import time
 
+from . import atomicfile
+
 LOG_INTERVAL = 60.0
 STATE_FILE = "failing.json"
 
@@ -62,10 +64,8 @@ class FailureLog(object):
             return None
 
     def _save(self, state):
-        tmp = "%s.tmp.%d" % (self.path, os.getpid())
-        with open(tmp, "w") as handle:
-            json.dump(state, handle)
-        os.rename(tmp, self.path)
+        atomicfile.replace(self.path, json.dumps(state), mode=None, durable=False,
+                           tmp="%s.tmp.%d" % (self.path, os.getpid()))
 
     def failed(self, failures):
         """failures: [(name, message)] of one batch. Logs at most once a LOG_INTERVAL."""

@@ -30,6 +30,7 @@ import json
 import os
 import re
 
+from . import atomicfile
 from .archive import ArchiveIndex
 from .errors import ConfigError, IntegrityError, NotFound, PgdrError
 from .postgres import walend
@@ -731,9 +732,6 @@ def _write_cache(path, result):
     try:
         if not os.path.isdir(os.path.dirname(path)):
             os.makedirs(os.path.dirname(path), 0o700)
-        temp = "%s.%d.tmp" % (path, os.getpid())
-        with open(temp, "w") as handle:
-            json.dump(result, handle)
-        os.rename(temp, path)
+        atomicfile.replace(path, json.dumps(result), mode=0o644, durable=False)
     except (IOError, OSError):
         pass

@@ -23,10 +23,9 @@ import errno
 import json
 import os
 import stat
-import tempfile
 
+from . import atomicfile
 from .errors import ConfigError
-from .storage.posix import fsync_dir
 
 VERSION = 1
 
@@ -105,26 +104,13 @@ class RestoreState(object):
         directory synced."""
         directory = os.path.dirname(os.path.abspath(self.path))
         body = json.dumps(self.as_dict(), indent=4, sort_keys=True) + "\n"
-        temporary = None
         require_private(directory)
         try:
             _make_private_dirs(directory)  # created with the first record, not before
-            descriptor, temporary = tempfile.mkstemp(
-                dir=directory, prefix="." + os.path.basename(self.path) + ".")
-            with os.fdopen(descriptor, "w") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(temporary, self.path)
-            temporary = None
-            fsync_dir(directory)
+            atomicfile.replace(self.path, body, mode=0o600)
         except (IOError, OSError) as exc:
             raise ConfigError("cannot write the restore state file %s: %s" % (self.path, exc),
                               code="restore_state_invalid", stage="state")
-        finally:
-            if temporary is not None and os.path.exists(temporary):
-                os.unlink(temporary)
 
 
 def require_private(directory):

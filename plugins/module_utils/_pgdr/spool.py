@@ -34,6 +34,7 @@ import signal
 import struct
 import time
 
+from . import atomicfile
 from .errors import ConfigError
 
 
@@ -133,12 +134,9 @@ def _remove_other_restores(parent, place, keep):
 
 
 def write_atomic(path, data):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(tmp, path)
+    """A result the archiver reads: whole, durable, through a name the spool's cleanup
+    knows (.tmp.PID)."""
+    atomicfile.replace(path, data, mode=None, tmp="%s.tmp.%d" % (path, os.getpid()))
 
 
 class Lock(object):

@@ -37,6 +37,7 @@ import subprocess
 import time
 
 from . import restore
+from .. import atomicfile
 from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError
 from ..options import OPTIONS
 from ..postgres import datadir, instance, osuser
@@ -566,13 +567,7 @@ def set_recovery_block(data, lines):
 
 
 def _write_private(path, body):
-    temporary = "%s.pgdr-%d" % (path, os.getpid())
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(body)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(temporary, path)
+    atomicfile.replace(path, body, mode=0o600)
 
 
 def _start(step, live_ctl, live, stage="cutover"):

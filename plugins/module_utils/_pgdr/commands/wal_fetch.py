@@ -33,7 +33,7 @@ import os
 import re
 import time
 
-from .. import archive, faultpoint, spool
+from .. import archive, atomicfile, faultpoint, spool
 from ..errors import (ConfigError, IntegrityError, NotFound, PgdrError, RepositoryError,
                       TargetRefused, WalNotFound)
 from ..postgres import walscan
@@ -269,14 +269,7 @@ def _write_json(path, value):
 def _replace(path, data, tmp=None):
     """A file replaced whole through tmp (no fsync: hints, scan state and the spool are
     caches); the temporary file never stays behind."""
-    tmp = tmp or path + ".tmp"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.rename(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+    atomicfile.replace(path, data, mode=None, durable=False, tmp=tmp or path + ".tmp")
 
 
 def _foreign_tablespace(pgdata, oid, location):

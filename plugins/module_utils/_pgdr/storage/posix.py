@@ -19,6 +19,7 @@ import os
 import shutil
 import uuid
 
+from .. import atomicfile
 from ..errors import Conflict, IntegrityError, NotFound, RepositoryError
 from .base import ObjectInfo, Storage
 
@@ -95,7 +96,7 @@ class PosixStorage(Storage):
             else:
                 os.replace(tmp, final)
                 tmp = None
-            fsync_dir(directory)
+            atomicfile.fsync_dir(directory)
             return True
         except OSError as exc:
             raise RepositoryError("cannot write %s: %s" % (final, exc),
@@ -210,19 +211,10 @@ def _read_sidecar(path):
 
 
 def _write_small(path, data):
-    """Replace the small file at path atomically and durably."""
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, _TMP_PREFIX + uuid.uuid4().hex)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp:
-            os.unlink(tmp)
+    """Replace the small file at path atomically and durably (a listing skips the
+    temporary file by its prefix)."""
+    tmp = os.path.join(os.path.dirname(path), _TMP_PREFIX + uuid.uuid4().hex)
+    atomicfile.replace(path, data, mode=None, tmp=tmp)
 
 
 def _sha256_of(handle, block=4 * 1024 * 1024):
@@ -232,12 +224,3 @@ def _sha256_of(handle, block=4 * 1024 * 1024):
         if not chunk:
             return digest.hexdigest()
         digest.update(chunk)
-
-
-def fsync_dir(path):
-    """Make a rename or creation in ``path`` durable (the state file uses it too)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
