@@ -25,8 +25,8 @@ options:
     elements: str
     required: true
   role_path:
-    description: The role's directory (C(role_path)).
-    type: path
+    description: The role's directory (C(role_path)), or a list of roles' directories.
+    type: raw
     required: true
 '''
 
@@ -57,14 +57,21 @@ RENAMED = {"pgdr_restore_host": "restore_node"}
 
 
 def old_names(names, role_path):
+    paths = list(role_path) if isinstance(role_path, (list, tuple)) else [role_path]
+    old = {}
+    for path in paths:
+        old.update((RENAMED.get(new, new[len("pgdr_"):]), new) for new in _options(path)
+                   if new.startswith("pgdr_"))
+    return ["%s -> %s" % (name, old[name]) for name in sorted(set(str(n) for n in names)) if name in old]
+
+
+def _options(role_path):
     spec_file = os.path.join(str(role_path), "meta", "argument_specs.yml")
     try:
         with open(spec_file) as handle:
-            options = yaml_load(handle)["argument_specs"]["main"]["options"]
+            return yaml_load(handle)["argument_specs"]["main"]["options"]
     except (OSError, KeyError, TypeError) as error:
         raise AnsibleFilterError("old_names: cannot read the options of %s: %s" % (spec_file, error))
-    old = dict((RENAMED.get(new, new[len("pgdr_"):]), new) for new in options if new.startswith("pgdr_"))
-    return ["%s -> %s" % (name, old[name]) for name in sorted(set(str(n) for n in names)) if name in old]
 
 
 class FilterModule(object):

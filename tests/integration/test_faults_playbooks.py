@@ -142,6 +142,9 @@ def test_d12_3_every_default_cron_line_exits_0(node):
     ("drill", ["-e", "piont=latest"], "piont is not a variable of pgdr: did you mean point?"),
     ("backup", ["-e", "backup_tpye=diff"],
      "backup_tpye is not a variable of pgdr: did you mean backup_type?"),
+    # restore_host never was a name (the old one is restore_node)
+    ("restore", ["-e", "restore_host=db1"],
+     "restore_host is not a variable of pgdr: did you mean pgdr_restore_host?"),
 ])
 def test_d12_4_playbooks_refuse_before_touching_a_node(node, playbook, args, expected):
     run = node.play(playbook, *args)
@@ -158,6 +161,10 @@ def test_d12_4_playbooks_refuse_before_touching_a_node(node, playbook, args, exp
      "target=rel/dir is not an absolute directory; restore_action=go is not one of "
      "promote, pause, shutdown"),
     ("drill", ["-e", "drill_port=abc"], "drill_port=abc is not a port number"),
+    # the names before 0.2.0 reach the role: the playbook checks them as well
+    ("restore", ["-e", "restore_cutover=true", "-e", "restore_confirm=yes"],
+     "a cutover replaces the live cluster: restore_confirm=yes must be CUTOVER"),
+    ("restore", ["-e", "restore_port=54x"], "pgdr_restore_port=54x is not a port number"),
     ("setup", ["-e", "pgdr_retention_full=two"], "pgdr_retention_full=two is not a whole number"),
 ])
 def test_d12_4_bad_values_name_the_variable_set(node, playbook, args, expected):

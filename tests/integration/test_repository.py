@@ -129,7 +129,7 @@ def test_role_check_mode_predicts_run_applies_second_run_changes_nothing(seaweed
     code, output, again = run_role(workdir, role_vars)
     assert code == 0, output
     assert again["changed"] is False and again["changes"] == []
-    assert re.search(r"TASK \[pgdr\.postgresql\.repository : Harden the bucket[^\n]*\n(?:\[WARNING\][^\n]*\n)*ok: \[localhost\]",
+    assert re.search(r"TASK \[pgdr\.postgresql\.pgdr_repository : Harden the bucket[^\n]*\n(?:\[WARNING\][^\n]*\n)*ok: \[localhost\]",
                      output), output
     code, output, again_check = run_role(workdir, role_vars, check=True)
     assert code == 0 and again_check["changed"] is False, output
