@@ -134,9 +134,12 @@ def _remove_other_restores(parent, place, keep):
 
 
 def write_atomic(path, data):
-    """A result the archiver reads: whole, durable, through a name the spool's cleanup
-    knows (.tmp.PID)."""
-    atomicfile.replace(path, data, mode=None, tmp="%s.tmp.%d" % (path, os.getpid()))
+    """A result the archiver reads: whole, through a name the spool's cleanup knows
+    (.tmp.PID). Not synced: it is written after the segment is durable in the repository,
+    and a result lost in a crash only makes the next call push again (the repository
+    takes the same bytes twice), so no fsync on the archiver's path pays for it."""
+    atomicfile.replace(path, data, mode=None, durable=False,
+                       tmp="%s.tmp.%d" % (path, os.getpid()))
 
 
 class Lock(object):
