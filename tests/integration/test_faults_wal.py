@@ -11,6 +11,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import time
 
 import pytest
@@ -431,3 +432,59 @@ def test_d11_3_segment_deleted_after_the_plan_stops_recovery(pg_cluster, workdir
     assert_stopped_unpromoted(restored, "error [wal_vanished]", key.rsplit("/", 1)[-1][:24])
     s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata)
     assert_exact_copy(restored, expected)
+
+
+# -- issue 15 item 3: segments the prefetcher made ready skip the engine -------------------
+
+HANDOVER = """
+import importlib.util, os, sys
+engine = sys.argv[1]
+spec = importlib.util.spec_from_file_location("pgdr", os.path.join(engine, "__init__.py"),
+                                              submodule_search_locations=[engine])
+module = importlib.util.module_from_spec(spec)
+sys.modules["pgdr"] = module
+spec.loader.exec_module(module)
+from pgdr.walready import handover
+code = handover(sys.argv[2:])
+print(code, "pgdr.cli" in sys.modules)
+"""
+
+
+def test_ready_segments_are_handed_over_without_the_engine_and_the_copy_is_exact(
+        pg_cluster, workdir, seaweed, bucket):
+    pg, repo, expected = source(pg_cluster, workdir, seaweed, bucket, segments=6,
+                                compression="none")
+    code, info, err = repo.run("info")
+    s3 = seaweed.client()
+    first_key = segment_key_after(s3, bucket, info["backups"][-1]["stop_wal"])
+    first = first_key.rsplit("/", 1)[-1][:24]
+    second = "%s%08X" % (first[:16], int(first[16:], 16) + 1)  # low segment numbers here
+    restored, dummy = restored_copy(repo, workdir / "copy" / "data")
+    data = restored.datadir
+    options = ["--config", str(repo.config), "--credentials", str(repo.credentials)]
+    # the full way: it starts the prefetcher and points the directory at its spool
+    full = subprocess.run(["runuser", "-u", "postgres", "--", str(PGDR), "wal-fetch", *options,
+                           first, "pg_wal/RECOVERYXLOG"], cwd=str(data), capture_output=True,
+                          text=True, check=False)
+    assert full.returncode == 0, full.stderr
+    ready = None
+    deadline = time.time() + 60
+    while ready is None and time.time() < deadline:
+        ready = next((os.path.join(r, second) for r, d, fs in os.walk(workdir / "spool")
+                      if second in fs and os.path.basename(r) == "ready"), None)
+        time.sleep(0.1)
+    assert ready, "the prefetcher made %s ready within 60 s" % second
+    # the fast path alone: no CLI imported, the segment byte for byte the archived one
+    engine = PGDR.parent.parent / "plugins" / "module_utils" / "_pgdr"
+    fast = subprocess.run(["runuser", "-u", "postgres", "--", sys.executable, "-c", HANDOVER,
+                           str(engine), *options, second, "pg_wal/RECOVERYXLOG"],
+                          cwd=str(data), capture_output=True, text=True, check=False)
+    assert fast.stdout.split() == ["0", "False"], fast.stdout + fast.stderr
+    archived = s3.get_object(Bucket=bucket, Key=first_key[:-24] + second)["Body"].read()
+    assert (data / "pg_wal" / "RECOVERYXLOG").read_bytes() == archived
+    assert not os.path.exists(ready)
+    os.unlink(data / "pg_wal" / "RECOVERYXLOG")
+    # recovery itself then goes through both ways, and the copy is exact
+    assert_exact_copy(restored, expected)
+    _wait_worker_gone(workdir / "spool", "fetch.lock")
+    assert leftovers(workdir / "spool") == [] and leftovers(data) == []

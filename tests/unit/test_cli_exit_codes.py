@@ -29,7 +29,7 @@ class _Settings(object):
 def _run(monkeypatch, verb, exc, environ=None):
     class Module(object):
         @staticmethod
-        def run(settings, progress, dry_run=False):
+        def run(settings, progress, dry_run=False, **unused):
             raise exc
 
     monkeypatch.setattr(cli, "_command_module", lambda name: Module)

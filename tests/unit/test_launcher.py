@@ -34,5 +34,8 @@ def test_unloadable_engine_is_fatal_for_wal_fetch(tmp_path):
 
 def test_agent_launcher_template_guards_the_import():
     text = (REPO / "roles" / "pgdr_agent" / "templates" / "pgdr.sh.j2").read_text()
-    guarded = text[text.index("try:"):text.index("sys.exit(run(")]
+    guarded = text[text.index("try:"):text.index("sys.exit(code if code is not None")]
     assert "from pgdr.cli import run" in guarded and '130 if "wal-fetch" in args' in guarded
+    # the fast path is imported inside the guard too, and only for wal-fetch
+    assert "from pgdr.walready import handover" in guarded
+    assert 'if args[:1] == ["wal-fetch"]' in guarded

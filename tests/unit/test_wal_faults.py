@@ -8,6 +8,7 @@ import json
 import os
 import struct
 import threading
+import time
 
 import pytest
 
@@ -218,6 +219,46 @@ def test_d11_2_full_spool_falls_back_to_direct_fetch(node, monkeypatch, tmp_path
     with open(os.path.join(staged_dir, "worker.log")) as log:
         assert "prefetching paused" in log.read()
     assert leftovers(staged_dir) == [] and leftovers(node["pgdata"] / "pg_wal") == []
+
+
+def _counted_fetches(monkeypatch):
+    counts = {}
+    real = wal_fetch.fetch
+
+    def fetch(storage, settings, name):
+        counts[name] = counts.get(name, 0) + 1
+        return real(storage, settings, name)
+    monkeypatch.setattr(wal_fetch, "fetch", fetch)
+    return counts
+
+
+def test_prefetched_segments_are_downloaded_once_and_again_when_recovery_starts_over(
+        node, monkeypatch, tmp_path):
+    """Each segment is read from the repository once, even after a call took it (the
+    worker used to fetch the taken segment again); a recovery that starts over from an
+    earlier segment, or asks for the same one again, gets it at once, not after the
+    call's 30 s wait."""
+    names = [next_name(FIRST, i) for i in range(6)]
+    for name in names:
+        assert node["push"](name)[0] == 0
+    (node["pgdata"] / "global").mkdir()
+    (node["pgdata"] / "global" / "pg_control").write_bytes(
+        struct.pack("<Q", 7000000000000000001) + b"\0" * 8184)
+    counts = _counted_fetches(monkeypatch)
+    threads = _threaded_spawn(monkeypatch)
+    options = {"spool_dir": tmp_path / "spool", "prefetch": 3, "archive_idle": 2}
+    # a second pass (recovery started over), then the same segment asked again (a retry)
+    for name in names[:4] + names[1:3] + names[2:3]:
+        started = time.time()
+        code, out, err = node["run"]("wal-fetch", name, "pg_wal/RECOVERYXLOG", **options)
+        assert code == 0 and out["prefetched"] is True, err
+        assert (node["pgdata"] / "pg_wal" / "RECOVERYXLOG").read_bytes() == segment(name)
+        assert time.time() - started < 10
+        time.sleep(0.2)  # the worker reads the request and stages ahead
+    for thread in threads:
+        thread.join()
+    # the first after the restart's window (prefetch 3: the 2nd to 4th) only once
+    assert [counts.get(n) for n in names] == [1, 2, 3, 2, 1, 1], counts
 
 
 def test_d11_2_unwritable_spool_falls_back_to_direct_fetch(node, tmp_path):

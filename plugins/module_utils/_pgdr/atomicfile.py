@@ -17,7 +17,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import tempfile
 
 
 def replace(path, data, mode=0o600, durable=True, owner=None, tmp=None):
@@ -30,6 +29,7 @@ def replace(path, data, mode=0o600, durable=True, owner=None, tmp=None):
         data = data.encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
     if tmp is None:
+        import tempfile  # here: wal-fetch's fast path (walready.py) must start in a few ms
         descriptor, tmp = tempfile.mkstemp(dir=directory,
                                            prefix="." + os.path.basename(path) + ".")
     else:
@@ -51,11 +51,11 @@ def replace(path, data, mode=0o600, durable=True, owner=None, tmp=None):
         if tmp is not None:
             _remove(tmp)
     if durable:
-        fsync_dir(directory)
+        sync(directory)
 
 
-def fsync_dir(path):
-    """Make a rename or a creation in the directory path durable."""
+def sync(path):
+    """Write a file's data, or a directory's renames and creations, to disk."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)

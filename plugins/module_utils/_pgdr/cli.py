@@ -16,6 +16,7 @@ import json
 import os
 
 from . import ENGINE_VERSION
+from . import walready
 from .errors import ConfigError, PgdrError, WalNotFound
 from .options import DEFAULT_CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, resolve
 from .progress import Progress
@@ -132,7 +133,11 @@ def run(argv, stdout, stderr=None, environ=None):
                            config_required=bool(args.config))
         progress = Progress(stderr, interval=10.0)
         module = _command_module(args.command)
-        result = module.run(settings, progress, dry_run=args.dry_run)
+        if args.command == "wal-fetch":
+            result = module.run(settings, progress, dry_run=args.dry_run,
+                                call=_fast_path_call(argv))
+        else:
+            result = module.run(settings, progress, dry_run=args.dry_run)
     except WalNotFound as exc:  # the normal end of the archive: not an error
         if as_json:
             stdout.write(json.dumps({"failed": True, "error": exc.as_dict()}) + "\n")
@@ -160,6 +165,14 @@ def run(argv, stdout, stderr=None, environ=None):
         if text:
             stdout.write(text + "\n")
     return 0
+
+
+def _fast_path_call(argv):
+    """The options of a wal-fetch call the launchers' fast path can answer next time
+    (walready.py: the same command line, verb first), else None."""
+    if argv[:1] != ["wal-fetch"] or walready.segment_call(argv[1:])[0] is None:
+        return None
+    return walready.call_key(argv[1:])
 
 
 def _usage_error(argv, message, stdout, stderr):

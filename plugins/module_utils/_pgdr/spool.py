@@ -85,7 +85,7 @@ def restore_identity(settings, pgdata):
     """What a staged segment belongs to: the repository (endpoint, bucket and prefix, or
     path), the cluster, the system identifier and the restore (pgdr's restore marker:
     its restored_at and the file's identity, so two restores in one second differ)."""
-    from .postgres.datadir import RESTORE_MARKER
+    from .postgres.ownfiles import RESTORE_MARKER
     marker_path = os.path.join(pgdata, RESTORE_MARKER)
     try:
         with open(marker_path) as handle:

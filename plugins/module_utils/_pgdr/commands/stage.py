@@ -40,7 +40,7 @@ from . import restore
 from .. import atomicfile
 from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError
 from ..options import OPTIONS
-from ..postgres import datadir, instance, osuser
+from ..postgres import instance, osuser, ownfiles
 from ..progress import Progress
 from ..restorestate import RestoreState
 
@@ -537,7 +537,7 @@ def take_live_configuration(kept, data, in_recovery):
                 _write_private(os.path.join(data, name), handle.read())
     if in_recovery:
         set_recovery_block(data, recovery + ["recovery_target_action = 'promote'"])
-    for name in datadir.RESTORE_LEFTOVERS:
+    for name in ownfiles.RESTORE_LEFTOVERS:
         try:
             os.unlink(os.path.join(data, name))
         except OSError:

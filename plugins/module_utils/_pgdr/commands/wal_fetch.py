@@ -15,7 +15,9 @@ a failed call leaves no temporary file behind.
 
 With a spool_dir, each call also starts (once) a background worker that
 fetches the next ``prefetch`` segments in parallel, so recovery reads from
-local disk instead of waiting on one request per segment.
+local disk instead of waiting on one request per segment. The worker moves the
+segments it checked, in order, to its ready directory, where the launchers' fast
+path (walready.py) hands them over without loading the engine.
 
 In a copy pgdr restored (its restore marker is in the data directory), every
 segment is scanned for CREATE TABLESPACE before PostgreSQL gets it: at a record
@@ -33,13 +35,12 @@ import os
 import re
 import time
 
-from .. import archive, atomicfile, faultpoint, spool
+from .. import archive, atomicfile, faultpoint, spool, walready
 from ..errors import (ConfigError, IntegrityError, NotFound, PgdrError, RepositoryError,
                       TargetRefused, WalNotFound)
 from ..postgres import walscan
-from ..postgres.datadir import RESTORE_MARKER, SCAN_STOP, SCAN_TAIL
+from ..postgres.ownfiles import RESTORE_MARKER, SCAN_STOP, SCAN_TAIL
 
-REQUESTED = "requested"      # the segment recovery asked for last (a hint for the prefetcher)
 MISSING = ".missing"         # the prefetcher found this segment absent from the archive
 FAILED = ".failed"           # the prefetcher could not read it: the call fetches it itself
 PAUSED = "paused"            # the spool was full or unwritable: calls fetch directly a while
@@ -52,7 +53,9 @@ RECOVERY_TARGETS = ("recovery_target", "recovery_target_time", "recovery_target_
                     "recovery_target_xid", "recovery_target_name")
 
 
-def run(settings, progress, dry_run=False):
+def run(settings, progress, dry_run=False, call=None):
+    """call: the command line's options before %f %p (walready.call_key), when the CLI
+    runs it: the fast path then finds this recovery's ready segments."""
     settings.require("cluster", "wal_name", "wal_dest")
     name, dest = settings.wal_name, settings.wal_dest
     if not (archive.SEGMENT_OR_PARTIAL.match(name) or archive.HISTORY.match(name)):
@@ -65,11 +68,15 @@ def run(settings, progress, dry_run=False):
     try:
         staged_dir = None
         if settings.spool_dir and settings.prefetch > 0 and len(name) == 24:
-            staged_dir = _prefetcher(settings, progress, pgdata, name)
+            staged_dir = _prefetcher(settings, progress, pgdata, name, call)
         if staged_dir is not None:
             staged = os.path.join(staged_dir, name)
-            if _wait_staged(staged, spool.Lock(os.path.join(staged_dir, "fetch.lock"))):
-                placed = _move(staged, dest)
+            ready = os.path.join(staged_dir, walready.READY, name)
+            if _wait_staged(staged, spool.Lock(os.path.join(staged_dir, "fetch.lock")),
+                            ready) and (_move(ready, dest) or _move(staged, dest)
+                                        or _move(ready, dest)):  # made ready meanwhile
+                placed = True
+                _remove(ready + walready.TAIL)
                 _refuse_other_system(pgdata, name, dest)
                 _end_before_foreign_tablespaces(pgdata, name, dest, progress,
                                                 _take_scan(staged + SCANNED))
@@ -153,25 +160,39 @@ def _refuse_planned_absence(pgdata, name, exc):
                 "before it" % (name, exc.msg), code="wal_vanished", stage="wal-fetch")
 
 
-def _prefetcher(settings, progress, pgdata, name):
+def _prefetcher(settings, progress, pgdata, name, call=None):
     """The spool directory of this restore, with its prefetcher asked for name (started
     when none runs); None when the spool is unusable (full, unwritable): the call then
-    fetches directly, and recovery goes on at the speed of one request per segment."""
+    fetches directly, and recovery goes on at the speed of one request per segment. With
+    call, the data directory's pointer names it for the fast path."""
     try:
         staged_dir = spool.fetch_dir(settings, pgdata)
         if _paused(staged_dir):
             return None
-        _request(staged_dir, name)
+        walready.request(staged_dir, name)
         lock = spool.Lock(os.path.join(staged_dir, "fetch.lock"))
         if not lock.held_elsewhere():
             scan = _is_restored_copy(pgdata)
-            spool.spawn(lambda: _prefetch_worker(settings, staged_dir, lock.path, scan),
+            spool.spawn(lambda: _prefetch_worker(settings, staged_dir, lock.path, scan,
+                                                 pgdata),
                         os.path.join(staged_dir, "worker.log"))
+        if call is not None:
+            _point(pgdata, staged_dir, call, progress)
         return staged_dir
     except (IOError, OSError, ConfigError) as exc:
         progress.event("wal-fetch: spool %s is unusable (%s): fetching %s directly"
                        % (settings.spool_dir, getattr(exc, "msg", exc), name))
         return None
+
+
+def _point(pgdata, staged_dir, call, progress):
+    """The pointer for the fast path; without it (an unwritable file) every call simply
+    comes this way."""
+    try:
+        walready.point(pgdata, staged_dir, call)
+    except (IOError, OSError) as exc:
+        progress.event("wal-fetch: cannot record the prefetch directory in %s (%s): every "
+                       "call loads the engine" % (pgdata, _reason(exc)))
 
 
 def _paused(staged_dir):
@@ -323,19 +344,19 @@ def _take_scan(path):
             base64.b64decode(saved["tail"]))
 
 
-def _wait_staged(staged, lock):
-    """True once the prefetcher staged the segment; False as soon as it marked it
-    missing or failed (absent, or unreadable: the call then fetches it itself and its
-    own answer says which), or stopped."""
+def _wait_staged(staged, lock, ready):
+    """True once the prefetcher staged the segment (or made it ready); False as soon as
+    it marked it missing or failed (absent, or unreadable: the call then fetches it itself
+    and its own answer says which), or stopped."""
     deadline = time.time() + PREFETCH_WAIT
     started = time.time()
     while time.time() < deadline:
-        if os.path.exists(staged):
+        if os.path.exists(staged) or os.path.exists(ready):
             return True
         if os.path.exists(staged + MISSING) or os.path.exists(staged + FAILED):
             return False
         if time.time() - started > 0.5 and not lock.held_elsewhere():
-            return os.path.exists(staged)  # the worker is gone (or never started)
+            return os.path.exists(staged) or os.path.exists(ready)  # the worker is gone
         time.sleep(0.005)
     return False
 
@@ -411,16 +432,25 @@ def _reason(exc):
 
 
 def _move(src, dest):
-    """A staged segment into place; True once there."""
+    """A staged segment into place; True once there, False when src is not there (the
+    prefetcher made it ready a moment ago: the caller tries the other place)."""
     try:
         os.rename(src, dest)
     except OSError as exc:
+        if exc.errno == errno.ENOENT and not os.path.exists(src):
+            return False
         if exc.errno != errno.EXDEV:
             raise PgdrError("wal-fetch: cannot move %s to %s: %s" % (src, dest, _reason(exc)),
                             code="wal_dest_unwritable", stage="wal-fetch")
         # spool on another filesystem: the staged copy stays until dest is complete
-        with open(src, "rb") as handle:
-            _write(dest, handle.read())
+        try:
+            with open(src, "rb") as handle:
+                data = handle.read()
+        except (IOError, OSError) as missing:
+            if missing.errno == errno.ENOENT:
+                return False
+            raise
+        _write(dest, data)
         _remove(src)
     return True
 
@@ -441,20 +471,18 @@ def _next_names(name, count, segment_size):
     return [segment_name(timeline, segno + i, segment_size) for i in range(count)]
 
 
-def _request(staged_dir, name):
-    """Tell the prefetcher which segment recovery asks for now (no fsync: a hint)."""
-    _replace(os.path.join(staged_dir, REQUESTED), name.encode("ascii"))
-
-
 def _requested(staged_dir):
+    """(the segment recovery asked for last, which request it was), or (None, None)."""
+    path = os.path.join(staged_dir, walready.REQUESTED)
     try:
-        with open(os.path.join(staged_dir, REQUESTED)) as handle:
-            return handle.read().strip()
+        with open(path) as handle:
+            found = os.fstat(handle.fileno())  # each request is a new file
+            return handle.read().strip(), (found.st_ino, found.st_mtime_ns)
     except (IOError, OSError):
-        return None
+        return None, None
 
 
-def _prefetch_worker(settings, staged_dir, lock_path, scan=False):
+def _prefetch_worker(settings, staged_dir, lock_path, scan=False, pgdata=None):
     """One long-lived prefetcher per recovery: keeps the ``prefetch`` segments from the
     one recovery asked for last staged, ``workers`` downloads at a time, and exits when
     recovery stops asking (archive_idle seconds without a new request). A segment the
@@ -462,7 +490,8 @@ def _prefetch_worker(settings, staged_dir, lock_path, scan=False):
     either way the caller stops waiting and fetches it itself, and its own answer tells
     absent (exit 1) from unreadable (exit > 125). A full or unwritable spool stops the
     worker and pauses prefetching (the calls fetch directly). With scan (a restored
-    copy), each segment's tablespace scan is saved beside it."""
+    copy), each segment's tablespace scan is saved beside it. Staged segments that pass
+    the checks, in order after the one asked for, move to ready/ (_make_ready)."""
     from concurrent.futures import ThreadPoolExecutor
     lock = spool.Lock(lock_path)
     if not lock.acquire():
@@ -470,6 +499,9 @@ def _prefetch_worker(settings, staged_dir, lock_path, scan=False):
     segment_size = [None]
     in_flight = {}
     spool_failed = []
+    # name -> (system identifier, scan) of what this worker staged: not fetched again once
+    # a call took it, and what _make_ready checks
+    staged = {}
 
     def download(name):
         path = os.path.join(staged_dir, name)
@@ -483,9 +515,11 @@ def _prefetch_worker(settings, staged_dir, lock_path, scan=False):
             return
         segment_size[0] = segment_size[0] or len(data)
         try:
+            scanned = walscan.scan(data) if scan else None
             if scan:  # before the segment appears, so the caller finds both
-                _save_scan(path + SCANNED, walscan.scan(data))
+                _save_scan(path + SCANNED, scanned)
             _stage(path, data)
+            staged[name] = (_system_of(data), scanned)
         except (IOError, OSError) as exc:  # the spool is full: stop, calls fetch directly
             _remove(path + SCANNED)
             spool_failed.append("cannot stage %s in %s: %s" % (name, staged_dir, _reason(exc)))
@@ -494,25 +528,39 @@ def _prefetch_worker(settings, staged_dir, lock_path, scan=False):
     try:
         _remove_staging(staged_dir)  # downloads of a worker that was killed
         storage = _storage(settings)
+        system = _ready_system(staged_dir, pgdata)
         pool = ThreadPoolExecutor(max_workers=max(1, settings.workers))
-        last, idle_since = None, time.time()
+        last, idle_since = (None, None), time.time()
         while time.time() - idle_since < max(settings.archive_idle, 2) and not spool_failed:
             for name in [n for n, f in in_flight.items() if f.done()]:
                 in_flight.pop(name).result()
-            current = _requested(staged_dir)
-            if current != last:
-                last, idle_since = current, time.time()
+            request = _requested(staged_dir)
+            current = request[0]
+            if request != last:
+                if current is not None and last[0] is not None and current < last[0]:
+                    staged.clear()  # recovery started over: what it took is to fetch again
+                elif current is not None and current == last[0]:
+                    staged.pop(current, None)  # asked again (a retry): fetch it again
+                last, idle_since = request, time.time()
                 _forget_older(staged_dir, current)
+                for name in [n for n in list(staged) if n < current]:
+                    del staged[name]  # list(): the downloads add to it meanwhile
             if current is None:
                 time.sleep(0.02)
                 continue
             size = segment_size[0] or 16 * 1024 * 1024
-            for name in _next_names(current, settings.prefetch, size):
+            names = _next_names(current, settings.prefetch, size)
+            try:
+                _make_ready(staged_dir, names, staged, system)
+            except (IOError, OSError):  # a full spool: nothing more is made ready
+                system = None
+            for name in names:
                 if len(in_flight) >= 2 * max(1, settings.workers):
                     break
                 path = os.path.join(staged_dir, name)
-                if name in in_flight or any(os.path.exists(path + mark)
-                                            for mark in ("", MISSING, FAILED)):
+                if name in in_flight or name in staged or any(
+                        os.path.exists(path + mark) for mark in ("", MISSING, FAILED)) \
+                        or os.path.exists(os.path.join(staged_dir, walready.READY, name)):
                     continue
                 in_flight[name] = pool.submit(download, name)
             time.sleep(0.02)
@@ -525,6 +573,64 @@ def _prefetch_worker(settings, staged_dir, lock_path, scan=False):
         lock.release()
 
 
+def _make_ready(staged_dir, names, staged, system):
+    """Move the staged segments after names[0] (the one recovery asked for last, which a
+    call is taking) to ready/, in order, for the fast path (walready.py), and stop at the
+    first that is not staged yet or not plainly fine: another system's (or an unknown
+    one's), or in a restored copy one with a CREATE TABLESPACE in it or across its start,
+    or one whose predecessor this worker did not stage (its end is unknown). Those come
+    the full way, which checks and refuses them as always. In a restored copy each
+    segment's record-stream end goes first (<segment>.tail, the SCAN_TAIL the call moves
+    into the data directory)."""
+    ready_dir = os.path.join(staged_dir, walready.READY)
+    previous = staged.get(names[0])
+    for name in names[1:]:
+        ready, info = os.path.join(ready_dir, name), staged.get(name)
+        if previous is None or info is None or system is None or info[0] != system:
+            return
+        if not os.path.exists(ready):
+            if not os.path.isdir(ready_dir):
+                os.mkdir(ready_dir, 0o700)
+            if info[1] is not None and previous[1] is not None:
+                creations, head, tail = info[1]
+                if creations or walscan.join(previous[1][2], head):
+                    return
+                _replace(ready + walready.TAIL, name.encode("ascii") + tail)
+            elif info[1] is not None or previous[1] is not None:
+                return
+            try:
+                # synced here, off recovery's path: PostgreSQL syncs each segment it is
+                # handed (a durable rename into pg_wal) and then finds nothing to write
+                atomicfile.sync(os.path.join(staged_dir, name))
+                os.rename(os.path.join(staged_dir, name), ready)
+            except OSError:  # taken by a call a moment ago
+                _remove(ready + walready.TAIL)
+                return
+        previous = info
+
+
+def _system_of(data):
+    """The system identifier in a segment's first page, or None."""
+    from ..postgres.wal import LONG_HEADER, long_page_header
+    header = long_page_header(data[:LONG_HEADER.size])
+    return header[4] if header else None
+
+
+def _ready_system(staged_dir, pgdata):
+    """The recovering directory's system identifier (pg_control), or None: then nothing
+    is made ready and every call comes the full way. None too when the spool is on
+    another filesystem than the data directory or its pg_wal: the fast path only
+    renames."""
+    try:
+        device = os.stat(staged_dir).st_dev
+        if not pgdata or any(os.stat(os.path.join(pgdata, d)).st_dev != device
+                             for d in ("", "pg_wal")):
+            return None
+        return walready.control_system(pgdata)
+    except (IOError, OSError, ValueError):
+        return None
+
+
 def _forget_older(staged_dir, current):
     """Staged segments and their scans before the one asked for now (skipped, or of a
     timeline recovery left) and old 'missing' and 'failed' marks (the archive may have
@@ -535,10 +641,11 @@ def _forget_older(staged_dir, current):
             continue
         if len(base) == 24 and (base < current or entry.endswith((MISSING, FAILED))) \
                 and base != current:
-            try:
-                os.unlink(os.path.join(staged_dir, entry))
-            except OSError:
-                pass
+            _remove(os.path.join(staged_dir, entry))
+    ready_dir = os.path.join(staged_dir, walready.READY)
+    for entry in os.listdir(ready_dir) if os.path.isdir(ready_dir) else ():
+        if entry[:24] < current or entry.endswith(".tmp"):  # a killed worker's tail
+            _remove(os.path.join(ready_dir, entry))
 
 
 def _stage(path, data):

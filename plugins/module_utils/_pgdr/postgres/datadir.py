@@ -18,29 +18,20 @@ import re
 import stat
 
 from ..errors import PostgresError, TargetRefused
+# pgdr's own files in a data directory (one registry: ownfiles.py); never backed up
+from .ownfiles import PREFETCH_POINTER, PREFETCH_POINTER_TMP, RESTORE_MARKER, RESTORE_STAMPS
 
 # Directories kept empty in the backup (their contents are runtime state).
 EMPTY_DIRS = frozenset(("pg_wal", "pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial",
                         "pg_snapshots", "pg_stat_tmp", "pg_subtrans"))
-# written by restore into the copy it made (commands/restore.py); wal-fetch scans the WAL
-# it hands to such a copy (commands/wal_fetch.py)
-RESTORE_MARKER = "pgdr_restore.json"
-# written by restore beside it: the stamps and digests of the files it wrote, which a
-# later delta trusts while a file's stamp is unchanged (filestamps.py)
-RESTORE_STAMPS = "pgdr_restore.files"
-# written by wal-fetch into such a copy: the end of the segment it scanned last, and where
-# it ended the copy's WAL and why (commands/wal_fetch.py)
-SCAN_TAIL = "pgdr_walscan.tail"
-SCAN_STOP = "pgdr_walscan.stop"
-# what a restored copy holds of pgdr's own: gone once the copy becomes the cluster
-RESTORE_LEFTOVERS = (RESTORE_MARKER, RESTORE_STAMPS, SCAN_TAIL, SCAN_STOP)
 # Files never copied, wherever they are.
 SKIPPED_FILES = frozenset(("postmaster.pid", "postmaster.opts", "pg_internal.init",
                            "postgresql.auto.conf.tmp", "current_logfiles.tmp",
                            "backup_label", "backup_label.old", "tablespace_map",
                            "tablespace_map.old", "backup_manifest", "recovery.signal",
                            "standby.signal", RESTORE_MARKER, RESTORE_STAMPS,
-                           RESTORE_STAMPS + ".tmp"))
+                           RESTORE_STAMPS + ".tmp", PREFETCH_POINTER,
+                           PREFETCH_POINTER_TMP))
 TEMP_PREFIX = "pgsql_tmp"
 CONTROL_FILE = "global/pg_control"
 _RELATION = re.compile(r"^(\d+)(?:_(fsm|vm|init))?(?:\.(\d+))?$")

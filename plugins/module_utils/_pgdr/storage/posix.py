@@ -96,7 +96,7 @@ class PosixStorage(Storage):
             else:
                 os.replace(tmp, final)
                 tmp = None
-            atomicfile.fsync_dir(directory)
+            atomicfile.sync(directory)
             return True
         except OSError as exc:
             raise RepositoryError("cannot write %s: %s" % (final, exc),
