@@ -129,14 +129,13 @@ def identity(pgdata):
         restore = "%d:%d" % (marker.st_ino, marker.st_mtime_ns)
     except OSError:
         restore = "-"
-    with open(os.path.join(pgdata, "global", "pg_control"), "rb") as handle:
-        system = int.from_bytes(handle.read(8), sys.byteorder)
-    return "%d:%d %s %d" % (here.st_dev, here.st_ino, restore, system)
+    return "%d:%d %s %d" % (here.st_dev, here.st_ino, restore, control_system(pgdata))
 
 
 def control_system(pgdata):
     """The system identifier in pg_control (its first 8 bytes, in the server's byte order)."""
-    return int(identity(pgdata).rsplit(" ", 1)[1])
+    with open(os.path.join(pgdata, "global", "pg_control"), "rb") as handle:
+        return int.from_bytes(handle.read(8), sys.byteorder)
 
 
 def pointed_dir(pgdata, key):
@@ -155,9 +154,9 @@ def pointed_dir(pgdata, key):
 
 def point(pgdata, staged_dir, key):
     """Record (when changed) where this directory's prefetcher makes segments ready."""
-    text = "\n".join([FORMAT, identity(pgdata), staged_dir] + list(key))
     if pointed_dir(pgdata, key) == staged_dir:
         return
+    text = "\n".join([FORMAT, identity(pgdata), staged_dir] + list(key))
     path = os.path.join(pgdata, PREFETCH_POINTER)
     atomicfile.replace(path, text, durable=False, tmp=path + ".tmp")  # a known leftover
 

@@ -127,15 +127,13 @@ def _refuse_other_system(pgdata, name, dest):
     wanted = (_read_json(os.path.join(pgdata, RESTORE_MARKER)) or {}).get("system_identifier")
     if not wanted:
         return
-    from ..postgres.wal import LONG_HEADER, long_page_header
     with open(dest, "rb") as handle:
-        header = long_page_header(handle.read(LONG_HEADER.size))
-    if header is None:
+        found = _system_of(handle.read(8192))  # its first page
+    if found is None:
         return  # not a long header: PostgreSQL will say so itself, fatally
-    found = header[4]
     if str(found) != str(wanted):
         raise IntegrityError(
-            "WAL %s in the repository belongs to database system %d, not to %s that this "
+            "WAL %s in the repository belongs to database system %s, not to %s that this "
             "copy was restored from: the restore and its restore_command read different "
             "repositories (prefix, bucket or cluster); recovery stops here"
             % (name, found, wanted), code="wal_other_system", stage="wal-fetch")
@@ -610,7 +608,8 @@ def _make_ready(staged_dir, names, staged, system):
 
 
 def _system_of(data):
-    """The system identifier in a segment's first page, or None."""
+    """The system identifier in a segment's first page (data: the segment, or its start),
+    or None when it carries no long page header."""
     from ..postgres.wal import LONG_HEADER, long_page_header
     header = long_page_header(data[:LONG_HEADER.size])
     return header[4] if header else None
