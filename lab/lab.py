@@ -35,15 +35,29 @@ __all__ = ["free_port", "pg_bindir", "Seaweed", "PgCluster", "load_sample_data",
 
 
 # --------------------------------------------------------------------------- helpers
+# Listening ports for tests are drawn below the kernel's ephemeral range (32768+): a port
+# the kernel handed out and took back can be given to the next outgoing connection (to S3,
+# to PostgreSQL) as its local port, and a server binding it then fails with "Address
+# already in use". The drill's default port is the cluster's + 1000, so that one must be
+# below the range and free too.
+LISTEN_PORTS = range(30000, 31700)
+DRILL_PORT_OFFSET = 1000
+_HANDED_OUT: list[int] = []  # the ports given lately: a caller may not have bound its port yet
+
+
 def free_port(avoid=()) -> int:
-    """A TCP port on 127.0.0.1 that is free right now (the kernel picks it)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in avoid:
+    """A TCP port on 127.0.0.1, outside the ephemeral range, free right now together with
+    port + 1000 (where a drill of a cluster on that port listens by default)."""
+    for _ in range(1000):
+        port = random.choice(LISTEN_PORTS)
+        taken = set(avoid) | set(_HANDED_OUT[-200:])
+        if {port, port + DRILL_PORT_OFFSET} & taken:
+            continue
+        if _port_is_free(port) and _port_is_free(port + DRILL_PORT_OFFSET):
+            _HANDED_OUT.append(port)
+            _HANDED_OUT.append(port + DRILL_PORT_OFFSET)
             return port
-    raise RuntimeError("no free TCP port found")
+    raise RuntimeError("no free TCP port found in %d-%d" % (LISTEN_PORTS[0], LISTEN_PORTS[-1]))
 
 
 def _port_is_free(port: int) -> bool:

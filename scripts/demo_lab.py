@@ -20,7 +20,6 @@ Standard library, plus psycopg2 for the SQL of write-rows, archive-*, check-pitr
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -100,9 +99,10 @@ def inventory():
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        print(s.getsockname()[1])
+    """The lab's rule for listening ports (lab.lab.free_port: below the ephemeral range)."""
+    sys.path.insert(0, str(REPO))
+    from lab.lab import free_port as lab_free_port  # pylint: disable=import-outside-toplevel
+    print(lab_free_port())
 
 
 def _restored():

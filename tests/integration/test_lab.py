@@ -1,11 +1,12 @@
 """The lab itself works: real PostgreSQL clusters and a real SeaweedFS S3 server."""
 import json
+import socket
 import stat
 
 import pytest
 from botocore.exceptions import ClientError
 
-from lab.lab import load_sample_data
+from lab.lab import DRILL_PORT_OFFSET, free_port, load_sample_data
 
 
 def test_pg15_table_roundtrip(pg_cluster):
@@ -69,3 +70,18 @@ def test_seaweed_https_and_secret_file_mode(seaweed):
     ids = seaweed.workdir / "identities.json"
     assert stat.S_IMODE(ids.stat().st_mode) == 0o600
     assert json.loads(ids.read_text())["identities"][0]["credentials"][0]["accessKey"] == seaweed.access_key
+
+
+def test_listening_ports_stay_out_of_the_ephemeral_range():
+    """A port from the kernel's ephemeral range can be taken by an outgoing connection
+    between the draw and the server's bind (a drill once failed on "Address already in use"),
+    so the lab draws below it: the port and the drill's default (port + 1000), never one
+    handed out before."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    drawn = [free_port() for _ in range(100)]
+    assert all(port + DRILL_PORT_OFFSET < low for port in drawn)
+    drills = [port + DRILL_PORT_OFFSET for port in drawn]
+    assert len(set(drawn + drills)) == 2 * len(drawn)
+    for port in drawn[:5] + drills[:5]:
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", port))  # each was free when drawn
