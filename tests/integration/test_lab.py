@@ -78,7 +78,7 @@ def test_listening_ports_stay_out_of_the_ephemeral_range():
     so the lab draws below it: the port and the drill's default (port + 1000), never one
     handed out before."""
     low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-    drawn = [free_port() for _ in range(100)]
+    drawn = [free_port() for draw in range(100)]
     assert all(port + DRILL_PORT_OFFSET < low for port in drawn)
     drills = [port + DRILL_PORT_OFFSET for port in drawn]
     assert len(set(drawn + drills)) == 2 * len(drawn)
