@@ -68,13 +68,19 @@ description:
     moved aside is not looked for); V(restore_rollback_missing) when there is no kept
     directory. A rollback done is not done again; one that stopped half-way (its record
     says C(phase=moving), for example a cluster that did not start) resumes where it was.
-  - V(standby) - on a standby's node, after a cutover - the standby's data directory
-    (O(target)) is kept as O(target)C(.pre-rebuild-<UTC time>) (after a stop as for
-    V(cutover), and the same filesystem rule), cloned from O(primary_host) on O(pg_port)
-    with pg_basebackup as O(replication_user) (C(--write-recovery-conf); O(pg_password)
-    through the environment), started (O(service_name), else pg_ctl) and waited for until
-    it accepts connections. The state file is the standby's own. The same rebuild again
-    (O(rebuild_for) and O(primary_host) recorded, the directory there) changes nothing.
+  - V(standby) - on a standby's node, after a cutover - the standby (O(target)) stops (as
+    for V(cutover)) and is rebuilt. With O(standby_source=repository) (the default) a delta
+    restore, as O(os_user), brings its directory to the newest backup on the way to
+    O(follow_timeline) (only what differs is written, the new primary is not read), with
+    C(standby.signal), pgdr's restore_command and C(primary_conninfo) to O(primary_host)
+    on O(pg_port) as O(replication_user) (O(pg_password) included, the file 0600). With
+    O(standby_source=primary) the directory is kept as O(target)C(.pre-rebuild-<UTC time>)
+    (the same filesystem rule) and cloned with pg_basebackup (C(--write-recovery-conf);
+    the password through the environment). Either way it starts (O(service_name), else
+    pg_ctl) and is recorded only once its WAL receiver streams on that timeline
+    (V(restore_standby_not_streaming) else). The state file is the standby's own. The same
+    rebuild again (O(rebuild_for) and O(primary_host) recorded, the directory there)
+    changes nothing.
 author:
   - pgdr contributors (@pgdr)
 extends_documentation_fragment:
@@ -151,9 +157,26 @@ options:
     type: str
   replication_user:
     description:
-      - "standby: the role pg_basebackup connects as."
+      - "standby: the role the standby streams as (and pg_basebackup connects as, with
+        standby_source primary)."
     type: str
     default: postgres
+  standby_source:
+    description:
+      - "standby: where the standby's data come from. repository: the newest backup on the
+        way to the new timeline, by delta restore into the standby's own directory (only
+        what differs is written; the new primary is not read), then the archive and
+        streaming; primary: pg_basebackup from the new primary, the previous directory kept
+        as <data>.pre-rebuild-<UTC time>."
+    type: str
+    choices: [repository, primary]
+    default: repository
+  follow_timeline:
+    description:
+      - "standby: the timeline the standby must stream on (the restore role passes the
+        cutover's): the backup is one on the way to it. recovery_target_timeline stays
+        latest. Default: the archive's latest timeline, any for the streaming check."
+    type: int
   rebuild_for:
     description:
       - "standby: what the rebuild follows (the restore role passes the cutover's time); a
@@ -388,12 +411,16 @@ rollback:
   sample: {at: 20261205T150000Z, from: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,
            kept: /var/lib/postgresql/15/main.rolled-back-20261205T150000Z}
 standby:
-  description: V(standby) - what was recorded - C(at), C(kept) (the previous data
-    directory), C(primary), C(for).
+  description: V(standby) - what was recorded - C(at), C(source), C(kept) (the previous
+    data directory with O(standby_source=primary), else null), C(primary), C(for); from
+    the repository also C(backup_id) and C(delta) (C(kept_bytes), C(written_bytes),
+    C(fetched_bytes), C(removed)).
   returned: stage is standby
   type: dict
-  sample: {at: 20261205T150000Z, kept: /var/lib/postgresql/15/main.pre-rebuild-20261205T150000Z,
-           primary: pg1, for: 20261205T140000Z}
+  sample: {at: 20261205T150000Z, source: repository, kept: null, primary: pg1,
+           for: 20261205T140000Z, backup_id: 20261205T020000Z-full,
+           delta: {kept_bytes: 54735667, written_bytes: 18664652, fetched_bytes: 5242880,
+                   removed: 3}}
 error_code:
   description: Stable code of the failure, for example V(restore_verify_failed),
     V(recovery_failed), V(restore_stage_missing), V(restore_wrong_server),

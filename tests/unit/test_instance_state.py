@@ -60,3 +60,55 @@ def test_a_pause_state_that_keeps_failing_in_recovery_is_an_error(monkeypatch):
                        ("SELECT pg_get_wal_replay_pause_state", not_in_recovery())])
     with pytest.raises(PostgresError, match="recovery is not in progress"):
         server.state()
+
+
+class Clock(object):
+    """time for wait_streaming: each sleep moves it on."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_a_standby_counts_as_streaming_only_on_the_followed_timeline(monkeypatch):
+    monkeypatch.setattr(instance, "time", Clock())
+    receiver = "SELECT pid, status, received_tli"
+    server = Scripted([(receiver, PostgresError("starting up", code="postgres_unavailable")),
+                       (receiver, []),
+                       (receiver, [(77, "streaming", 1, 1)]),  # the old primary's timeline
+                       (receiver, [(77, "streaming", 2, 2)])])
+    assert server.wait_streaming(2, timeout=10) == {"status": "streaming", "timeline": 2}
+    assert len(server.asked) == 4
+
+
+def test_a_standby_that_never_streams_fails_and_says_what_it_saw(monkeypatch):
+    monkeypatch.setattr(instance, "time", Clock())
+
+    class Settings(object):
+        pg_host, pg_port, pg_user = "127.0.0.1", 5432, "monitor"
+
+    server = Scripted([("SELECT pid, status", [(77, "waiting", 0, 2)])] * 40)
+    server.settings = Settings()
+    with pytest.raises(PostgresError) as caught:
+        server.wait_streaming(2, timeout=5)
+    assert caught.value.code == "restore_standby_not_streaming"
+    assert "on timeline 2" in caught.value.msg and "WAL receiver waiting" in caught.value.msg
+
+
+def test_a_receiver_the_user_may_not_see_is_a_privilege_error_at_once(monkeypatch):
+    monkeypatch.setattr(instance, "time", Clock())
+
+    class Settings(object):
+        pg_host, pg_port, pg_user = "127.0.0.1", 5432, "monitor"
+
+    server = Scripted([("SELECT pid, status", [(77, None, None, None)])])
+    server.settings = Settings()
+    with pytest.raises(PostgresError) as caught:
+        server.wait_streaming(2, timeout=600)
+    assert "monitor may not read pg_stat_wal_receiver" in caught.value.msg
+    assert "pg_read_all_stats" in caught.value.msg and len(server.asked) == 1

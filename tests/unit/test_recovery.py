@@ -408,6 +408,22 @@ def test_a_backup_on_the_abandoned_branch_is_skipped(promoted, repo):
     assert "20261124T055935Z-full" in info.value.msg
 
 
+def test_a_standby_following_a_timeline_skips_a_backup_of_another_branch(promoted, repo):
+    """Timeline 3 also left timeline 1 (at 0/490000), and the newest backup was taken on
+    it: a standby told to follow timeline 2 (the cutover's) starts from the older backup
+    on the way to 2, not from the newest, and never fails on it; left to the latest, it
+    takes the newest."""
+    storage, starts = promoted
+    put_history(storage, 3, "1\t0/490000\tanother restore\n")
+    put_segment(storage, 3, 4, [commit(at(42)), filler()])
+    put_segment(storage, 3, 5, [commit(at(52)), filler()])
+    add_backup(storage, "20261124T055955Z-full", "0/500000", at(55), timeline=3)
+    assert planner(repo, timeline="2").standby_base() == "20261124T055900Z-full"
+    assert planner(repo).standby_base() == "20261124T055955Z-full"
+    result = plan(repo, "latest", timeline="2")
+    assert result.backup["id"] == "20261124T055900Z-full" and result.timeline == 2
+
+
 def test_d11_3_missing_history_is_refused(promoted, repo):
     storage, starts = promoted
     storage.delete(["main/wal/history/00000002.history"])

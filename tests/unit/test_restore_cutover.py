@@ -64,6 +64,7 @@ class World(object):
         (tmp_path / "data.staging" / "pgdr_restore.json").write_text("{}")
         self.up, self.stubborn, self.seen = {self.live, self.copy}, set(), []
         self.unstartable, self.tails = set(), []
+        self.restores, self.restore_errors, self.streams = [], [], True
         self.copy_state = {"up": True, "in_recovery": True, "data_directory": self.copy,
                            "postmaster_pid": PID, "timeline": 1}
         monkeypatch.setattr(stage.osuser, "call_as", self.call_as)
@@ -82,6 +83,19 @@ class World(object):
         if function is stage._wait_ready:
             self.seen.append(("ready",))
             return {"up": True, "in_recovery": True}
+        if function is stage._wait_streaming:
+            self.seen.append(("streaming", args[1]))
+            if not self.streams:
+                raise errors.PostgresError("the standby does not stream",
+                                           code="restore_standby_not_streaming", stage="standbys")
+            return {"status": "streaming", "timeline": args[1]}
+        if function is stage._restore:  # the repository rebuild, as the OS user
+            self.seen.append(("restore", args[0].target))
+            self.restores.append(args[0])
+            for error in self.restore_errors:
+                raise error
+            return {"changed": True, "backup": {"id": "F2"}, "events": ["delta restore kept"],
+                    "delta": {"kept_bytes": 900, "written_bytes": 100, "fetched_bytes": 80}}
         if function is stage._archive_probe:
             return {"archived": "000000020000000000000005"}
         if function is stage.instance.log_tail:
@@ -262,13 +276,14 @@ class Clone(object):
         return type("Done", (), {"returncode": self.returncode, "stdout": b"could not connect"})
 
 
-def standby(world, monkeypatch, clone, **params):
+def standby(world, monkeypatch, clone, dry_run=False, **params):
     monkeypatch.setattr(stage.subprocess, "run", clone)
-    settings = options.resolve({"target": world.live, "pg_port": 5432, "pg_password": "s3cret"},
-                               environ={})
+    settings = options.resolve({"target": world.live, "pg_port": 5432, "pg_password": "s3cret",
+                                "cluster": "main"}, environ={})
     params = dict(dict(state_file=str(world.path), os_user="", timeout=5,
-                       primary_host="pg1", rebuild_for="20261205T140000Z"), **params)
-    return stage.Request("standby", **params).run(settings, Progress())
+                       primary_host="pg1", rebuild_for="20261205T140000Z",
+                       standby_source="primary"), **params)
+    return stage.Request("standby", **params).run(settings, Progress(), dry_run=dry_run)
 
 
 def test_a_standby_is_kept_aside_cloned_from_the_new_primary_and_started(world, monkeypatch):
@@ -281,7 +296,7 @@ def test_a_standby_is_kept_aside_cloned_from_the_new_primary_and_started(world, 
     assert "--host=pg1" in argv and "--pgdata=%s" % world.live in argv
     assert "--write-recovery-conf" in argv
     assert env["PGPASSWORD"] == "s3cret" and not [a for a in argv if "s3cret" in a]
-    assert [e[0] for e in world.seen] == ["stop", "start", "ready"]
+    assert [e[0] for e in world.seen] == ["stop", "start", "ready", "streaming"]
     assert world.read()["standby"] == result["standby"]
     again = standby(world, monkeypatch, clone)
     assert not again["changed"] and len(clone.calls) == 1
@@ -295,6 +310,62 @@ def test_a_failed_clone_keeps_the_old_standby_aside_and_records_nothing(world, m
     [kept] = [p for p in os.listdir(os.path.dirname(world.live)) if ".pre-rebuild-" in p]
     assert kept and world.read() is None
     assert not [e for e in world.seen if e[0] == "start"]
+
+
+def test_a_standby_is_rebuilt_from_the_repository_in_place_and_recorded_once_it_streams(
+        world, monkeypatch):
+    clone = Clone()
+    result = standby(world, monkeypatch, clone, standby_source="repository", follow_timeline=3)
+    [asked] = world.restores
+    asked_for = (asked.target, asked.delta, asked.standby, asked.point)
+    assert asked_for == (world.live, True, True, "latest")
+    assert asked.target_timeline == "3" and asked.backup_id == "latest"
+    # the timeline picks the backup and is checked streaming; never pinned in the conf
+    assert asked.settings == {"primary_conninfo": "host='pg1' port='5432' user='postgres' "
+                                                  "password='s3cret'"}
+    assert [e[0] for e in world.seen] == ["stop", "restore", "start", "ready", "streaming"]
+    assert ("streaming", 3) in world.seen and clone.calls == []  # the primary is not read
+    record = world.read()["standby"]
+    assert record == result["standby"] and record["source"] == "repository"
+    assert record["kept"] is None and record["backup_id"] == "F2"
+    assert record["delta"]["kept_bytes"] == 900
+    assert world.contents(world.live) == "port = 5432\n"  # the fake restore kept the files
+    again = standby(world, monkeypatch, clone, standby_source="repository", follow_timeline=3)
+    assert not again["changed"] and len(world.restores) == 1
+
+
+def test_a_failed_repository_rebuild_is_neither_started_nor_recorded(world, monkeypatch):
+    world.restore_errors.append(errors.PgdrError("S3 refused", code="s3_error", stage="restore"))
+    with pytest.raises(errors.PgdrError) as caught:
+        standby(world, monkeypatch, Clone(), standby_source="repository")
+    assert caught.value.code == "s3_error" and world.read() is None
+    assert [e[0] for e in world.seen] == ["stop", "restore"]
+
+
+def test_a_rebuilt_standby_that_does_not_stream_is_not_recorded(world, monkeypatch):
+    world.streams = False
+    with pytest.raises(errors.PostgresError) as caught:
+        standby(world, monkeypatch, Clone(), standby_source="repository")
+    assert caught.value.code == "restore_standby_not_streaming" and world.read() is None
+    again = Clone()
+    world.streams = True
+    assert standby(world, monkeypatch, again, standby_source="repository")["changed"]
+    assert len(world.restores) == 2  # not taken for done: rebuilt again
+
+
+def test_check_mode_rebuild_stops_and_writes_nothing(world, monkeypatch):
+    result = standby(world, monkeypatch, Clone(), dry_run=True, standby_source="repository")
+    assert result["changed"] and result["standby"]["source"] == "repository"
+    assert world.seen == [] and world.restores == [] and world.read() is None
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"host": "pg1", "user": "rep"}, "host='pg1' user='rep'"),
+    ({"password": "it's a \\ key"}, "password='it\\'s a \\\\ key'"),
+    ({"host": "pg1", "password": None}, "host='pg1'"),
+])
+def test_conninfo_quotes_as_libpq_reads(values, expected):
+    assert stage.libpq_conninfo(**values) == expected
 
 
 def test_a_standby_without_its_new_primary_is_left_alone(world, monkeypatch):

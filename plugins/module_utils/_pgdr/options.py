@@ -379,8 +379,20 @@ OPTIONS = (
     Option("rollback_from", "path", "rollback: the data directory to move back, instead of "
            "the one the cutover kept.", groups=("stage",)),
     Option("primary_host", "str", "standby: the new primary's address.", groups=("stage",)),
-    Option("replication_user", "str", "standby: the role pg_basebackup connects as.",
+    Option("replication_user", "str", "standby: the role the standby streams as (and "
+           "pg_basebackup connects as, with standby_source primary).",
            default="postgres", groups=("stage",)),
+    Option("standby_source", "str", "standby: where the standby's data come from. "
+           "repository: the newest backup on the way to the new timeline, by delta restore "
+           "into the standby's own directory (only what differs is written; the new primary "
+           "is not read), then the archive and streaming; primary: pg_basebackup from the "
+           "new primary, the previous directory kept as <data>.pre-rebuild-<UTC time>.",
+           default="repository", choices=("repository", "primary"), groups=("stage",)),
+    Option("follow_timeline", "int", "standby: the timeline the standby must stream on "
+           "(the restore role passes the cutover's): the backup is one on the way to it. "
+           "recovery_target_timeline stays latest. Default: the archive's latest timeline, "
+           "any for the streaming check.",
+           groups=("stage",), minimum=1, maximum=0xFFFFFFFF),
     Option("rebuild_for", "str", "standby: what the rebuild follows (the restore role "
            "passes the cutover's time); a standby rebuilt for it already is left alone.",
            groups=("stage",)),

@@ -364,7 +364,9 @@ class Planner(object):
             try:
                 self._timeline_path(backup)
             except NotFound as exc:
-                if exc.code != "point_unreachable":
+                # a backup on a branch the target timeline does not descend from (an
+                # abandoned timeline's) is not on the way: an older one may be
+                if exc.code not in ("point_unreachable", "timeline_unreachable"):
                     raise
                 first_error = first_error or exc
                 notes.append("backup %s skipped: %s" % (backup["id"], exc.msg))

@@ -779,6 +779,8 @@ class RestoreRun(object):
             with open(path, "a") as handle:
                 handle.write("# added by pgdr restore of backup %s\n" % manifest["id"])
                 handle.write("\n".join(extra) + "\n")
+            if self.settings.standby:
+                os.chmod(path, 0o600)  # primary_conninfo may hold a password, as -R writes it
             self._chown(path)
         marker = {"cluster": manifest["cluster"], "backup_id": manifest["id"],
                   "point": self.point.describe(), "mode": self._mode(),

@@ -24,8 +24,11 @@ cluster runs, so an interrupted cutover is never taken for a finished one.
 ``rollback`` moves the kept directory back: the cut-over cluster stops and is kept as
 ``<data>.rolled-back-<UTC time>``, the kept one is renamed into place and starts.
 
-``standby`` runs on a standby's node after a cutover: its data directory is kept as
-``<data>.pre-rebuild-<UTC time>`` and cloned from the new primary with pg_basebackup.
+``standby`` runs on a standby's node after a cutover: its data directory is brought to
+the newest backup on the way to the new timeline by delta restore (only what differs is
+written; the new primary is not read), or, with ``standby_source`` primary, kept as
+``<data>.pre-rebuild-<UTC time>`` and cloned from the new primary with pg_basebackup; the
+standby is recorded once it streams from the new primary.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -700,9 +703,10 @@ def _live_ctl(step, live):
 
 def _standby(step):
     """On a standby's node, after a cutover: the standby's data directory (``target``) is
-    kept as ``<data>.pre-rebuild-<UTC time>``, cloned from the new primary with
-    pg_basebackup (-R writes primary_conninfo and standby.signal) and started. The same
-    rebuild again (``rebuild_for``, the cutover's time) changes nothing."""
+    rebuilt for the new primary and started, then checked streaming. From the repository
+    (``standby_source``, the default) by delta restore in place; from the primary with
+    pg_basebackup, the previous directory kept as ``<data>.pre-rebuild-<UTC time>``. The
+    same rebuild again (``rebuild_for``, the cutover's time) changes nothing."""
     data, params = step.datadir, step.params
     primary, rebuilt_for = params.get("primary_host") or "", params.get("rebuild_for") or ""
     if not primary:
@@ -713,22 +717,58 @@ def _standby(step):
     if (rebuilt_for and done.get("for") == rebuilt_for and done.get("primary") == primary
             and os.path.isfile(os.path.join(data, "PG_VERSION"))):
         return {"changed": False, "standby": done}
-    if os.path.lexists(data):
+    source = params.get("standby_source") or "repository"
+    if source == "primary" and os.path.lexists(data):  # renamed aside: one filesystem
         _require_one_filesystem((os.path.dirname(data), data), "standbys")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    record = {"at": stamp, "kept": "%s.pre-rebuild-%s" % (data, stamp), "primary": primary,
-              "for": rebuilt_for}
+    record = {"at": stamp, "primary": primary, "for": rebuilt_for, "source": source,
+              "kept": "%s.pre-rebuild-%s" % (data, stamp) if source == "primary" else None}
     if step.dry_run:
         return {"changed": True, "standby": record}
     ctl = _live_ctl(step, data)
     if os.path.lexists(data):
         _stop(ctl, data, params, params.get("service_name"), "the standby", "standbys")
-        _move(data, record["kept"], "standbys")
-    _clone(step, data, primary)
+    events = []
+    if source == "repository":
+        restored = step.as_user(_restore, _standby_settings(step, data, primary), False)
+        events = restored.pop("events", [])
+        record.update(backup_id=restored["backup"]["id"], delta=restored.get("delta"))
+    else:
+        if os.path.lexists(data):
+            _move(data, record["kept"], "standbys")
+        _clone(step, data, primary)
     timeout = _launch(step, ctl, "standbys")
     now = step.as_user(_wait_ready, step.settings, timeout, ctl.log)
+    # recorded only once it streams: a rebuilt standby the primary refuses is not done
+    step.as_user(_wait_streaming, step.settings, params.get("follow_timeline"), timeout,
+                 ctl.log)
     step.save("standby", record, fresh=False)
-    return {"changed": True, "standby": record, "state": now}
+    return {"changed": True, "standby": record, "state": now, "events": events}
+
+
+def _standby_settings(step, data, primary):
+    """The restore that rebuilds a standby from the repository: the newest backup on the
+    way to the followed timeline, by delta into its own directory, as a standby of the
+    new primary (primary_conninfo as pg_basebackup -R writes it, the password included
+    when there is one: postgresql.auto.conf is then 0600). recovery_target_timeline stays
+    PostgreSQL's default, latest: a number written there would keep the standby off the
+    timeline of the next failover for good."""
+    follow = step.params.get("follow_timeline")
+    conninfo = libpq_conninfo(host=primary, port=step.settings.pg_port,
+                              user=step.params.get("replication_user") or "postgres",
+                              password=step.settings.pg_password or None)
+    values = {"primary_conninfo": conninfo}
+    return step.settings.replace(
+        target=data, point="latest", backup_id="latest", standby=True, bootstrap=False,
+        delta=True, force=False, settings=values,
+        target_timeline=str(follow) if follow else "latest")
+
+
+def libpq_conninfo(**values):
+    """A libpq connection string: each value quoted, its quotes and backslashes escaped
+    as libpq reads them; None values left out."""
+    return " ".join("%s='%s'" % (name, str(value).replace("\\", "\\\\").replace("'", "\\'"))
+                    for name, value in values.items() if value is not None)
 
 
 def _clone(step, data, primary):
@@ -758,6 +798,10 @@ def _clone(step, data, primary):
 
 def _wait_ready(settings, timeout, log):
     return instance.Instance(settings, stage="standbys").wait_ready(timeout, log)
+
+
+def _wait_streaming(settings, timeline, timeout, log):
+    return instance.Instance(settings, stage="standbys").wait_streaming(timeline, timeout, log)
 
 
 EARLIER = {"plan": "--tags plan", "staged": "--tags plan,stage",

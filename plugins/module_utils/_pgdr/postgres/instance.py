@@ -158,6 +158,41 @@ class Instance(object):
                                     code="postgres_unavailable", stage=self.stage)
             time.sleep(0.3)
 
+    def wait_streaming(self, timeline, timeout, log=None):
+        """Wait until the standby's WAL receiver streams from its primary, on ``timeline``
+        when one is given (pg_stat_wal_receiver). A standby that only replays the archive
+        (a wrong password, no replication line in pg_hba.conf, the wrong primary) falls
+        behind at the first segment not yet archived: it is not a working standby."""
+        deadline = time.time() + timeout
+        seen = "no WAL receiver"
+        while True:
+            try:
+                rows = self.rows("SELECT pid, status, received_tli, receive_start_tli "
+                                 "FROM pg_stat_wal_receiver")
+            except PostgresError as exc:
+                rows, seen = [], exc.msg
+            for pid, status, received, started in rows:
+                if pid is not None and status is None:
+                    raise PostgresError(
+                        "%s may not read pg_stat_wal_receiver at %s:%s (its columns are NULL "
+                        "but pid): grant it pg_read_all_stats, or connect as a superuser" % (
+                            self.settings.pg_user, self.settings.pg_host,
+                            self.settings.pg_port),
+                        code="postgres_refused", stage=self.stage)
+                seen = "WAL receiver %s on timeline %s" % (status, received or started)
+                if status == "streaming" and (not timeline or timeline in (received, started)):
+                    return {"status": status, "timeline": received or started}
+            if time.time() > deadline:
+                raise PostgresError(
+                    "the standby at %s:%s does not stream%s after %d s (%s): check "
+                    "primary_conninfo, the replication user's password and the new primary's "
+                    "pg_hba.conf%s" % (self.settings.pg_host, self.settings.pg_port,
+                                       " on timeline %d" % timeline if timeline else "",
+                                       timeout, seen, "; server log: " + log_tail(log)
+                                       if log else ""),
+                    code="restore_standby_not_streaming", stage=self.stage)
+            time.sleep(0.5)
+
     def checks(self, assertions=(), expected_databases=(), amcheck=True,
                install_amcheck=True):
         """The checks of a restored copy, in order: connections, databases, database
