@@ -98,7 +98,8 @@ attributes:
         V(verify) runs the checks read-only and predicts whether the record would change;
         V(cutover) runs its checks and predicts a change unless that cutover is done;
         V(rollback) checks the kept directory and predicts a change unless it is done;
-        V(standby) predicts a change unless that rebuild is done.
+        V(standby) predicts a change unless that rebuild is done and, from the repository,
+        plans it and names the backup it would restore (or fails as the run would).
   diff_mode:
     support: N/A
   platform:

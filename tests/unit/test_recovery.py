@@ -17,6 +17,8 @@ from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.postgres.wal
     format_lsn, parse_lsn, segment_name)
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.postgres.walscan import (
     crc32c, segment_offset)
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import restore
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.progress import Progress
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.storage import open_storage
 
 SEG = 1024 * 1024          # wal_segment_size of the synthetic cluster
@@ -408,7 +410,8 @@ def test_a_backup_on_the_abandoned_branch_is_skipped(promoted, repo):
     assert "20261124T055935Z-full" in info.value.msg
 
 
-def test_a_standby_following_a_timeline_skips_a_backup_of_another_branch(promoted, repo):
+def test_a_standby_following_a_timeline_skips_a_backup_of_another_branch(promoted, repo,
+                                                                         tmp_path):
     """Timeline 3 also left timeline 1 (at 0/490000), and the newest backup was taken on
     it: a standby told to follow timeline 2 (the cutover's) starts from the older backup
     on the way to 2, not from the newest, and never fails on it; left to the latest, it
@@ -422,6 +425,15 @@ def test_a_standby_following_a_timeline_skips_a_backup_of_another_branch(promote
     assert planner(repo).standby_base() == "20261124T055955Z-full"
     result = plan(repo, "latest", timeline="2")
     assert result.backup["id"] == "20261124T055900Z-full" and result.timeline == 2
+    # check mode of the standbys stage plans the same from the repository alone: its
+    # target is the running standby, neither checked nor read
+    settings = options.resolve({"repo_type": "posix", "repo_path": str(tmp_path / "repo"),
+                                "cluster": "main", "target": str(tmp_path / "running"),
+                                "standby": True, "delta": True, "target_timeline": "2"},
+                               environ={})
+    planned = restore.plan(settings, Progress())
+    assert planned["backup"]["id"] == "20261124T055900Z-full"
+    assert not (tmp_path / "running").exists()
 
 
 def test_d11_3_missing_history_is_refused(promoted, repo):

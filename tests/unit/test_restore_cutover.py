@@ -89,6 +89,11 @@ class World(object):
                 raise errors.PostgresError("the standby does not stream",
                                            code="restore_standby_not_streaming", stage="standbys")
             return {"status": "streaming", "timeline": args[1]}
+        if function is stage._standby_plan:  # check mode: the plan only, as the OS user
+            self.seen.append(("plan", args[0].target_timeline))
+            for error in self.restore_errors:
+                raise error
+            return {"backup": {"id": "F2"}, "plan": {}}
         if function is stage._restore:  # the repository rebuild, as the OS user
             self.seen.append(("restore", args[0].target))
             self.restores.append(args[0])
@@ -353,10 +358,20 @@ def test_a_rebuilt_standby_that_does_not_stream_is_not_recorded(world, monkeypat
     assert len(world.restores) == 2  # not taken for done: rebuilt again
 
 
-def test_check_mode_rebuild_stops_and_writes_nothing(world, monkeypatch):
-    result = standby(world, monkeypatch, Clone(), dry_run=True, standby_source="repository")
+def test_check_mode_rebuild_plans_but_stops_and_writes_nothing(world, monkeypatch):
+    result = standby(world, monkeypatch, Clone(), dry_run=True, standby_source="repository",
+                     follow_timeline=3)
     assert result["changed"] and result["standby"]["source"] == "repository"
-    assert world.seen == [] and world.restores == [] and world.read() is None
+    assert result["standby"]["backup_id"] == "F2"  # what the real run would restore
+    assert world.seen == [("plan", "3")] and world.restores == [] and world.read() is None
+
+
+def test_check_mode_says_when_the_repository_has_no_backup_for_the_standby(world, monkeypatch):
+    world.restore_errors.append(errors.NotFound("no complete backup of cluster main",
+                                                code="backup_not_found", stage="plan"))
+    with pytest.raises(errors.NotFound):
+        standby(world, monkeypatch, Clone(), dry_run=True, standby_source="repository")
+    assert [e[0] for e in world.seen] == ["plan"] and world.read() is None
 
 
 @pytest.mark.parametrize("values, expected", [

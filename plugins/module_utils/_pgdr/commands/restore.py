@@ -180,7 +180,9 @@ class RestoreRun(object):
         s = self.settings
         return "standby" if s.standby else "bootstrap" if s.bootstrap else "copy"
 
-    def run(self, dry_run=False):
+    def plan(self):
+        """The recovery plan of this restore (the backup, the point, the WAL), from the
+        repository alone: the target is neither checked nor read."""
         self.storage.check()
         s = self.settings
         # backup_id with a point: that backup is the base the point is reached from
@@ -197,7 +199,10 @@ class RestoreRun(object):
             self._check_bootstrap()
         if base and self.point.kind in ("latest", "immediate"):
             self.point, base = parse_point("backup:" + base), None
-        recovery = planner.plan(self.point, base)
+        return planner.plan(self.point, base)
+
+    def run(self, dry_run=False):
+        recovery = self.plan()
         manifest = recovery.backup
         if self.already_restored(manifest):
             needed = catalog.chain_objects(self.catalog.file_list(manifest))
@@ -1077,3 +1082,10 @@ def _verify(data, sha256, name):
 
 def run(settings, progress, dry_run=False):
     return RestoreRun(settings, progress).run(dry_run)
+
+
+def plan(settings, progress):
+    """What a restore with these settings would restore, planned from the repository
+    without looking at the target (check mode of a standby rebuild, whose target runs)."""
+    recovery = RestoreRun(settings, progress).plan()
+    return {"backup": summarize(recovery.backup), "plan": recovery.as_dict()}

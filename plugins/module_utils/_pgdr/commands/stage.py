@@ -231,6 +231,10 @@ def _stage(step):
     return dict(result, changed=result["changed"] or recorded)
 
 
+def _standby_plan(settings):
+    return restore.plan(settings, Progress())
+
+
 def _restore(settings, dry_run):
     progress = Progress()
     result = restore.run(settings, progress, dry_run=dry_run)
@@ -724,6 +728,9 @@ def _standby(step):
     record = {"at": stamp, "primary": primary, "for": rebuilt_for, "source": source,
               "kept": "%s.pre-rebuild-%s" % (data, stamp) if source == "primary" else None}
     if step.dry_run:
+        if source == "repository":  # the backup it would restore, or why there is none
+            planned = step.as_user(_standby_plan, _standby_settings(step, data, primary))
+            record["backup_id"] = planned["backup"]["id"]
         return {"changed": True, "standby": record}
     ctl = _live_ctl(step, data)
     if os.path.lexists(data):
