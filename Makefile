@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY    := .venv/bin/python
 
-.PHONY: setup test unit integration sanity lab-up lab-down lab-status demo bench bench-wal bench-diff bench-delta clean distclean
+.PHONY: setup test unit integration sanity lab-up lab-down lab-status demo bench bench-wal bench-diff bench-delta bench-snapshot clean distclean
 
 # apt packages, .venv, PostgreSQL 18 binaries; idempotent and fast when nothing changed
 setup:
@@ -58,6 +58,10 @@ bench-diff: setup
 # Delta restore into yesterday's copy against a restore into an empty directory
 bench-delta: setup
 	bash bench/setup.sh && $(PY) bench/run_delta.py --rounds 2
+
+# snapshot backup and restore on btrfs against a full backup to S3 (docs/benchmarks.md)
+bench-snapshot: setup
+	bash bench/setup.sh && $(PY) bench/run_snapshot.py --rounds 2
 
 # WAL archiving lag and WAL fetch throughput against pgBackRest and Barman (docs/benchmarks.md)
 bench-wal: setup

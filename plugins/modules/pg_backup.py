@@ -39,10 +39,15 @@ options:
     description:
       - "Backup type: full; diff (the pages changed since the newest full); incr (the pages
         changed since the newest backup of any type); auto (a full when there is none or the
-        newest is older than full_max_age days, a diff otherwise)."
+        newest is older than full_max_age days, a diff otherwise); snapshot (the data
+        directory and tablespaces snapshotted by snapshot_provider, the manifest and WAL
+        stored in the repository: docs/snapshots.md)."
       - A diff or incr stores only the pages of relation files whose LSN is at or after the
         reference backup's start LSN (and new, all-zero pages), and other files only when
         their checksum changed. With no full backup of this cluster, a full is taken instead.
+      - A snapshot backup's data stays with the provider; with V(btrfs) it is on the
+        cluster's own disks, so it is not disaster recovery by itself (O(from_snapshot)
+        carries it into the repository).
     type: str
     default: full
     choices:
@@ -50,6 +55,28 @@ options:
       - diff
       - incr
       - auto
+      - snapshot
+  snapshot_provider:
+    description:
+      - "What takes the snapshots of type snapshot: btrfs (read-only snapshots of the btrfs
+        subvolumes that hold the data directory and each tablespace; not off-host)."
+    type: str
+    default: btrfs
+    choices:
+      - btrfs
+  from_snapshot:
+    description:
+      - "Make a full backup in the repository from this snapshot backup's snapshots (read
+        where the provider keeps them; neither the live cluster's disks nor PostgreSQL are
+        read): its consistency point and WAL, once per snapshot backup."
+      - Run it on the host that holds the snapshots; a second run for the same snapshot
+        backup changes nothing and returns the full backup made the first time.
+    type: str
+  snapshot_dir:
+    description:
+      - "btrfs: the directory that receives the snapshots, on the same btrfs filesystem as
+        the data directory and outside every volume."
+    type: path
   full_max_age:
     description:
       - "With type auto: days after which the next backup is a full again."

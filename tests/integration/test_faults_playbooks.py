@@ -156,7 +156,7 @@ def test_d12_4_playbooks_refuse_before_touching_a_node(node, playbook, args, exp
 
 @pytest.mark.parametrize("playbook,args,expected", [
     ("backup", ["-e", "backup_type=diff2"],
-     "backup_type=diff2 is not a backup type: use full, diff, incr or auto"),
+     "backup_type=diff2 is not a backup type: use full, diff, incr, auto or snapshot"),
     ("restore", ["-e", "target=rel/dir", "-e", "restore_action=go"],
      "target=rel/dir is not an absolute directory; restore_action=go is not one of "
      "promote, pause, shutdown"),

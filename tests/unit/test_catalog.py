@@ -77,3 +77,26 @@ def test_damaged_manifest_and_file_list(repo):
     with pytest.raises(IntegrityError) as info:
         catalog.Catalog(storage, "main").manifest(manifest["id"])
     assert info.value.code == "manifest_damaged"
+
+
+def test_snapshot_backups_live_apart_and_are_never_chosen(repo):
+    """A snapshot backup has its own folder (an older pgdr never lists it), is listed in
+    catalog.snapshots, never among the backups latest or a planner picks from, and a
+    damaged one does not stop latest."""
+    storage, cat = repo
+    full = add_backup(storage, "20261124T060000Z-full", "2026-11-24T06:01:00Z")
+    snap = add_backup(storage, "20261124T070000Z-snapshot", "2026-11-24T07:00:05Z")
+    assert catalog.is_snapshot(snap["id"]) and not catalog.is_snapshot(full["id"])
+    assert catalog.backup_prefix("main", snap["id"]) == "main/snapshot/%s/" % snap["id"]
+    assert storage.list("main/snapshot/%s/" % snap["id"])
+    assert not storage.list("main/backup/%s/" % snap["id"])
+    storage.put("main/snapshot/20261124T080000Z-snapshot/" + catalog.MANIFEST, b"{broken")
+    storage.put("main/snapshot/20261124T080000Z-snapshot/" + catalog.MANIFEST_DIGEST,
+                b"0" * 64)
+    complete, incomplete = cat.scan()
+    assert [m["id"] for m in complete] == [full["id"]] and incomplete == []
+    assert [m["id"] for m in cat.snapshots] == [snap["id"]]
+    assert [d["id"] for d in cat.damaged_snapshots] == ["20261124T080000Z-snapshot"]
+    assert cat.damaged == []
+    assert cat.resolve("latest")["id"] == full["id"]
+    assert cat.manifest(snap["id"])["id"] == snap["id"]  # restored by its id

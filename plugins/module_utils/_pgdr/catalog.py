@@ -11,6 +11,9 @@ Layout (docs/repository-format.md is the reference)::
     <cluster>/backup/<id>/files.json.gz                     the file list
     <cluster>/backup/<id>/manifest.sha256                   the manifest's digest
     <cluster>/backup/<id>/manifest.json                     written last
+    <cluster>/snapshot/<id>/...                             snapshot backups: the same
+                                                            objects, no data (the provider
+                                                            holds it)
 
 There is no index object: the backups are the prefixes under
 ``<cluster>/backup/``, and a backup exists for restore only once its
@@ -40,10 +43,20 @@ MANIFEST_DIGEST = "manifest.sha256"
 DIGEST_FIELD = "manifest_sha256"
 FILE_LIST = "files.json.gz"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+SNAPSHOT = "snapshot"
+# The folders under <cluster>/ that hold backups. Snapshot backups have their own: a pgdr
+# that predates them never lists them, so it never takes one for a backup it can
+# download, diff against or expire.
+FOLDERS = ("backup", SNAPSHOT)
+
+
+def is_snapshot(backup_id):
+    return backup_id.endswith("-" + SNAPSHOT)
 
 
 def backup_prefix(cluster, backup_id):
-    return "%s/backup/%s/" % (cluster, backup_id)
+    return "%s/%s/%s/" % (cluster, FOLDERS[1] if is_snapshot(backup_id) else FOLDERS[0],
+                          backup_id)
 
 
 def new_backup_id(kind, now=None):
@@ -98,9 +111,12 @@ class Catalog(object):
         self._digests = {}     # backup id -> SHA-256 of its manifest's stored bytes
         self.damaged = []      # after scan(): [{id, code, key, msg}] of damaged backups
         self._newer = []       # after scan(): errors of backups in a newer format
+        self.snapshots = []    # after scan(): complete snapshot backups, oldest first
+        self.damaged_snapshots = []  # after scan(): damaged snapshot backups
 
     def backup_ids(self):
-        return self.storage.list_dirs("%s/backup/" % self.cluster)
+        return sorted(name for folder in FOLDERS
+                      for name in self.storage.list_dirs("%s/%s/" % (self.cluster, folder)))
 
     def manifest(self, backup_id):
         """The verified manifest of a backup. NotFound (backup_not_found) when the backup
@@ -227,11 +243,18 @@ class Catalog(object):
         broken = [m["id"] for m in complete
                   if m["id"] not in damaged and not set(_chain(m)) <= present]
         complete = [m for m in complete if m["id"] not in broken and m["id"] not in damaged]
-        # stop_time has whole seconds: a full and its diff can end in the same one, so the
-        # exact stop_epoch orders them (ids would put "-diff" before "-full")
-        complete.sort(key=lambda m: (m["stop_time"], m.get("stop_epoch") or 0, m["id"]))
+        complete.sort(key=completion_order)
+        # snapshot backups apart: never a diff's reference, never in retention's count of
+        # the others, never latest's; a damaged one never blocks latest (a restore may
+        # still start from one: restore_from)
+        self.snapshots = [m for m in complete if is_snapshot(m["id"])]
+        complete = [m for m in complete if not is_snapshot(m["id"])]
         self.damaged = [dict(exc.as_dict(), id=backup_id)
-                        for backup_id, exc in sorted(damaged.items())]
+                        for backup_id, exc in sorted(damaged.items())
+                        if not is_snapshot(backup_id)]
+        self.damaged_snapshots = [dict(exc.as_dict(), id=backup_id)
+                                  for backup_id, exc in sorted(damaged.items())
+                                  if is_snapshot(backup_id)]
         self._newer = [exc for dummy, exc in sorted(damaged.items())
                        if exc.details.get("newer_format")]
         return complete, sorted(incomplete + broken)
@@ -305,6 +328,12 @@ class Catalog(object):
                                code="no_backup", stage="plan")
             return complete[-1]
         return self.manifest(wanted)
+
+
+def completion_order(manifest):
+    """stop_time has whole seconds: a full and its diff can end in the same one, so the
+    exact stop_epoch orders them (ids would put "-diff" before "-full")."""
+    return (manifest["stop_time"], manifest.get("stop_epoch") or 0, manifest["id"])
 
 
 def _started(backup_id):

@@ -43,9 +43,13 @@ def _render(command, result):
             lines.append("  no complete backup")
         for backup_id in result["incomplete"]:
             lines.append("  %-24s incomplete (no manifest; never restored)" % backup_id)
-        for damaged in result.get("damaged") or ():
+        for damaged in (result.get("damaged") or []) + (result.get("damaged_snapshots") or []):
             lines.append("  %-24s DAMAGED [%s]: %s" % (damaged["id"], damaged["code"],
                                                        damaged["msg"]))
+        for snap in result.get("snapshots") or ():
+            lines.append("  %-24s snapshot %s  lsn %s-%s  %8.1f MiB  %s" % (
+                snap["id"], snap["stop_time"], snap["start_lsn"], snap["stop_lsn"],
+                snap["size"] / 1048576.0, snap["note"]))
         window, archive = result.get("window"), result.get("archive") or {}
         if window:
             lines.append("recoverable from %s to %s (timeline %s, last segment %s)%s" % (
@@ -67,10 +71,12 @@ def _render(command, result):
         return None  # archive_command and restore_command stay quiet when all is well
     if command == "verify":
         wal = result.get("wal")
-        return "backup %s: %d objects verified%s" % (
+        return "backup %s: %d objects verified%s%s" % (
             result["backup_id"], result["objects"],
             "; WAL archive (%s): %d segment(s), %d history file(s), no gap" % (
-                wal["mode"], wal["segments"], wal["history_files"]) if wal else "")
+                wal["mode"], wal["segments"], wal["history_files"]) if wal else "",
+            "; snapshots not checked: %s" % result["snapshots_unchecked"]
+            if result.get("snapshots_unchecked") else "")
     if command == "drill":
         verdicts = "".join("; %s objective %s s %s" % (
             name.upper(), value["objective"], "met" if value["met"] else "MISSED")
@@ -80,10 +86,13 @@ def _render(command, result):
             "success" if result["success"] else "FAILED", result["rto_seconds"],
             result["rpo_seconds"], verdicts)
     if command == "expire":
-        return "expired %s; incomplete removed %s; %d WAL file(s) removed; kept %s" % (
-            ", ".join(result["expired"]) or "nothing",
-            ", ".join(result["incomplete_removed"]) or "none", result["wal_removed"],
-            ", ".join(result["kept"]))
+        return ("expired %s; snapshot backups expired %s; incomplete removed %s; %d WAL "
+                "file(s) removed; kept %s" % (
+                    ", ".join(result["expired"]) or "nothing",
+                    ", ".join(e["id"] for e in result.get("snapshots_expired") or ())
+                    or "none", ", ".join(result["incomplete_removed"]) or "none",
+                    result["wal_removed"], ", ".join(result["kept"] + list(
+                        result.get("snapshots_kept") or ()))))
     if command == "cleanup":
         return "incomplete backups removed: %s (%d objects, %.1f MiB); kept: %s" % (
             ", ".join(result["incomplete_removed"]) or "none", result["objects_removed"],

@@ -21,6 +21,7 @@ ENV = "PGDR_FAULT_POINT"
 POINTS = (
     "backup.after_bundles",
     "backup.after_manifest",
+    "backup.after_snapshots",
     "backup.before_manifest",
     "expire.mid_delete",
     "restore.fetch",

@@ -18,6 +18,8 @@ Expiration is written for backups and WAL then: ``pgdr expire`` does that work.
 
 Scopes, in the repository layout (docs/repository-format.md):
     <prefix>/<cluster>/backup/          every backup, manifests included
+    (<prefix>/<cluster>/snapshot/ is never in scope: pgdr expire removes a snapshot
+    backup's objects with its snapshots)
     <prefix>/<cluster>/wal/0            archived WAL segments (names start with the
                                         timeline, 0000000N...); timeline history files
                                         under <cluster>/wal/history/ are never in scope
@@ -34,6 +36,7 @@ __metaclass__ = type
 import datetime
 import json
 
+from .catalog import FOLDERS
 from .errors import ConfigError
 
 RULE_ID_PREFIX = "pgdr-"
@@ -207,7 +210,8 @@ def rule_prefix(rule):
 
 def touches_repository(prefix, repo_prefix, clusters=()):
     """Whether keys under ``prefix`` can be backups or WAL of a cluster of the repository
-    (<base><cluster>/backup/..., <base><cluster>/wal/...). ``clusters``: the known cluster
+    (<base><cluster>/backup/..., <base><cluster>/snapshot/..., <base><cluster>/wal/...).
+    ``clusters``: the known cluster
     names; empty, any name under <base> may be one. A prefix that reaches into a
     backup/ or wal/ directory counts whatever the cluster's name. A tag or size filter
     does not make a rule safe: pgdr cannot tell which objects it matches."""
@@ -220,7 +224,8 @@ def touches_repository(prefix, repo_prefix, clusters=()):
         return not clusters or any(name.startswith(cluster) for name in clusters)
     if not below:  # <base><name>/: the whole of one cluster
         return not clusters or cluster in clusters
-    return any(below.startswith(d) or d.startswith(below) for d in ("backup/", "wal/"))
+    return any(below.startswith(d) or d.startswith(below)
+               for d in ["%s/" % f for f in FOLDERS] + ["wal/"])
 
 
 def _days(action):

@@ -123,7 +123,20 @@ OPTIONS = (
     Option("type", "str", "Backup type: full; diff (the pages changed since the newest "
            "full); incr (the pages changed since the newest backup of any type); auto (a "
            "full when there is none or the newest is older than full_max_age days, a diff "
-           "otherwise).", default="full", choices=("full", "diff", "incr", "auto"),
+           "otherwise); snapshot (the data directory and tablespaces snapshotted by "
+           "snapshot_provider, the manifest and WAL stored in the repository: "
+           "docs/snapshots.md).", default="full",
+           choices=("full", "diff", "incr", "auto", "snapshot"), groups=("backup",)),
+    Option("snapshot_provider", "str", "What takes the snapshots of type snapshot: btrfs "
+           "(read-only snapshots of the btrfs subvolumes that hold the data directory and "
+           "each tablespace; not off-host).", default="btrfs", choices=("btrfs",),
+           groups=("backup",)),
+    Option("from_snapshot", "str", "Make a full backup in the repository from this "
+           "snapshot backup's snapshots (read where the provider keeps them; neither the "
+           "live cluster's disks nor PostgreSQL are read): its consistency point and WAL, "
+           "once per snapshot backup.", groups=("backup",), form="backup_id"),
+    Option("snapshot_dir", "path", "btrfs: the directory that receives the snapshots, on "
+           "the same btrfs filesystem as the data directory and outside every volume.",
            groups=("backup",)),
     Option("full_max_age", "int", "With type auto: days after which the next backup is "
            "a full again.", default=7, groups=("backup",),
@@ -231,6 +244,11 @@ OPTIONS = (
     Option("backup_id", "str", "Backup to restore or verify: an id from info, or latest.",
            default="latest", groups=("restore", "verify", "info"),
            form="backup_id"),
+    Option("restore_from", "str", "Where a restore without backup_id starts: auto (the "
+           "repository's backup the planner chooses, or a snapshot backup of this host "
+           "that ends at or after it: a clone downloads nothing) or repository (never a "
+           "snapshot). A drill always restores from the repository.", default="auto",
+           choices=("auto", "repository"), groups=("restore",)),
     Option("target", "path", "Directory to restore into. It must be absent or "
            "empty unless force is set.", groups=("restore",)),
     Option("force", "bool", "Restore into a non-empty target, deleting what it "

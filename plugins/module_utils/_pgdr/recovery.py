@@ -39,7 +39,7 @@ from .postgres.wal import SEGMENT_NAME, format_lsn, history_name, parse_lsn, seg
 _TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)"
                    r"\s*(Z|[+-]\d{2}(?::?\d{2})?)?$", re.I)
 _LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
-_BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-(full|diff|incr)$")
+_BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-(full|diff|incr|snapshot)$")
 GRAMMAR = ("latest, immediate, a backup id (20261124T060012Z-full), an ISO 8601 time "
            "(2026-11-24T06:15:00Z; no zone means UTC), an LSN (0/16B3740), a transaction "
            "id (xid:1234 or 1234) or a restore point (name:before_upgrade)")
@@ -175,12 +175,49 @@ class Plan(object):
         self.wal_needed = list(wal_needed)
         self.window = window or {}
         self.notes = list(notes)      # what the plan could not check, said plainly
+        self.source = "snapshot" if backup["id"].endswith("-snapshot") else "repository"
+        self.why = None               # why this backup, when another could serve
+        self.predicted_rto = None     # {"seconds", "basis"}: set by the restore
 
     def as_dict(self):
         return {"point": self.point.describe(), "kind": self.point.kind,
                 "backup_id": self.backup["id"], "recovery": self.recovery,
                 "timeline": self.timeline, "wal_segments": len(self.wal_needed),
-                "window": self.window, "notes": self.notes}
+                "window": self.window, "notes": self.notes, "source": self.source,
+                "why": self.why, "predicted_rto": self.predicted_rto}
+
+
+def last_drill(storage, cluster):
+    """The newest drill report of the cluster, or None."""
+    keys = [i.key for i in storage.list("%s/drill/" % cluster) if i.key.endswith(".json")]
+    if not keys:
+        return None
+    key = sorted(keys)[-1]
+    report = json.loads(storage.get(key).decode("utf-8"))
+    return dict([(k, report.get(k)) for k in (
+        "finished_at", "success", "point", "backup_id", "rto_seconds", "rpo_seconds",
+        "restore_seconds", "restored_bytes", "source")] + [("report_key", key)])
+
+
+def predict_rto(drill, size, cloned=False):
+    """(seconds, basis) of a restore of ``size`` bytes plus recovery, from the last
+    successful drill: its restore throughput (a clone of a snapshot downloads nothing:
+    about a second) and its time from start to verified. (None, why) without one."""
+    if not (drill and drill.get("success") and drill.get("restore_seconds")):
+        return None, "no drill yet"
+    if size is None:
+        return None, "no backup"
+    throughput = drill["restored_bytes"] / max(drill["restore_seconds"], 0.001)
+    overhead = drill["rto_seconds"] - drill["restore_seconds"]
+    if drill.get("source") == "snapshot" and not cloned:
+        return None, "the last drill restored a snapshot: no repository throughput measured"
+    if cloned:
+        return round(1.0 + overhead, 1), ("a clone of the snapshots (about 1 s) and the "
+                                          "last drill's %.0f s from start to verified"
+                                          % overhead)
+    return round(size / throughput + overhead, 1), (
+        "the last drill's %.0f MiB/s and %.0f s from start to verified"
+        % (throughput / 1048576.0, overhead))
 
 
 # Segments read backwards from the end of the archive to find its last commit: an idle
@@ -216,12 +253,12 @@ class Planner(object):
         complete = self.catalog.scan()[0]
         self.catalog.refuse_newer_format()
         damaged = [d["id"] for d in self.catalog.damaged]
-        if not complete:
+        if not complete and base is None:
             raise NotFound("no complete backup of cluster %s in %s%s"
                            % (self.catalog.cluster, self.storage.describe(),
                               "; damaged (refused): %s" % ", ".join(damaged) if damaged else ""),
                            code="no_backup", stage="plan")
-        newer_damaged = [d for d in damaged if d[:16] > complete[-1]["id"][:16]]
+        newer_damaged = [d for d in damaged if complete and d[:16] > complete[-1]["id"][:16]]
         if point.kind == "immediate" and base is None and newer_damaged:
             # the newest backup's consistency point is the damaged one's, not an older one's
             raise IntegrityError("point immediate means the newest backup, %s, whose manifest "
@@ -555,7 +592,9 @@ class Planner(object):
         at), latest_time (the last commit, abort or restore point in that WAL: a target
         time must be before it) and latest_time_source."""
         size = self._segment_size(backup)
-        window = {"earliest": complete[0]["stop_time"], "backup_end": backup["stop_time"],
+        # a named base (a snapshot backup) may be older than every repository backup
+        earliest = min([m["stop_time"] for m in complete[:1]] + [backup["stop_time"]])
+        window = {"earliest": earliest, "backup_end": backup["stop_time"],
                   "latest_segment": wal[-1][0] if wal else backup["stop_wal"],
                   "latest_lsn": backup["stop_lsn"], "latest_time": iso(_stop_time(backup)),
                   "latest_time_source": "end of backup %s (no commit archived after it)"

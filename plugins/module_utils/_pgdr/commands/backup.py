@@ -21,8 +21,8 @@ import socket
 import threading
 import time
 
-from .. import catalog, faultpoint
-from ..compress import Codec
+from .. import catalog, faultpoint, snapshots
+from ..compress import Codec, CodecsByKey
 from ..errors import ConfigError, IntegrityError, PgdrError, PostgresError
 from ..lease import Lease
 from ..parallel import run_all
@@ -247,6 +247,8 @@ class BackupRun(object):
     def run(self, dry_run=False):
         s = self.settings
         self.storage.check()
+        if s.from_snapshot:
+            return self._materialise(dry_run)
         try:
             session = BackupSession(s)
         except PostgresError as exc:
@@ -265,28 +267,41 @@ class BackupRun(object):
                 recent = self._recent(kind, server)  # the run would skip: so does check mode
                 if recent:
                     return self._skip(recent)
+                if kind == catalog.SNAPSHOT:  # refused in check mode as in the run
+                    self._snapshot_volumes(server, pgdata)
                 return {"changed": True, "pg_data": pgdata,
                         "backup": {"type": kind, "cluster": s.cluster,
                                    "reference": self.reference["id"] if self.reference
                                    else None}}
-            lease = Lease(self.storage, s.cluster, "backup", s.backup_lease,
-                          log=self.progress.event)
-            held, holder = lease.acquire()  # an unreadable lease raises: never a skip
-            if not held:  # a valid lease of another holder, read back: a live node backs up
-                return self._skip("node %s holds the backup lease of cluster %s until %s"
-                                  % (holder.get("holder"), s.cluster,
-                                     _iso(holder.get("expires_at", 0))))
-            self.lease = lease
-            try:
-                kind = self._choose_reference(server)
-                recent = self._recent(kind, server)
-                if recent:
-                    return self._skip(recent)
-                return self._backup(session, server, pgdata, kind)
-            finally:
-                lease.release()
+            return self._leased(lambda: self._take(session, server, pgdata))
         finally:
             session.close()
+
+    def _take(self, session, server, pgdata):
+        kind = self._choose_reference(server)
+        recent = self._recent(kind, server)
+        if recent:
+            return self._skip(recent)
+        if kind == catalog.SNAPSHOT:
+            return self._snapshot_backup(session, server, pgdata)
+        return self._backup(session, server, pgdata, kind)
+
+    def _leased(self, work):
+        """work() while this node holds the cluster's backup lease; a skip when another
+        live node holds it."""
+        s = self.settings
+        lease = Lease(self.storage, s.cluster, "backup", s.backup_lease,
+                      log=self.progress.event)
+        held, holder = lease.acquire()  # an unreadable lease raises: never a skip
+        if not held:  # a valid lease of another holder, read back: a live node backs up
+            return self._skip("node %s holds the backup lease of cluster %s until %s"
+                              % (holder.get("holder"), s.cluster,
+                                 _iso(holder.get("expires_at", 0))))
+        self.lease = lease
+        try:
+            return work()
+        finally:
+            lease.release()
 
     def _skip(self, reason):
         """Not this node's turn: a clear line, exit 0 (nothing for an operator to do)."""
@@ -299,7 +314,10 @@ class BackupRun(object):
         if not self.settings.min_interval:
             return None
         horizon = time.time() - self.settings.min_interval * 60
-        for manifest in reversed(self.catalog.scan()[0]):
+        complete = self.catalog.scan()[0]
+        # a snapshot counts against snapshots only: it is not a backup off this host
+        for manifest in reversed(self.catalog.snapshots if kind == catalog.SNAPSHOT
+                                 else complete):
             if manifest["system_identifier"] != server["system_identifier"]:
                 continue
             if _epoch(manifest["start_time"]) >= horizon and manifest["type"] in (kind, "full"):
@@ -332,6 +350,8 @@ class BackupRun(object):
         wanted = self.settings.type
         complete = self.catalog.scan()[0]
         self.catalog.refuse_newer_format()  # never a backup beside a newer format's
+        if wanted == catalog.SNAPSHOT:
+            return wanted
         same = [m for m in complete if m["system_identifier"] == server["system_identifier"]]
         fulls = [m for m in same if m["type"] == "full"]
         if wanted == "auto":
@@ -368,36 +388,19 @@ class BackupRun(object):
         prefix = catalog.backup_prefix(s.cluster, backup_id)
         started = time.time()
         self.progress.event("backup %s of %s starting" % (backup_id, pgdata))
-        slot = session.reserve_wal("pgdr_%d" % os.getpid())
-        if not slot:
-            self.progress.event("warning: no replication slot free to hold WAL; the "
-                                "backup fails if the server recycles WAL it needs")
+        self._reserve_wal(session)
         start_lsn = session.start("pgdr %s" % backup_id, s.fast_checkpoint)
         try:
             if self.reference:
                 self._changed_blocks(session, start_lsn)
             entries = datadir.walk(pgdata, server["version_num"], server["tablespaces"])
-            control = entries.pop()
-            tasks = plan_pieces(entries, prefix, self.codec, s.chunk_size * MIB,
-                                s.bundle_limit * KIB, self.parent_files)
-            self.meter.begin("backup", sum(e.size for e in entries + [control]
-                                           if e.kind == "file"))
-            records = run_all(self._copy, tasks, s.workers)
-            self.delta_disk_read = sum(r.get("disk_read", 0) for r in records)
-            last = Bundle(0, "%sbundle/%06d%s" % (prefix, 0, self.codec.suffix))
-            last.members.append(control)
-            control_record = self.copy_bundle(last)
-            self.meter.end()
+            files, bundles = self._copy_data(entries, prefix, backup_id)
             faultpoint.reached("backup.after_bundles")
             stop_lsn, label, spcmap = session.stop()
             server["stop_xmax"] = session.snapshot_xmax()
             timeline = int(_LABEL_TIMELINE.search(label).group(1))
             wal = self._copy_wal(pgdata, prefix, timeline, start_lsn, stop_lsn,
                                  server["wal_segment_size"])
-            files, bundles = _file_records(entries + [control], tasks,
-                                           records + [control_record], last,
-                                           self.parent_files, backup_id)
-            bundles = self._referenced_bundles(files, bundles)
             self._lease_check()
             manifest = self._manifest(backup_id, server, pgdata, start_lsn, stop_lsn,
                                       timeline, label, spcmap, started, files, bundles, wal,
@@ -408,6 +411,185 @@ class BackupRun(object):
         faultpoint.reached("backup.after_manifest")
         self.progress.event("backup %s complete: %s" % (backup_id, describe(manifest)))
         return {"changed": True, "backup": summarize(manifest)}
+
+    def _reserve_wal(self, session):
+        """A temporary slot holds the WAL from the start of the backup to its copy."""
+        if not session.reserve_wal("pgdr_%d" % os.getpid()):
+            self.progress.event("warning: no replication slot free to hold WAL; the "
+                                "backup fails if the server recycles WAL it needs")
+
+    def _copy_data(self, entries, prefix, backup_id):
+        """Copy the files of a walk, pg_control last in a bundle of its own: (file
+        records, bundles) for the manifest."""
+        s = self.settings
+        control = entries.pop()
+        tasks = plan_pieces(entries, prefix, self.codec, s.chunk_size * MIB,
+                            s.bundle_limit * KIB, self.parent_files)
+        self.meter.begin("backup", sum(e.size for e in entries + [control]
+                                       if e.kind == "file"))
+        records = run_all(self._copy, tasks, s.workers)
+        self.delta_disk_read = sum(r.get("disk_read", 0) for r in records)
+        last = Bundle(0, "%sbundle/%06d%s" % (prefix, 0, self.codec.suffix))
+        last.members.append(control)
+        control_record = self.copy_bundle(last)
+        self.meter.end()
+        files, bundles = _file_records(entries + [control], tasks, records + [control_record],
+                                       last, self.parent_files, backup_id)
+        return files, self._referenced_bundles(files, bundles)
+
+    # -- a snapshot carried into the repository -----------------------------------------
+    def _materialise(self, dry_run):
+        """A full backup in the repository made from a snapshot backup's snapshots, read
+        where the provider keeps them: neither the live cluster's disks nor PostgreSQL
+        are read. Its consistency point, label and WAL are the snapshot backup's; it
+        restores on its own and diffs can refer to it. Once per snapshot backup."""
+        s = self.settings
+        if s.type not in ("full", "auto"):
+            raise ConfigError("from_snapshot=%s makes a full backup; type=%s cannot be "
+                              "combined with it (expected full)" % (s.from_snapshot, s.type),
+                              code="config_invalid", stage="check", option="from_snapshot")
+        if not catalog.is_snapshot(s.from_snapshot):
+            raise ConfigError("from_snapshot=%s is not the id of a snapshot backup (expected "
+                              "an id of info's snapshots, such as 20261206T120000Z-snapshot)"
+                              % s.from_snapshot, code="config_invalid", stage="check",
+                              option="from_snapshot")
+        source = self.catalog.manifest(s.from_snapshot)
+        complete = self.catalog.scan()[0]
+        self.catalog.refuse_newer_format()
+        done = [m for m in complete if m.get("from_snapshot") == source["id"]]
+        if done:
+            return {"changed": False, "backup": summarize(done[-1]),
+                    "msg": "snapshot backup %s is already in the repository as full backup "
+                           "%s" % (source["id"], done[-1]["id"])}
+        snapshots.require(s, source)
+        if dry_run:
+            return {"changed": True, "pg_data": source["pg_data"],
+                    "backup": {"type": "full", "cluster": s.cluster, "reference": None,
+                               "from_snapshot": source["id"]}}
+        return self._leased(lambda: self._copy_snapshot(source))
+
+    def _copy_snapshot(self, source):
+        s = self.settings
+        volumes = source["snapshot"]["volumes"]
+        root = next(v for v in volumes if v["role"] == "pgdata")["snapshot"]["path"]
+        relocated = dict((str(v["oid"]), v["snapshot"]["path"]) for v in volumes
+                         if v["role"] == "tablespace")
+        backup_id = self._new_id("full")
+        self.lease.set_backup(backup_id)
+        prefix = catalog.backup_prefix(s.cluster, backup_id)
+        started = time.time()
+        self.progress.event("backup %s from snapshot backup %s (%s) starting"
+                            % (backup_id, source["id"], root))
+        server = {"version_num": source["pg_version"],
+                  "system_identifier": source["system_identifier"],
+                  "in_recovery": source["from_standby"], "tablespaces": source["tablespaces"],
+                  "settings": source["settings"], "stop_xmax": source.get("stop_xmax")}
+        try:
+            entries = datadir.walk(root, source["pg_version"], source["tablespaces"],
+                                   relocated)
+            files, bundles = self._copy_data(entries, prefix, backup_id)
+            wal = self._copy_stored_wal(source, prefix)
+            self._lease_check()
+            manifest = self._manifest(
+                backup_id, server, source["pg_data"], parse_lsn(source["start_lsn"]),
+                parse_lsn(source["stop_lsn"]), source["timeline"], source["backup_label"],
+                source["tablespace_map"], started, files, bundles, wal, "full",
+                extra={"from_snapshot": source["id"], "start_time": source["start_time"],
+                       "stop_time": source["stop_time"], "stop_epoch": source["stop_epoch"]})
+        except BaseException as exc:
+            self._discard(backup_id, prefix, exc)
+            raise
+        self.progress.event("backup %s complete from snapshot backup %s: %s"
+                            % (backup_id, source["id"], describe(manifest)))
+        return {"changed": True, "backup": summarize(manifest)}
+
+    def _copy_stored_wal(self, source, prefix):
+        """The snapshot backup's WAL, read back from the repository (checked against its
+        digests) and stored again under this backup: each backup owns its objects."""
+        listing = self.catalog.file_list(source)
+        codecs = CodecsByKey()
+        self.meter.begin("backup WAL", sum(w["size"] for w in listing["wal"]))
+
+        def copy(stored):
+            packed = self.storage.get(stored["key"])
+            if hashlib.sha256(packed).hexdigest() != stored["stored_sha256"]:
+                raise IntegrityError("WAL object %s of snapshot backup %s does not match its "
+                                     "SHA-256" % (stored["key"], source["id"]),
+                                     code="checksum_mismatch", stage="backup",
+                                     key=stored["key"])
+            raw = codecs.decompress(packed, stored["size"], stored["key"])
+            record = self.store("%swal/%s%s" % (prefix, stored["name"], self.codec.suffix),
+                                raw)
+            record["name"] = stored["name"]
+            return record
+
+        records = run_all(copy, listing["wal"], self.settings.workers)
+        self.meter.end()
+        return records
+
+    def _snapshot_volumes(self, server, pgdata):
+        """(provider, volumes) of a snapshot backup, checked: refused before backup mode."""
+        source = snapshots.provider(self.settings)
+        volumes = snapshots.volumes(pgdata, server["tablespaces"])
+        source.check(volumes)
+        return source, volumes
+
+    def _snapshot_backup(self, session, server, pgdata):
+        """Snapshot every volume inside one backup session and stop it as soon as the
+        last snapshot was taken; then the WAL and the manifest, as any backup's. The
+        data stays with the provider: the repository holds no file of it."""
+        s = self.settings
+        source, volumes = self._snapshot_volumes(server, pgdata)
+        # the size and file count the manifest reports, walked before backup mode
+        entries = datadir.walk(pgdata, server["version_num"], server["tablespaces"])
+        files = [e for e in entries if e.kind == "file"]
+        backup_id = self._new_id(catalog.SNAPSHOT)
+        if self.lease is not None:
+            self.lease.set_backup(backup_id)
+        prefix = catalog.backup_prefix(s.cluster, backup_id)
+        started = time.time()
+        self.progress.event("snapshot backup %s of %s starting (%s, %d volume(s))"
+                            % (backup_id, pgdata, source.name, len(volumes)))
+        self._reserve_wal(session)
+        start_lsn = session.start("pgdr %s" % backup_id, s.fast_checkpoint)
+        taken = []
+        try:
+            source.create(s.cluster, backup_id, volumes, taken)
+            stop_lsn, label, spcmap = session.stop()
+            faultpoint.reached("backup.after_snapshots")
+            server["stop_xmax"] = session.snapshot_xmax()
+            timeline = int(_LABEL_TIMELINE.search(label).group(1))
+            wal = self._copy_wal(pgdata, prefix, timeline, start_lsn, stop_lsn,
+                                 server["wal_segment_size"])
+            self._lease_check()
+            record = {"provider": source.name, "off_host": source.off_host,
+                      "state": "complete", "volumes": taken}
+            manifest = self._manifest(
+                backup_id, server, pgdata, start_lsn, stop_lsn, timeline, label, spcmap,
+                started, [], [], wal, catalog.SNAPSHOT,
+                extra={"snapshot": record, "size": sum(e.size for e in files),
+                       "file_count": len(files), "changed_files": len(files)})
+        except BaseException as exc:
+            if self._discard(backup_id, prefix, exc):
+                self._drop_snapshots(source, taken, backup_id)
+            elif taken:
+                self.progress.event("backup %s failed: its snapshots are kept: %s" % (
+                    backup_id, ", ".join(v["snapshot"]["id"] for v in taken)))
+            raise
+        self.progress.event("snapshot backup %s complete: %s" % (backup_id,
+                                                                 describe(manifest)))
+        return {"changed": True, "backup": summarize(manifest)}
+
+    def _drop_snapshots(self, source, taken, backup_id):
+        """A failed snapshot backup (no manifest stored) removes its snapshots, best
+        effort; those it cannot remove are named."""
+        for volume in taken:
+            try:
+                source.delete(volume)
+            except PgdrError as exc:
+                self.progress.event("warning: snapshot %s of failed backup %s could not be "
+                                    "removed: %s" % (volume["snapshot"]["id"], backup_id,
+                                                     exc.msg))
 
     def _changed_blocks(self, session, start_lsn):
         """Read only the pages the WAL summaries name, when they cover the whole range
@@ -477,26 +659,28 @@ class BackupRun(object):
         """A failed backup removes what it stored (never offered for restore either way,
         having no manifest), best effort: what cannot be removed now is left to `pgdr
         cleanup`. A backup whose manifest is stored is complete and never removed; one
-        whose manifest cannot be checked is left alone too."""
+        whose manifest cannot be checked is left alone too. True when the repository
+        holds nothing of it (no manifest)."""
         why = getattr(error, "msg", None) or type(error).__name__
         try:
             if self.storage.head(prefix + catalog.MANIFEST) is not None:
                 self.progress.event("backup %s failed (%s) after its manifest was stored: "
                                     "it is complete and kept" % (backup_id, why))
-                return
+                return False
             keys = [info.key for info in self.storage.list(prefix)]
             self.storage.delete(keys)
         except PgdrError as exc:
             self.progress.event("warning: backup %s failed (%s) and what it stored under %s "
                                 "could not be removed (%s): `pgdr cleanup` removes it later"
                                 % (backup_id, why, prefix, exc.msg))
-            return
+            return False
         if keys:
             self.progress.event("backup %s failed (%s): removed the %d object(s) it had "
                                 "stored" % (backup_id, why, len(keys)))
+        return True  # nothing of it is left in the repository
 
     def _manifest(self, backup_id, server, pgdata, start_lsn, stop_lsn, timeline, label,
-                  spcmap, started, files, bundles, wal, kind):
+                  spcmap, started, files, bundles, wal, kind, extra=None):
         s = self.settings
         prefix = catalog.backup_prefix(s.cluster, backup_id)
         file_list = catalog.encode_file_list({"files": files, "bundles": bundles,
@@ -543,6 +727,7 @@ class BackupRun(object):
             "stored_size": stored + len(file_list),
             "file_list_sha256": hashlib.sha256(file_list).hexdigest(),
         }
+        manifest.update(extra or {})
         # its digest, then the manifest itself: the backup's completion mark
         catalog.write_manifest(self.storage, s.cluster, manifest)
         return manifest
@@ -623,9 +808,10 @@ def describe(manifest):
     """The one text of a backup's counts, for the log line and the CLI: file_count is
     the manifest's (regular files, pg_control included; directories and tablespace
     links are not files), the same number --json and info give."""
-    return "%d files, %.1f MiB read, %.1f MiB stored, %.1f s" % (
-        manifest["file_count"], manifest["size"] / MIB, manifest["stored_size"] / MIB,
-        manifest["duration"])
+    return "%d files, %.1f MiB %s, %.1f MiB stored, %.1f s" % (
+        manifest["file_count"], manifest["size"] / MIB,
+        "snapshotted" if manifest.get("type") == catalog.SNAPSHOT else "read",
+        manifest["stored_size"] / MIB, manifest["duration"])
 
 
 def _epoch(text):
@@ -680,7 +866,8 @@ def summarize(manifest):
     keys = ("id", "cluster", "type", "reference", "chain", "host", "pg_version", "timeline",
             "start_lsn", "stop_lsn", "start_wal", "stop_wal", "start_time", "stop_time", "duration",
             "compression", "file_count", "changed_files", "size", "wal_size", "stored_size",
-            "from_standby", "system_identifier", "block_source", "delta_read_size")
+            "from_standby", "system_identifier", "block_source", "delta_read_size",
+            "snapshot", "from_snapshot")
     return dict((k, manifest.get(k)) for k in keys)
 
 
@@ -693,6 +880,8 @@ def run(settings, progress, dry_run=False):
     except Exception as exc:
         metrics.backup_failed(settings, settings.type, exc)
         raise
-    if "size" in (result.get("backup") or {}):
-        metrics.backup_done(settings, result["backup"])
+    done = result.get("backup") or {}
+    # a snapshot is not a backup off this host: it never keeps BackupTooOld quiet
+    if result.get("changed") and "size" in done and done.get("type") != catalog.SNAPSHOT:
+        metrics.backup_done(settings, done)
     return result

@@ -55,8 +55,10 @@ def run(settings, progress, dry_run=False):
     point = _choose_point(settings, storage, catalog)
     if dry_run:  # a real run restores, starts and removes a copy: changed
         return {"changed": True, "point": point}
+    # a drill proves the repository: never a local snapshot, however fast
     run_settings = settings.replace(
         point=point, target_action="pause", force=False, keep_archiving=False,
+        restore_from="repository",
         settings=dict(settings.settings or {}, port=str(settings.drill_port),
                       listen_addresses="127.0.0.1",
                       unix_socket_directories=os.path.dirname(settings.target)))
@@ -68,6 +70,7 @@ def run(settings, progress, dry_run=False):
     try:
         restored = restore.run(run_settings, progress)
         report["backup_id"] = restored["backup"]["id"]
+        report["source"] = restored["plan"]["source"]  # a snapshot named by the point
         report["restored_bytes"] = restored["backup"]["size"]
         report["restore_seconds"] = round(time.time() - started, 3)
         server = Scratch(settings, restored["backup"]["pg_version"])

@@ -11,6 +11,9 @@ Everything else of the cluster is deleted: expired backups (newest first, so
 that a diff never outlives its full, and each manifest first, so a half-deleted
 backup is never offered), the objects of incomplete backups that no backup can
 still be writing (cleanup.py says which), and WAL that no kept backup needs.
+Snapshot backups are kept by the same policy, counted on their own (the newest
+``retention_full`` of them, those needed in the window); an expired one loses its
+snapshots through its provider, on the host that holds them, then its objects.
 --dry-run lists exactly that. Killed half-way, a rerun finishes the work: a
 half-deleted backup is an incomplete one older than a complete backup.
 """
@@ -19,11 +22,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import calendar
+import socket
 import time
 
+from .. import snapshots
 from ..archive import ArchiveIndex
-from ..catalog import Catalog, backup_prefix
-from ..errors import ConfigError
+from ..catalog import SNAPSHOT, Catalog, backup_prefix
+from ..errors import ConfigError, PgdrError
 from ..storage import open_storage
 from . import cleanup
 
@@ -32,9 +37,10 @@ def _epoch(text):
     return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
 
 
-def retained(complete, retention_full, retention_days, now):
-    """Ids to keep: the retention policy, closed over chains."""
-    fulls = [m for m in complete if m["type"] == "full"]
+def retained(complete, retention_full, retention_days, now, kind="full"):
+    """Ids to keep: the retention policy, closed over chains. Snapshot backups (kind
+    snapshot) are counted on their own, each its own chain."""
+    fulls = [m for m in complete if m["type"] == kind]
     keep_fulls = set()
     if retention_full:
         keep_fulls.update(m["id"] for m in fulls[-retention_full:])
@@ -81,19 +87,40 @@ def _run(settings, progress, dry_run):
     for entry in held:
         progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
     kept = [m for m in complete if m["id"] in keep]
+    snapshots_expired, elsewhere = _expired_snapshots(catalog.snapshots, settings, now)
+    for entry in elsewhere:
+        progress.event("kept snapshot backup %s: %s" % (entry["id"], entry["why"]))
+    gone = set(m["id"] for m in snapshots_expired)
+    kept += [m for m in catalog.snapshots if m["id"] not in gone]  # their WAL stays
     wal = _expired_wal(storage, settings.cluster, kept)
-    if wal and catalog.damaged:
+    unreadable = catalog.damaged + catalog.damaged_snapshots
+    if wal and unreadable:
         # a damaged backup (or one of an older format) may still be restorable by hand or
         # by the pgdr that wrote it, with this WAL: the operator decides, expire does not
         progress.event("kept %d WAL file(s) older than the oldest kept backup: backup(s) %s "
                        "cannot be read (see pgdr info) and may still need them"
-                       % (len(wal), ", ".join(d["id"] for d in catalog.damaged)))
+                       % (len(wal), ", ".join(d["id"] for d in unreadable)))
         wal = []
     plan = {"expired": expired, "incomplete_removed": sorted(stale), "incomplete_kept": held,
             "kept": sorted(keep), "wal_removed": len(wal),
-            "wal_keys": wal[:1000] if dry_run else []}
-    if dry_run or not (expired or stale or wal):
-        return dict(plan, changed=bool(expired or stale or wal))
+            "wal_keys": wal[:1000] if dry_run else [],
+            "snapshots_expired": [{"id": m["id"], "snapshots": [
+                v["snapshot"]["id"] for v in m["snapshot"]["volumes"]]}
+                for m in snapshots_expired],
+            "snapshots_kept": sorted(m["id"] for m in catalog.snapshots
+                                     if m["id"] not in gone),
+            "snapshots_elsewhere": elsewhere}
+    work = expired or stale or wal or snapshots_expired
+    if dry_run or not work:
+        return dict(plan, changed=bool(work))
+    failed = []
+    for manifest in snapshots_expired:
+        try:
+            _remove_snapshot_backup(storage, settings, manifest, progress)
+        except PgdrError as exc:  # the other backups and the WAL are expired all the same
+            progress.event("could not remove snapshot backup %s: %s"
+                           % (manifest["id"], exc.msg))
+            failed.append((manifest["id"], exc))
     # newest first: a diff or incr goes before the backups it needs
     for backup_id in reversed(expired):
         objects = storage.list(backup_prefix(settings.cluster, backup_id))
@@ -103,7 +130,45 @@ def _run(settings, progress, dry_run):
     storage.delete(wal)
     if wal:
         progress.event("removed %d WAL file(s) older than the oldest kept backup" % len(wal))
+    if failed:
+        backup_id, exc = failed[0]
+        raise type(exc)("expire removed what it listed except snapshot backup(s) %s: %s; "
+                        "the next expire tries again" % (", ".join(f[0] for f in failed),
+                                                          exc.msg),
+                        code=exc.code, stage="expire", backup_id=backup_id)
     return dict(plan, changed=True)
+
+
+def _expired_snapshots(found, settings, now):
+    """(snapshot backups to remove, [{id, why}] of those the policy expires that this
+    host cannot remove): the policy applied to snapshot backups on their own. A local
+    snapshot is removed only on the host that holds it."""
+    keep = retained(found, settings.retention_full, settings.retention_days, now,
+                    kind=SNAPSHOT)
+    here, expired, elsewhere = socket.gethostname(), [], []
+    for manifest in found:
+        if manifest["id"] in keep:
+            continue
+        if manifest["snapshot"].get("off_host") or manifest.get("host") == here:
+            expired.append(manifest)
+        else:
+            elsewhere.append({"id": manifest["id"], "why": (
+                "expired, but its %s snapshots are on host %s: expire removes them there"
+                % (manifest["snapshot"]["provider"], manifest.get("host")))})
+    return expired, elsewhere
+
+
+def _remove_snapshot_backup(storage, settings, manifest, progress):
+    """The provider's snapshots first, then the objects (manifest first): killed in
+    between, the backup is refused as snapshot_missing and the next expire finishes."""
+    source = snapshots.provider(settings, manifest["snapshot"]["provider"])
+    for volume in manifest["snapshot"]["volumes"]:
+        if source.state(volume) == "complete":
+            source.delete(volume)
+    objects = storage.list(backup_prefix(settings.cluster, manifest["id"]))
+    cleanup.remove(storage, settings.cluster, manifest["id"], objects, progress)
+    progress.event("removed the %d snapshot(s) of backup %s"
+                   % (len(manifest["snapshot"]["volumes"]), manifest["id"]))
 
 
 def _expired_wal(storage, cluster, kept):

@@ -7,13 +7,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import calendar
-import json
 import time
 
 from ..catalog import Catalog
 from ..errors import ObjectiveMissed, PgdrError
 from ..postgres.session import archive_lag
-from ..recovery import Planner
+from ..recovery import Planner, last_drill, predict_rto
 from ..storage import open_storage
 from .backup import summarize
 from .cleanup import stored
@@ -42,6 +41,10 @@ def run(settings, progress=None, dry_run=False):
         "latest": backups[-1] if backups else None,
         "incomplete": incomplete,
         "damaged": catalog.damaged,  # manifests that fail their checks: never restored
+        # never a diff's reference or retention's count for the other backups: listed
+        # apart, with what they are not when their provider keeps them on this host
+        "snapshots": [dict(summarize(m), note=snapshot_note(m)) for m in catalog.snapshots],
+        "damaged_snapshots": catalog.damaged_snapshots,
         "window": Planner(storage, catalog, settings.cluster).window(),
         "archive": archive,
         "last_drill": drill,
@@ -57,16 +60,14 @@ def run(settings, progress=None, dry_run=False):
     return state
 
 
-def last_drill(storage, cluster):
-    """The newest drill report of the cluster, or None."""
-    keys = [i.key for i in storage.list("%s/drill/" % cluster) if i.key.endswith(".json")]
-    if not keys:
-        return None
-    key = sorted(keys)[-1]
-    report = json.loads(storage.get(key).decode("utf-8"))
-    return dict([(k, report.get(k)) for k in (
-        "finished_at", "success", "point", "backup_id", "rto_seconds", "rpo_seconds",
-        "restore_seconds", "restored_bytes")] + [("report_key", key)])
+def snapshot_note(manifest):
+    """What a snapshot backup is worth in a disaster, in one sentence."""
+    record = manifest["snapshot"]
+    if record.get("off_host"):
+        return "snapshots held by %s, off this host" % record["provider"]
+    return ("snapshots held by %s on the cluster's own disks: not disaster recovery by "
+            "itself (a lost disk or host loses them); a fast way back on this host"
+            % record["provider"])
 
 
 def assess(settings, backups, archive, drill):
@@ -86,12 +87,9 @@ def assess(settings, backups, archive, drill):
     else:
         rpo, basis = None, "no backup"
     out["rpo"] = _objective(settings.rpo_objective, rpo, basis)
-    rto, basis = None, "no drill yet"
-    if drill and drill.get("success") and drill.get("restore_seconds") and backups:
-        throughput = drill["restored_bytes"] / max(drill["restore_seconds"], 0.001)
-        overhead = drill["rto_seconds"] - drill["restore_seconds"]
-        rto = round(backups[-1]["size"] / throughput + overhead, 1)
-        basis = "newest backup at the last drill's %.0f MiB/s" % (throughput / 1048576.0)
+    rto, basis = predict_rto(drill, backups[-1]["size"] if backups else None)
+    if backups and rto is not None:
+        basis = "newest backup at " + basis
     out["rto"] = _objective(settings.rto_objective, rto, basis)
     return out
 

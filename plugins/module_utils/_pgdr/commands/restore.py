@@ -32,11 +32,12 @@ import stat
 import threading
 import time
 
-from .. import catalog, faultpoint, filestamps
+from .. import catalog, faultpoint, filestamps, snapshots
 from ..compress import CodecsByKey
-from ..errors import ConfigError, IntegrityError, TargetRefused
+from ..errors import ConfigError, IntegrityError, PgdrError, TargetRefused
 from ..options import BY_NAME, DEFAULT_CONFIG_FILE
-from ..recovery import Planner, parse_point
+from ..postgres.wal import parse_lsn
+from ..recovery import Planner, last_drill, parse_point, predict_rto
 from ..parallel import run_all
 from ..postgres.datadir import (CONTROL_FILE, RESTORE_MARKER, RESTORE_STAMPS, is_running,
                                 refuse_live)
@@ -54,6 +55,7 @@ MARKER = RESTORE_MARKER
 
 class RestoreRun(object):
     delta = None  # DeltaCounts when an existing data directory is brought up to date
+    clones = None  # snapshot backups: [(provider, volume, destination, hidden clone)]
 
     def __init__(self, settings, progress):
         settings.require("cluster", "target")
@@ -70,6 +72,7 @@ class RestoreRun(object):
         self._fetched = [0, 0, threading.Lock()]  # tasks done, tasks in all (kill point)
         self.touched = set()  # keys of pieces a delta layer writes over: always fetched
         self.trusted = {}  # delta: files unchanged since a restore recorded them (filestamps)
+        self._placed = []  # snapshot backups: clones made, hidden or in place (undo)
 
     # -- checks ------------------------------------------------------------------------
     def check_target(self):
@@ -182,7 +185,8 @@ class RestoreRun(object):
 
     def plan(self):
         """The recovery plan of this restore (the backup, the point, the WAL), from the
-        repository alone: the target is neither checked nor read."""
+        repository: the target is neither checked nor read (only, when a snapshot backup
+        could serve, which filesystem would hold it)."""
         self.storage.check()
         s = self.settings
         # backup_id with a point: that backup is the base the point is reached from
@@ -199,7 +203,75 @@ class RestoreRun(object):
             self._check_bootstrap()
         if base and self.point.kind in ("latest", "immediate"):
             self.point, base = parse_point("backup:" + base), None
-        return planner.plan(self.point, base)
+        recovery = planner.plan(self.point, base)
+        if base is None and s.restore_from == "auto" and not (s.standby or s.bootstrap
+                                                              or s.delta):
+            recovery = self._fastest(planner, recovery)
+        recovery.predicted_rto = self._predicted_rto(recovery.backup)
+        return recovery
+
+    def _fastest(self, planner, recovery):
+        """The snapshot backup that ends at or after the backup the planner chose, when
+        one serves the point from this host: a clone downloads nothing and no more WAL
+        is replayed, so it is the faster path whatever the size. Else the plan as it is,
+        with a note on each snapshot backup passed over."""
+        if self.point.kind in ("immediate", "backup"):
+            return recovery  # a backup's own consistency point: that backup's
+        chosen = recovery.backup
+        for snap in reversed(self.catalog.snapshots):
+            if parse_lsn(snap["stop_lsn"]) < parse_lsn(chosen["stop_lsn"]) or \
+                    snap["system_identifier"] != chosen["system_identifier"]:
+                continue
+            unusable = self._snapshot_unusable(snap)
+            if unusable:
+                recovery.notes.append("snapshot backup %s not used: %s" % (snap["id"],
+                                                                           unusable))
+                continue
+            try:
+                faster = planner.plan(self.point, snap["id"])
+            except PgdrError as exc:
+                if exc.code != "point_unreachable":  # ends after the point: not a path
+                    recovery.notes.append("snapshot backup %s not used: %s"
+                                          % (snap["id"], exc.msg))
+                continue
+            faster.notes = recovery.notes + faster.notes
+            faster.why = ("snapshot backup %s ends at LSN %s, at or after backup %s (LSN %s): "
+                          "its clone downloads nothing and replays no more WAL (set "
+                          "restore_from=repository to restore from the repository)"
+                          % (snap["id"], snap["stop_lsn"], chosen["id"], chosen["stop_lsn"]))
+            return faster
+        return recovery
+
+    def _snapshot_unusable(self, snap):
+        """Why this host cannot clone a snapshot backup into the target (None: it can)."""
+        record = snap["snapshot"]
+        if snapshots.elsewhere(snap):
+            return snapshots.elsewhere(snap)
+        try:
+            gone = snapshots.missing(self.settings, snap)
+            if gone:
+                return "snapshot(s) %s are gone" % ", ".join(gone)
+            source = snapshots.provider(self.settings, record["provider"])
+            wanted = self.settings.tablespace_map or {}
+            spaces = dict((str(t["oid"]), t) for t in snap["tablespaces"])
+            for volume in record["volumes"]:
+                destination = self.target
+                if volume["role"] == "tablespace":
+                    space = spaces[str(volume["oid"])]
+                    destination = next((wanted[k] for k in (space["location"], space["name"],
+                                                            str(space["oid"])) if k in wanted),
+                                       space["location"])
+                source.check_clone(volume, destination)
+        except PgdrError as exc:
+            return exc.msg
+        return None
+
+    def _predicted_rto(self, manifest):
+        """{seconds, basis}: the plan's restore and recovery, at the last drill's pace."""
+        drill = last_drill(self.storage, self.settings.cluster)
+        seconds, basis = predict_rto(drill, manifest.get("size"),
+                                     cloned=catalog.is_snapshot(manifest["id"]))
+        return {"seconds": seconds, "basis": basis}
 
     def run(self, dry_run=False):
         recovery = self.plan()
@@ -213,6 +285,11 @@ class RestoreRun(object):
                     "msg": "target %s already holds backup %s restored to point %s"
                            % (self.target, manifest["id"], self.point.describe())}
         listing = self.catalog.file_list(manifest)
+        if catalog.is_snapshot(manifest["id"]) and self.settings.delta:
+            raise TargetRefused("backup %s is a snapshot backup: it is restored by cloning "
+                                "its snapshots, never by delta (expected delta off)"
+                                % manifest["id"], code="snapshot_target_invalid",
+                                stage="check", option="delta")
         self.check_target()
         mapping = self.map_tablespaces(manifest)
         self.carried = self._carried_settings(manifest)
@@ -220,6 +297,9 @@ class RestoreRun(object):
         needed = catalog.chain_objects(listing)
         frozen = self._archived(manifest, needed, recovery)
         files = sum(1 for item in listing["files"] if item["kind"] == "file")
+        if catalog.is_snapshot(manifest["id"]):  # its files are in the snapshots
+            files = manifest["file_count"]
+            self.clones = self._snapshot_clones(manifest, mapping)
         plan = {"backup": summarize(manifest), "target": self.target,
                 "tablespaces": dict((oid, pair[1]) for oid, pair in mapping.items()),
                 "fetch_bytes": sum(o["stored_size"] for o in needed), "files": files,
@@ -234,9 +314,12 @@ class RestoreRun(object):
             self._thaw(frozen)
         self.progress.event("%s %s" % ("delta restore of" if self.delta else "restoring", what))
         try:
-            if self.delta:
-                self.prune(listing, mapping)
-            self.prepare(listing["files"], mapping)
+            if self.clones is not None:
+                self._clone_snapshots(mapping)
+            else:
+                if self.delta:
+                    self.prune(listing, mapping)
+                self.prepare(listing["files"], mapping)
             self.fetch(manifest, listing)
             self._record_stamps(listing)
             self.finish(manifest, mapping)
@@ -264,6 +347,92 @@ class RestoreRun(object):
                         msg="brought %s up to date: %s" % (self.target, what))
         self.progress.event("restored " + what)
         return dict(plan, changed=True, delta=None, msg="restored " + what)
+
+    # -- snapshot backups ---------------------------------------------------------------
+    def _snapshot_clones(self, manifest, mapping):
+        """[(provider, volume, destination, hidden clone)] of a snapshot backup, every
+        destination checked before anything is written: the snapshots are there, and
+        each destination is a plain, empty (or, with force, the target's own) directory
+        or absent, with no clone left there by an earlier run."""
+        snapshots.require(self.settings, manifest)
+        source = snapshots.provider(self.settings, manifest["snapshot"]["provider"])
+        clones = []
+        for volume in manifest["snapshot"]["volumes"]:
+            if volume["role"] == "pgdata":
+                destination = os.path.abspath(self.target)
+            else:
+                destination = mapping[str(volume["oid"])][1]
+                self._check_clone_location(destination)
+            hidden = os.path.join(os.path.dirname(destination),
+                                  ".%s.pgdr-clone" % os.path.basename(destination))
+            refuse = None
+            if os.path.lexists(hidden):
+                refuse = ("%s is left by an earlier restore that was stopped: pgdr never "
+                          "removes it; look at it, then remove it (btrfs subvolume delete)"
+                          % hidden)
+            elif os.path.islink(destination):
+                refuse = "%s is a symbolic link: a clone replaces a directory" % destination
+            elif os.path.isdir(destination) and snapshots.is_mount_point(destination):
+                refuse = "%s is a mount point: a clone cannot replace it" % destination
+            if refuse:
+                raise TargetRefused(refuse, code="snapshot_target_invalid", stage="check")
+            source.check_clone(volume, destination)
+            clones.append((source, volume, destination, hidden))
+        return clones
+
+    def _check_clone_location(self, location):
+        """A tablespace location a clone replaces: absent, empty, or (force) one of the
+        target's own tablespaces."""
+        if not os.path.isdir(location) or os.path.realpath(location) in set(
+                os.path.realpath(p) for p in self.replaced):
+            return
+        if os.listdir(location):
+            raise TargetRefused("tablespace location %s holds files: a snapshot restore "
+                                "replaces the whole directory with a clone; map the "
+                                "tablespace to an empty or new directory" % location,
+                                code="snapshot_target_invalid", stage="check")
+
+    def _clone_snapshots(self, mapping):
+        """Clone each snapshot beside its destination under a hidden name, make the clone
+        what a restore writes (no link into the source, no runtime state, pg_control held
+        back for finish), then rename it into place; tablespaces are linked at once."""
+        self._still_stopped(mapping)
+        existed = os.path.isdir(self.target)
+        if existed:
+            self._clear(self.target)
+        for location in self.replaced:
+            self._clear(location)
+        self.created = [] if existed else None
+        for source, volume, destination, hidden in self.clones:
+            self.progress.event("cloning snapshot %s into %s" % (volume["snapshot"]["id"],
+                                                                 destination))
+            source.clone(volume, hidden)
+            self._placed.append(hidden)
+            snapshots.scrub_clone(hidden, pgdata=volume["role"] == "pgdata")
+            if volume["role"] == "pgdata":
+                control = os.path.join(hidden, CONTROL_FILE)
+                with open(control, "rb") as handle:
+                    self.control = (handle.read(), 0o600)
+                os.unlink(control)  # finish writes it last
+            if os.path.isdir(destination):
+                os.rmdir(destination)  # empty: the clone takes its place
+            os.rename(hidden, destination)
+            self._placed[-1] = destination
+            self._chown(destination)
+            if volume["role"] == "tablespace":
+                link = os.path.join(self.target, "pg_tblspc", str(volume["oid"]))
+                os.symlink(destination, link)
+                self._chown(link)
+
+    def _undo_clones(self):
+        """Remove what the clones put in place (last first); the target, when it existed
+        before, is left as an empty directory again."""
+        for path in reversed(self._placed):
+            if os.path.isdir(path):
+                self._clear(path)
+                os.rmdir(path)  # an empty subvolume goes with rmdir (Linux 4.18+)
+        if self.created is not None and not os.path.exists(self.target):
+            self._makedirs(self.target)
 
     def _standby_point(self, base):
         """A standby starts from the newest backup on the way to the latest timeline and
@@ -886,6 +1055,9 @@ class RestoreRun(object):
         return carried
 
     def undo(self):
+        if self.clones is not None:
+            self._undo_clones()
+            return
         if not self.created or self.delta:
             return  # a delta keeps what it had (without pg_control): a rerun resumes
         self._clear(self.created[0])

@@ -17,13 +17,15 @@ __metaclass__ = type
 
 import os
 
+from ..catalog import FOLDERS
 from ..errors import ConfigError, Conflict, IntegrityError, NotFound
 from ..parallel import run_all
 from ..storage import open_storage
 from ..storage.base import file_sha256
 
-# Second-level names that hold pgdr's own objects (<cluster>/backup/..., <cluster>/wal/...).
-RESERVED = ("backup", "wal")
+# Second-level names that hold pgdr's own objects (<cluster>/backup/..., <cluster>/wal/...,
+# <cluster>/snapshot/...).
+RESERVED = FOLDERS + ("wal",)
 MAX_LISTED = 10
 
 

@@ -24,8 +24,8 @@ __metaclass__ = type
 
 import hashlib
 
-from .. import archive
-from ..catalog import FILE_LIST, Catalog, backup_prefix, chain_objects
+from .. import archive, snapshots
+from ..catalog import FILE_LIST, Catalog, backup_prefix, chain_objects, is_snapshot
 from ..compress import CodecsByKey
 from ..errors import IntegrityError, NotFound, PgdrError
 from ..parallel import run_all
@@ -37,7 +37,8 @@ WAL_MODES = ("full", "list", "none")
 # problem classes, in the order the error message lists them
 CLASSES = (("manifests", "damaged manifests"), ("objects", "backup objects"),
            ("history", "history files"), ("wal", "archived WAL segments"),
-           ("gaps", "gaps in the WAL archive"))
+           ("gaps", "gaps in the WAL archive"),
+           ("snapshots", "snapshots gone from their provider"))
 
 
 def run(settings, progress, dry_run=False):
@@ -50,6 +51,13 @@ def run(settings, progress, dry_run=False):
     catalog.check_chain(manifest)
     problems = dict((name, []) for name, dummy in CLASSES)
     problems["manifests"] = [d["msg"] for d in catalog.damaged]
+    unchecked = None
+    if is_snapshot(manifest["id"]):  # its data is the provider's: are they all there?
+        unchecked = snapshots.elsewhere(manifest)
+        if not unchecked:
+            problems["snapshots"] = ["snapshot %s of backup %s is gone"
+                                     % (name, manifest["id"])
+                                     for name in snapshots.missing(settings, manifest)]
     try:
         objects = chain_objects(catalog.file_list(manifest))
     except IntegrityError as exc:  # the file list itself: nothing else of it can be read
@@ -90,6 +98,7 @@ def run(settings, progress, dry_run=False):
     result = {"changed": False, "backup_id": manifest["id"], "chain": manifest.get("chain"),
               "objects": len(objects), "stored_bytes": total, "wal": wal,
               "damaged_backups": [d["id"] for d in catalog.damaged],
+              "snapshots_unchecked": unchecked,
               "problem_counts": counts,
               "first_problems": dict((n, p[0]) for n, p in problems.items() if p),
               "problems": [p for name, dummy in CLASSES for p in problems[name]][:100],

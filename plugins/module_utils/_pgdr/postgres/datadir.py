@@ -53,8 +53,10 @@ class Entry(object):
         self.link = link        # for tablespaces: the original location
 
 
-def walk(pgdata, version_num, tablespaces):
-    """Entries of the data directory: directories first, pg_control last."""
+def walk(pgdata, version_num, tablespaces, relocated=None):
+    """Entries of the data directory: directories first, pg_control last. ``relocated``
+    ({oid: directory}) reads a tablespace from elsewhere than its link says (a snapshot
+    of it), its recorded location unchanged."""
     if not os.path.isfile(os.path.join(pgdata, "PG_VERSION")):
         raise PostgresError("%s is not a PostgreSQL data directory (no PG_VERSION); "
                             "set pg_data to the cluster's directory" % pgdata,
@@ -69,7 +71,8 @@ def walk(pgdata, version_num, tablespaces):
     by_oid = dict((t["oid"], t) for t in tablespaces)
     tblspc = os.path.join(pgdata, "pg_tblspc")
     for name in sorted(os.listdir(tblspc)) if os.path.isdir(tblspc) else ():
-        entries.extend(_tablespace_entries(tblspc, name, version_num, by_oid))
+        entries.extend(_tablespace_entries(tblspc, name, version_num, by_oid,
+                                           (relocated or {}).get(name)))
     if control is None:
         raise PostgresError("%s has no global/pg_control" % pgdata, code="pgdata_invalid",
                             stage="backup")
@@ -77,12 +80,12 @@ def walk(pgdata, version_num, tablespaces):
     return entries
 
 
-def _tablespace_entries(tblspc, name, version_num, by_oid):
+def _tablespace_entries(tblspc, name, version_num, by_oid, relocated=None):
     link = os.path.join(tblspc, name)
     rel = "pg_tblspc/" + name
     if not os.path.islink(link):  # in-place tablespace (a plain directory)
         return list(_walk_tree(link, rel, False, include_root=True))
-    location = os.readlink(link)
+    location = relocated or os.readlink(link)
     known = by_oid.get(int(name)) if name.isdigit() else None
     entries = [Entry(rel, "tablespace", mode=0o700, link=known["location"] if known else location)]
     prefix = "PG_%d_" % (version_num // 10000)
