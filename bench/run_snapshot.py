@@ -110,7 +110,7 @@ def one_round(ctx, tool, rnd: int) -> dict:
         r = timed(tool.cmd("restore") + ["--target", target, "--backup-id", backups[kind],
                                          "--point", f"lsn:{target_lsn}"],
                   env=tool.env(), sync_after=True)
-        if r["stdout"] and '"changed": true' not in r["stdout"]:
+        if '"changed": true' not in r["stdout"]:
             raise RuntimeError(f"restore of {backups[kind]} failed: {r['stderr'][-2000:]}")
         promoted, answer = started_to_promoted(ctx, target)
         if answer != expected:

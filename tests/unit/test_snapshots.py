@@ -28,7 +28,7 @@ def settings(**values):
     return options.resolve(dict({"cluster": "main"}, **values), environ={})
 
 
-def test_volumes_are_the_data_directory_then_each_tablespace_outside_it(tmp_path):
+def test_volumes_are_the_data_directory_then_each_tablespace(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     spaces = [{"oid": 16400, "location": str(tmp_path / "b")},

@@ -203,7 +203,8 @@ def predict_rto(drill, size, cloned=False):
     """(seconds, basis) of a restore of ``size`` bytes plus recovery, from the last
     successful drill: its restore throughput (a clone of a snapshot downloads nothing:
     about a second) and its time from start to verified. (None, why) without one."""
-    if not (drill and drill.get("success") and drill.get("restore_seconds")):
+    if not (drill and drill.get("success") and drill.get("restore_seconds")
+            and drill.get("restored_bytes") and drill.get("rto_seconds") is not None):
         return None, "no drill yet"
     if size is None:
         return None, "no backup"

@@ -168,8 +168,11 @@ class Btrfs(object):
     @staticmethod
     def check_clone(volume, destination):
         """Refuse a clone destination that btrfs cannot take, before anything is written:
-        its parent on another filesystem than the snapshot, or not writable."""
+        its parent (or the nearest directory that exists: the restore creates the rest)
+        on another filesystem than the snapshot, or not writable."""
         parent = os.path.dirname(os.path.abspath(destination))
+        while not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
         if not os.access(parent, os.W_OK | os.X_OK):
             raise TargetRefused("cannot create %s: this user cannot write into %s"
                                 % (destination, parent), code="snapshot_target_invalid",
@@ -226,7 +229,13 @@ def missing(settings, manifest):
 
 
 def require(settings, manifest):
-    """NotFound snapshot_missing when a snapshot of this backup is gone."""
+    """NotFound snapshot_missing when a snapshot of this backup is gone, or held on
+    another host."""
+    away = elsewhere(manifest)
+    if away:
+        raise NotFound("snapshot backup %s cannot be used on this host: %s; run there, or "
+                       "restore a repository backup" % (manifest["id"], away),
+                       code="snapshot_missing", stage="check", backup_id=manifest["id"])
     gone = missing(settings, manifest)
     if gone:
         raise NotFound("snapshot backup %s cannot be restored: its snapshot(s) %s are gone "

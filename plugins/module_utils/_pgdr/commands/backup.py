@@ -138,6 +138,7 @@ class BackupRun(object):
         self.block_source = None   # wal_summary or page_scan (diff and incr)
         self.delta_disk_read = 0   # bytes of relation files read to find changed pages
         self.lease = None          # held while the backup runs: lost -> the backup stops
+        self.strict = False        # a file that cannot be read fails the backup (snapshots)
 
     def store(self, key, raw):
         self._lease_check()
@@ -153,7 +154,8 @@ class BackupRun(object):
             with open(piece.entry.source, "rb") as handle:
                 handle.seek(piece.offset)
                 raw = handle.read(piece.length)
-        except (IOError, OSError):
+        except (IOError, OSError) as exc:
+            self._unreadable(piece.entry, exc)
             raw = b""  # the file was dropped during the backup; WAL replay agrees
         record = self.store(piece.key, raw)
         record["offset"] = piece.offset
@@ -226,7 +228,8 @@ class BackupRun(object):
             try:
                 with open(entry.source, "rb") as handle:
                     data = handle.read()
-            except (IOError, OSError):
+            except (IOError, OSError) as exc:
+                self._unreadable(entry, exc)
                 continue  # removed during the backup
             digest = hashlib.sha256(data).hexdigest()
             parent = self.parent_files.get(entry.path)
@@ -412,6 +415,14 @@ class BackupRun(object):
         self.progress.event("backup %s complete: %s" % (backup_id, describe(manifest)))
         return {"changed": True, "backup": summarize(manifest)}
 
+    def _unreadable(self, entry, exc):
+        """A live cluster drops files while it is copied (WAL replay agrees); a snapshot
+        does not, so there a read error fails the backup instead of storing less."""
+        if self.strict:
+            raise IntegrityError("cannot read %s from the snapshot (%s): the backup stops "
+                                 "rather than store it incomplete" % (entry.source, exc),
+                                 code="snapshot_failed", stage="backup")
+
     def _reserve_wal(self, session):
         """A temporary slot holds the WAL from the start of the backup to its copy."""
         if not session.reserve_wal("pgdr_%d" % os.getpid()):
@@ -456,11 +467,9 @@ class BackupRun(object):
         source = self.catalog.manifest(s.from_snapshot)
         complete = self.catalog.scan()[0]
         self.catalog.refuse_newer_format()
-        done = [m for m in complete if m.get("from_snapshot") == source["id"]]
+        done = self._materialised(complete, source)
         if done:
-            return {"changed": False, "backup": summarize(done[-1]),
-                    "msg": "snapshot backup %s is already in the repository as full backup "
-                           "%s" % (source["id"], done[-1]["id"])}
+            return done
         snapshots.require(s, source)
         if dry_run:
             return {"changed": True, "pg_data": source["pg_data"],
@@ -468,8 +477,22 @@ class BackupRun(object):
                                "from_snapshot": source["id"]}}
         return self._leased(lambda: self._copy_snapshot(source))
 
+    def _materialised(self, complete, source):
+        """The result of a run that finds the snapshot backup already in the repository."""
+        done = [m for m in complete if m.get("from_snapshot") == source["id"]]
+        if not done:
+            return None
+        return {"changed": False, "backup": summarize(done[-1]),
+                "msg": "snapshot backup %s is already in the repository as full backup %s"
+                       % (source["id"], done[-1]["id"])}
+
     def _copy_snapshot(self, source):
         s = self.settings
+        # read again under the lease: another run may have made it meanwhile
+        done = self._materialised(catalog.Catalog(self.storage, s.cluster).scan()[0], source)
+        if done:
+            return done
+        self.strict = True  # a read-only snapshot never loses a file: any error is damage
         volumes = source["snapshot"]["volumes"]
         root = next(v for v in volumes if v["role"] == "pgdata")["snapshot"]["path"]
         relocated = dict((str(v["oid"]), v["snapshot"]["path"]) for v in volumes
@@ -881,7 +904,9 @@ def run(settings, progress, dry_run=False):
         metrics.backup_failed(settings, settings.type, exc)
         raise
     done = result.get("backup") or {}
-    # a snapshot is not a backup off this host: it never keeps BackupTooOld quiet
-    if result.get("changed") and "size" in done and done.get("type") != catalog.SNAPSHOT:
+    # a snapshot is not a backup off this host; a full made from one ends at the
+    # snapshot's time (pgdr metrics, from the catalog, counts it in order)
+    if result.get("changed") and "size" in done and done.get("type") != catalog.SNAPSHOT \
+            and not done.get("from_snapshot"):
         metrics.backup_done(settings, done)
     return result

@@ -91,7 +91,10 @@ def _run(settings, progress, dry_run):
     for entry in elsewhere:
         progress.event("kept snapshot backup %s: %s" % (entry["id"], entry["why"]))
     gone = set(m["id"] for m in snapshots_expired)
-    kept += [m for m in catalog.snapshots if m["id"] not in gone]  # their WAL stays
+    # the WAL of the snapshot backups kept stays; an expired one held on another host
+    # (often a host that is gone) does not hold WAL back
+    away = set(e["id"] for e in elsewhere)
+    kept += [m for m in catalog.snapshots if m["id"] not in gone | away]
     wal = _expired_wal(storage, settings.cluster, kept)
     unreadable = catalog.damaged + catalog.damaged_snapshots
     if wal and unreadable:
@@ -121,6 +124,10 @@ def _run(settings, progress, dry_run):
             progress.event("could not remove snapshot backup %s: %s"
                            % (manifest["id"], exc.msg))
             failed.append((manifest["id"], exc))
+    if failed:  # still offered: so is the WAL it needs
+        left = [m for m in snapshots_expired if m["id"] in set(f[0] for f in failed)]
+        still = set(_expired_wal(storage, settings.cluster, kept + left))
+        wal = [key for key in wal if key in still]
     # newest first: a diff or incr goes before the backups it needs
     for backup_id in reversed(expired):
         objects = storage.list(backup_prefix(settings.cluster, backup_id))

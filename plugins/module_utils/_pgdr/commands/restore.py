@@ -72,7 +72,8 @@ class RestoreRun(object):
         self._fetched = [0, 0, threading.Lock()]  # tasks done, tasks in all (kill point)
         self.touched = set()  # keys of pieces a delta layer writes over: always fetched
         self.trusted = {}  # delta: files unchanged since a restore recorded them (filestamps)
-        self._placed = []  # snapshot backups: clones made, hidden or in place (undo)
+        self._placed = []  # snapshot backups: (clone, hidden or in place; existed) for undo
+        self._target_existed = False  # snapshot backups: the target was a directory
 
     # -- checks ------------------------------------------------------------------------
     def check_target(self):
@@ -212,11 +213,13 @@ class RestoreRun(object):
 
     def _fastest(self, planner, recovery):
         """The snapshot backup that ends at or after the backup the planner chose, when
-        one serves the point from this host: a clone downloads nothing and no more WAL
-        is replayed, so it is the faster path whatever the size. Else the plan as it is,
-        with a note on each snapshot backup passed over."""
-        if self.point.kind in ("immediate", "backup"):
-            return recovery  # a backup's own consistency point: that backup's
+        one serves the point from this host on the same timeline: a clone downloads
+        nothing and replays no more WAL, so it is the faster path whatever the size.
+        Only for points whose place is known before replay (latest, a time, an LSN): a
+        restore point name or an xid may lie before a newer backup's end. Else the plan
+        as it is, with a note on each snapshot backup passed over."""
+        if self.point.kind not in ("latest", "time", "lsn"):
+            return recovery
         chosen = recovery.backup
         for snap in reversed(self.catalog.snapshots):
             if parse_lsn(snap["stop_lsn"]) < parse_lsn(chosen["stop_lsn"]) or \
@@ -234,6 +237,11 @@ class RestoreRun(object):
                     recovery.notes.append("snapshot backup %s not used: %s"
                                           % (snap["id"], exc.msg))
                 continue
+            if faster.timeline != recovery.timeline:  # another branch of the history
+                recovery.notes.append("snapshot backup %s not used: it leads to timeline %s, "
+                                      "the plan to %s" % (snap["id"], faster.timeline,
+                                                          recovery.timeline))
+                continue
             faster.notes = recovery.notes + faster.notes
             faster.why = ("snapshot backup %s ends at LSN %s, at or after backup %s (LSN %s): "
                           "its clone downloads nothing and replays no more WAL (set "
@@ -243,32 +251,41 @@ class RestoreRun(object):
         return recovery
 
     def _snapshot_unusable(self, snap):
-        """Why this host cannot clone a snapshot backup into the target (None: it can)."""
-        record = snap["snapshot"]
-        if snapshots.elsewhere(snap):
-            return snapshots.elsewhere(snap)
+        """Why this restore cannot clone a snapshot backup (None: it can): the same checks
+        the restore makes before it writes, so that plan and run agree."""
         try:
-            gone = snapshots.missing(self.settings, snap)
-            if gone:
-                return "snapshot(s) %s are gone" % ", ".join(gone)
-            source = snapshots.provider(self.settings, record["provider"])
-            wanted = self.settings.tablespace_map or {}
-            spaces = dict((str(t["oid"]), t) for t in snap["tablespaces"])
-            for volume in record["volumes"]:
-                destination = self.target
-                if volume["role"] == "tablespace":
-                    space = spaces[str(volume["oid"])]
-                    destination = next((wanted[k] for k in (space["location"], space["name"],
-                                                            str(space["oid"])) if k in wanted),
-                                       space["location"])
-                source.check_clone(volume, destination)
+            self._clone_plan(snap, self._clone_destinations(snap))
         except PgdrError as exc:
             return exc.msg
         return None
 
+    def _clone_destinations(self, manifest, mapping=None):
+        """{oid or None (the data directory): destination} of a snapshot backup's volumes:
+        the target, and each tablespace's mapped location (tablespace_map, as
+        map_tablespaces reads it)."""
+        wanted = self.settings.tablespace_map or {}
+        spaces = dict((str(t["oid"]), t) for t in manifest["tablespaces"])
+        found = {None: os.path.abspath(self.target)}
+        for volume in manifest["snapshot"]["volumes"]:
+            oid = str(volume["oid"])
+            if volume["role"] != "tablespace":
+                continue
+            if mapping is not None:
+                found[oid] = mapping[oid][1]
+                continue
+            space = spaces[oid]
+            found[oid] = os.path.abspath(next(
+                (wanted[k] for k in (space["location"], space["name"], oid) if k in wanted),
+                space["location"]))
+        return found
+
     def _predicted_rto(self, manifest):
         """{seconds, basis}: the plan's restore and recovery, at the last drill's pace."""
-        drill = last_drill(self.storage, self.settings.cluster)
+        try:
+            drill = last_drill(self.storage, self.settings.cluster)
+        except (ValueError, AttributeError, PgdrError) as exc:  # never a reason to refuse
+            return {"seconds": None, "basis": "the last drill report cannot be read (%s)"
+                                              % (getattr(exc, "msg", None) or exc)}
         seconds, basis = predict_rto(drill, manifest.get("size"),
                                      cloned=catalog.is_snapshot(manifest["id"]))
         return {"seconds": seconds, "basis": basis}
@@ -350,19 +367,23 @@ class RestoreRun(object):
 
     # -- snapshot backups ---------------------------------------------------------------
     def _snapshot_clones(self, manifest, mapping):
-        """[(provider, volume, destination, hidden clone)] of a snapshot backup, every
-        destination checked before anything is written: the snapshots are there, and
-        each destination is a plain, empty (or, with force, the target's own) directory
-        or absent, with no clone left there by an earlier run."""
+        """The clones of a snapshot backup, checked before anything is written."""
+        return self._clone_plan(manifest, self._clone_destinations(manifest, mapping))
+
+    def _clone_plan(self, manifest, destinations):
+        """[(provider, volume, destination, hidden clone)], or TargetRefused /
+        NotFound: the snapshots are there on this host, and each destination is a plain
+        directory, empty (with force: the target, or one of its own tablespaces holding
+        nothing but this major's directory) or absent, with no clone left beside it by an
+        earlier run, on the snapshot's filesystem."""
         snapshots.require(self.settings, manifest)
         source = snapshots.provider(self.settings, manifest["snapshot"]["provider"])
+        owned = self._target_tablespaces() if self.settings.force else set()
+        version_dir = "PG_%d_" % (manifest["pg_version"] // 10000)
         clones = []
         for volume in manifest["snapshot"]["volumes"]:
-            if volume["role"] == "pgdata":
-                destination = os.path.abspath(self.target)
-            else:
-                destination = mapping[str(volume["oid"])][1]
-                self._check_clone_location(destination)
+            pgdata = volume["role"] == "pgdata"
+            destination = destinations[None if pgdata else str(volume["oid"])]
             hidden = os.path.join(os.path.dirname(destination),
                                   ".%s.pgdr-clone" % os.path.basename(destination))
             refuse = None
@@ -374,64 +395,76 @@ class RestoreRun(object):
                 refuse = "%s is a symbolic link: a clone replaces a directory" % destination
             elif os.path.isdir(destination) and snapshots.is_mount_point(destination):
                 refuse = "%s is a mount point: a clone cannot replace it" % destination
+            elif not pgdata and os.path.isdir(destination):
+                kept = os.listdir(destination)
+                if os.path.realpath(destination) in owned:
+                    kept = [n for n in kept if not n.startswith(version_dir)]
+                if kept:
+                    refuse = ("tablespace location %s holds %s: a snapshot restore replaces "
+                              "the whole directory with a clone; map the tablespace to an "
+                              "empty or new directory" % (destination, ", ".join(kept[:3])))
             if refuse:
                 raise TargetRefused(refuse, code="snapshot_target_invalid", stage="check")
             source.check_clone(volume, destination)
             clones.append((source, volume, destination, hidden))
         return clones
 
-    def _check_clone_location(self, location):
-        """A tablespace location a clone replaces: absent, empty, or (force) one of the
-        target's own tablespaces."""
-        if not os.path.isdir(location) or os.path.realpath(location) in set(
-                os.path.realpath(p) for p in self.replaced):
-            return
-        if os.listdir(location):
-            raise TargetRefused("tablespace location %s holds files: a snapshot restore "
-                                "replaces the whole directory with a clone; map the "
-                                "tablespace to an empty or new directory" % location,
-                                code="snapshot_target_invalid", stage="check")
-
     def _clone_snapshots(self, mapping):
         """Clone each snapshot beside its destination under a hidden name, make the clone
-        what a restore writes (no link into the source, no runtime state, pg_control held
-        back for finish), then rename it into place; tablespaces are linked at once."""
+        what a restore writes (pg_control held back for finish first, then no link into
+        the source and no runtime state), then rename it into place; tablespaces are
+        linked at once."""
         self._still_stopped(mapping)
-        existed = os.path.isdir(self.target)
-        if existed:
+        self._target_existed = os.path.isdir(self.target)
+        if self._target_existed:
             self._clear(self.target)
         for location in self.replaced:
-            self._clear(location)
-        self.created = [] if existed else None
+            remove_version_dirs(location, self.version_dir)
         for source, volume, destination, hidden in self.clones:
             self.progress.event("cloning snapshot %s into %s" % (volume["snapshot"]["id"],
                                                                  destination))
+            parent = os.path.dirname(destination)
+            if not os.path.isdir(parent):
+                self._makedirs(parent)
             source.clone(volume, hidden)
-            self._placed.append(hidden)
-            snapshots.scrub_clone(hidden, pgdata=volume["role"] == "pgdata")
+            self._placed.append((hidden, False))
             if volume["role"] == "pgdata":
-                control = os.path.join(hidden, CONTROL_FILE)
-                with open(control, "rb") as handle:
-                    self.control = (handle.read(), 0o600)
-                os.unlink(control)  # finish writes it last
-            if os.path.isdir(destination):
-                os.rmdir(destination)  # empty: the clone takes its place
+                self._hold_control(hidden)
+            snapshots.scrub_clone(hidden, pgdata=volume["role"] == "pgdata")
+            existed = os.path.isdir(destination)
+            if existed:
+                os.rmdir(destination)  # empty (checked): the clone takes its place
             os.rename(hidden, destination)
-            self._placed[-1] = destination
+            self._placed[-1] = (destination, existed)
             self._chown(destination)
             if volume["role"] == "tablespace":
                 link = os.path.join(self.target, "pg_tblspc", str(volume["oid"]))
                 os.symlink(destination, link)
                 self._chown(link)
 
+    def _hold_control(self, clone):
+        """pg_control out of a fresh clone before anything else: killed from here on,
+        the clone never starts (and its pg_tblspc links into the source go next)."""
+        control = os.path.join(clone, CONTROL_FILE)
+        with open(control, "rb") as handle:
+            self.control = (handle.read(), 0o600)
+        os.unlink(control)  # finish writes it last
+        for name in os.listdir(os.path.join(clone, "pg_tblspc")):
+            path = os.path.join(clone, "pg_tblspc", name)
+            if os.path.islink(path):
+                os.unlink(path)
+
     def _undo_clones(self):
-        """Remove what the clones put in place (last first); the target, when it existed
-        before, is left as an empty directory again."""
-        for path in reversed(self._placed):
-            if os.path.isdir(path):
+        """Remove what the clones put in place (last first); a destination that was an
+        empty directory before is one again."""
+        for path, existed in reversed(self._placed):
+            if os.path.isdir(path) and not os.path.islink(path):
                 self._clear(path)
                 os.rmdir(path)  # an empty subvolume goes with rmdir (Linux 4.18+)
-        if self.created is not None and not os.path.exists(self.target):
+            if existed and not os.path.exists(path):
+                os.mkdir(path, 0o700)
+                self._chown(path)
+        if self._target_existed and not os.path.exists(self.target):
             self._makedirs(self.target)
 
     def _standby_point(self, base):
