@@ -207,6 +207,18 @@ def test_a_snapshot_backup_killed_after_its_snapshots_is_never_offered(snapshott
     assert code == 0, err
     code, info, err = repo.run("info")
     assert [s["id"] for s in info["snapshots"]] == [out["backup"]["id"]]
+    # cleanup lists the killed backup's snapshots (no manifest names them), then removes
+    # exactly those
+    repo.settings.update(incomplete_grace_seconds=0)
+    repo.write()
+    code, listed, err = repo.run("cleanup", "--dry-run")
+    assert code == 0, err
+    assert listed["snapshots_orphaned"] == {killed_id: left}, listed
+    assert len(os.listdir(btrfs / "snaps")) == 4
+    code, done, err = repo.run("cleanup")
+    assert code == 0, err
+    assert sorted(os.listdir(btrfs / "snaps")) == sorted(
+        v["snapshot"]["id"] for v in out["backup"]["snapshot"]["volumes"])
 
 
 def test_what_cannot_be_snapshotted_is_refused_before_backup_mode(snapshotted, seaweed,

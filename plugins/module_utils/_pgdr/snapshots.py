@@ -33,6 +33,7 @@ from .postgres.datadir import EMPTY_DIRS, SKIPPED_FILES, TEMP_PREFIX
 # A btrfs subvolume's root directory always has this inode number.
 BTRFS_SUBVOLUME_ROOT_INODE = 256
 MOUNTINFO = "/proc/self/mountinfo"
+_SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}Z-snapshot$")
 _OCTAL = re.compile(r"\\([0-7]{3})")  # mountinfo writes space, tab, newline, \ this way
 
 
@@ -189,6 +190,20 @@ class Btrfs(object):
     def clone(volume, destination):
         _run(["btrfs", "subvolume", "snapshot", volume["snapshot"]["path"], destination],
              "clone snapshot %s" % volume["snapshot"]["id"])
+
+    def leftovers(self, cluster):
+        """{backup id: [volume records]} of this cluster's snapshots in snapshot_dir, by
+        their names (<cluster>.<id>.<volume>): what a killed backup may have left."""
+        found = {}
+        if not self.snapshot_dir or not os.path.isdir(self.snapshot_dir):
+            return found
+        for name in sorted(os.listdir(self.snapshot_dir)):
+            parts = name.split(".")
+            if len(parts) != 3 or parts[0] != cluster or not _SNAPSHOT_ID.match(parts[1]):
+                continue
+            path = os.path.join(os.path.realpath(self.snapshot_dir), name)
+            found.setdefault(parts[1], []).append({"snapshot": {"id": name, "path": path}})
+        return found
 
     @staticmethod
     def delete(volume):

@@ -19,7 +19,7 @@ __metaclass__ = type
 import calendar
 import time
 
-from .. import faultpoint
+from .. import faultpoint, snapshots
 from ..catalog import MANIFEST, Catalog, backup_prefix
 from ..errors import RepositoryError
 from ..lease import Lease
@@ -72,6 +72,46 @@ def plan(storage, settings, complete, incomplete, now):
     return removable, kept
 
 
+def orphans(storage, settings, catalog, now):
+    """{backup id: [volume records]} of snapshots in this host's snapshot_dir that no
+    snapshot backup's manifest names (a backup killed between its snapshots and its
+    manifest), once no backup can still be taking them: not the one the live lease
+    names, none while a live lease names no backup or cannot be read, and only after
+    incomplete_grace_seconds from the id's time. Nothing without snapshot_dir."""
+    if not settings.snapshot_dir:
+        return {}
+    found = snapshots.provider(settings).leftovers(settings.cluster)
+    named = set(m["id"] for m in catalog.snapshots) | set(
+        d["id"] for d in catalog.damaged_snapshots)  # a damaged manifest still names them
+    found = dict((k, v) for k, v in found.items() if k not in named)
+    if not found:
+        return {}
+    status, held = Lease(storage, settings.cluster, "backup", settings.backup_lease).state()
+    if status == "unknown" or (status == "live" and not held.get("backup_id")):
+        return {}
+    return dict((k, v) for k, v in found.items()
+                if not (status == "live" and held.get("backup_id") == k)
+                and now - (id_time(k) or now) > settings.incomplete_grace_seconds)
+
+
+def remove_orphans(settings, found, progress):
+    """Delete orphaned snapshots through the provider; the ids it could not finish."""
+    source = snapshots.provider(settings)
+    failed = []
+    for backup_id, volumes in sorted(found.items()):
+        try:
+            for volume in volumes:
+                source.delete(volume)
+        except RepositoryError as exc:
+            progress.event("could not remove the snapshots of killed backup %s: %s"
+                           % (backup_id, exc.msg))
+            failed.append(backup_id)
+            continue
+        progress.event("removed %d snapshot(s) of killed backup %s (no manifest names "
+                       "them)" % (len(volumes), backup_id))
+    return failed
+
+
 def remove(storage, cluster, backup_id, objects, progress):
     """Delete a backup's objects, its manifest first (never offered half-deleted)."""
     prefix = backup_prefix(cluster, backup_id)
@@ -89,14 +129,19 @@ def run(settings, progress, dry_run=False):
     settings.require("cluster")
     storage = open_storage(settings)
     storage.check()
-    complete, incomplete = Catalog(storage, settings.cluster).scan()
-    removable, kept = plan(storage, settings, complete, incomplete, time.time())
+    catalog = Catalog(storage, settings.cluster)
+    complete, incomplete = catalog.scan()
+    now = time.time()
+    removable, kept = plan(storage, settings, complete, incomplete, now)
+    orphaned = orphans(storage, settings, catalog, now)
     blocked = [k for k in kept if k["why"].startswith("the backup lease cannot be read")]
     if blocked:
         raise RepositoryError("cannot tell whether a backup is running: %s" % blocked[0]["why"],
                               code="lease_unreadable", stage="lease",
                               incomplete_kept=kept)
-    result = {"changed": bool(removable), "incomplete_removed": sorted(removable),
+    result = {"changed": bool(removable or orphaned), "incomplete_removed": sorted(removable),
+              "snapshots_orphaned": dict((k, [v["snapshot"]["id"] for v in vols])
+                                         for k, vols in orphaned.items()),
               "incomplete_kept": kept,
               "objects_removed": sum(len(o) for o in removable.values()),
               "bytes_removed": sum(i.size for o in removable.values() for i in o)}
@@ -105,4 +150,10 @@ def run(settings, progress, dry_run=False):
     if not dry_run:
         for backup_id in sorted(removable):
             remove(storage, settings.cluster, backup_id, removable[backup_id], progress)
+        failed = remove_orphans(settings, orphaned, progress)
+        if failed:
+            raise RepositoryError("the snapshots of killed backup(s) %s could not be "
+                                  "removed: see the lines above; the next cleanup tries "
+                                  "again" % ", ".join(failed), code="snapshot_failed",
+                                  stage="cleanup")
     return result

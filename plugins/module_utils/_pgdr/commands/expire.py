@@ -28,7 +28,7 @@ import time
 from .. import snapshots
 from ..archive import ArchiveIndex
 from ..catalog import SNAPSHOT, Catalog, backup_prefix
-from ..errors import ConfigError, PgdrError
+from ..errors import ConfigError, PgdrError, RepositoryError
 from ..storage import open_storage
 from . import cleanup
 
@@ -84,6 +84,7 @@ def _run(settings, progress, dry_run):
     keep = retained(complete, settings.retention_full, settings.retention_days, now)
     expired = [m["id"] for m in complete if m["id"] not in keep]
     stale, held = cleanup.plan(storage, settings, complete, incomplete, now)
+    orphaned = cleanup.orphans(storage, settings, catalog, now)
     for entry in held:
         progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
     kept = [m for m in complete if m["id"] in keep]
@@ -112,8 +113,10 @@ def _run(settings, progress, dry_run):
                 for m in snapshots_expired],
             "snapshots_kept": sorted(m["id"] for m in catalog.snapshots
                                      if m["id"] not in gone),
-            "snapshots_elsewhere": elsewhere}
-    work = expired or stale or wal or snapshots_expired
+            "snapshots_elsewhere": elsewhere,
+            "snapshots_orphaned": dict((k, [v["snapshot"]["id"] for v in vols])
+                                       for k, vols in orphaned.items())}
+    work = expired or stale or wal or snapshots_expired or orphaned
     if dry_run or not work:
         return dict(plan, changed=bool(work))
     failed = []
@@ -124,8 +127,10 @@ def _run(settings, progress, dry_run):
             progress.event("could not remove snapshot backup %s: %s"
                            % (manifest["id"], exc.msg))
             failed.append((manifest["id"], exc))
-    if failed:  # still offered: so is the WAL it needs
-        left = [m for m in snapshots_expired if m["id"] in set(f[0] for f in failed)]
+    failed += [(backup_id, None) for backup_id in
+               cleanup.remove_orphans(settings, orphaned, progress)]
+    left = [m for m in snapshots_expired if m["id"] in set(f[0] for f in failed)]
+    if left:  # still offered: so is the WAL it needs
         still = set(_expired_wal(storage, settings.cluster, kept + left))
         wal = [key for key in wal if key in still]
     # newest first: a diff or incr goes before the backups it needs
@@ -139,9 +144,11 @@ def _run(settings, progress, dry_run):
         progress.event("removed %d WAL file(s) older than the oldest kept backup" % len(wal))
     if failed:
         backup_id, exc = failed[0]
+        exc = exc or RepositoryError("its snapshots could not be removed",
+                                     code="snapshot_failed")
+        names = ", ".join(f[0] for f in failed)
         raise type(exc)("expire removed what it listed except snapshot backup(s) %s: %s; "
-                        "the next expire tries again" % (", ".join(f[0] for f in failed),
-                                                          exc.msg),
+                        "the next expire tries again" % (names, exc.msg),
                         code=exc.code, stage="expire", backup_id=backup_id)
     return dict(plan, changed=True)
 
