@@ -59,11 +59,42 @@ options:
   snapshot_provider:
     description:
       - "What takes the snapshots of type snapshot: btrfs (read-only snapshots of the btrfs
-        subvolumes that hold the data directory and each tablespace; not off-host)."
+        subvolumes that hold the data directory and each tablespace; not off-host) or
+        command (the snapshot_*_command settings: LVM, ZFS, a SAN, a cloud)."
     type: str
     default: btrfs
     choices:
       - btrfs
+      - command
+  snapshot_create_command:
+    description:
+      - "snapshot_provider=command: a shell command that snapshots one volume
+        (PGDR_VOLUME_PATH, PGDR_VOLUME_ROLE, PGDR_VOLUME_OID, PGDR_SNAPSHOT_NAME,
+        PGDR_CLUSTER, PGDR_BACKUP_ID) and prints the snapshot's id last (docs/snapshots.md)."
+      - Set the four commands in the configuration file (O(config_file)) too, so that
+        restore, verify, expire and cleanup find them.
+    type: str
+  snapshot_check_command:
+    description:
+      - "snapshot_provider=command: a shell command that exits 0 when snapshot
+        PGDR_SNAPSHOT_ID is there and complete, 1 when it is not."
+    type: str
+  snapshot_clone_command:
+    description:
+      - "snapshot_provider=command: a shell command that creates directory
+        PGDR_CLONE_PATH holding snapshot PGDR_SNAPSHOT_ID, writable."
+    type: str
+  snapshot_delete_command:
+    description:
+      - "snapshot_provider=command: a shell command that deletes snapshot
+        PGDR_SNAPSHOT_ID."
+    type: str
+  snapshot_off_host:
+    description:
+      - "snapshot_provider=command: the snapshots survive the loss of this host (a SAN, a
+        cloud); info, restore and expire then use them from any host."
+    type: bool
+    default: false
   from_snapshot:
     description:
       - "Make a full backup in the repository from this snapshot backup's snapshots (read

@@ -496,3 +496,76 @@ def test_the_planner_takes_a_snapshot_that_ends_after_the_repository_backup(snap
         rows, sums = rows_and_sums(copy)
         drop(target.parent)
         assert rows == 25, label
+
+
+def test_the_command_provider_backs_up_restores_and_expires_through_the_users_commands(
+        pg_cluster, workdir, seaweed, bucket):
+    """snapshot_provider=command with commands that copy directories (what an LVM, ZFS
+    or SAN script does by other means): the backup restores exactly to a point after it;
+    a create command that fails for one volume fails the backup with nothing stored and
+    the snapshot already made deleted again; expire deletes through the delete command."""
+    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
+    space = postgres_dir(workdir / "space")
+    store = postgres_dir(workdir / "store")
+    pg.psql(f"CREATE TABLESPACE far LOCATION '{space}'")
+    pg.psql("CREATE TABLE far (k int, v text) TABLESPACE far")
+    pg.psql("INSERT INTO far SELECT g, md5(g::text) FROM generate_series(1, 5000) g")
+    commands = {
+        "snapshot_create_command":
+            f'cp -a "$PGDR_VOLUME_PATH" "{store}/$PGDR_SNAPSHOT_NAME" && echo "$PGDR_SNAPSHOT_NAME"',
+        "snapshot_check_command": f'test -d "{store}/$PGDR_SNAPSHOT_ID"',
+        "snapshot_clone_command": f'cp -a "{store}/$PGDR_SNAPSHOT_ID" "$PGDR_CLONE_PATH"',
+        "snapshot_delete_command": f'rm -rf "{store}/$PGDR_SNAPSHOT_ID"'}
+    repo.settings.update(snapshot_provider="command", **commands)
+    repo.write()
+    stamps = {}
+    write_rows(pg, 1, 10, stamps)
+    code, out, err = repo.run("backup", "--type", "snapshot")
+    assert code == 0, err
+    first = out["backup"]
+    assert first["snapshot"]["provider"] == "command"
+    assert [v["role"] for v in first["snapshot"]["volumes"]] == ["pgdata", "tablespace"]
+    write_rows(pg, 11, 20, stamps)
+    archive_everything(pg)
+    source = checksums(pg)
+    target = workdir / "copy" / "data"
+    copy, args = restore_args(15, target)
+    code, out, err = repo.run("restore", "--target", target, "--backup-id", first["id"],
+                              "--point", f"lsn:{stamps[15]['lsn']}", "--tablespace-map",
+                              f"far={workdir / 'copy' / 'space'}", *args)
+    assert code == 0, err
+    rows, sums = rows_and_sums(copy)
+    assert rows == 15 and sums["postgres"]["public.far"] == source["postgres"]["public.far"]
+    assert sorted(os.listdir(store)) == sorted(v["snapshot"]["id"]
+                                              for v in first["snapshot"]["volumes"])
+
+    # a create that fails for the tablespace: nothing stored, the data directory's undone
+    repo.settings["snapshot_create_command"] = (
+        '[ "$PGDR_VOLUME_ROLE" = tablespace ] && { echo "lvcreate: volume group full" >&2; '
+        'exit 5; }; ' + commands["snapshot_create_command"])
+    repo.write()
+    before = snapshot_state_of(seaweed, bucket)
+    code, out, err = repo.run("backup", "--type", "snapshot")
+    assert code == 3 and "snapshot_failed" in err and "volume group full" in err, (code, err)
+    assert snapshot_state_of(seaweed, bucket) == before
+    assert sorted(os.listdir(store)) == sorted(v["snapshot"]["id"]
+                                              for v in first["snapshot"]["volumes"])
+    repo.settings.update(commands)
+    repo.write()
+
+    # a second one, then expire keeps the newest and deletes the first's through the command
+    code, out, err = repo.run("backup", "--type", "snapshot")
+    assert code == 0, err
+    second = out["backup"]
+    repo.settings.update(retention_full=1)
+    repo.write()
+    code, done, err = repo.run("expire")
+    assert code == 0, err
+    assert [e["id"] for e in done["snapshots_expired"]] == [first["id"]]
+    assert sorted(os.listdir(store)) == sorted(v["snapshot"]["id"]
+                                              for v in second["snapshot"]["volumes"])
+
+
+def snapshot_state_of(seaweed, bucket):
+    listed = seaweed.client().list_objects_v2(Bucket=bucket, Prefix="main/snapshot/")
+    return sorted(o["Key"] for o in listed.get("Contents", []))

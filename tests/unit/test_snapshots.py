@@ -135,3 +135,60 @@ def test_a_snapshot_that_is_not_a_subvolume_root_is_missing(tmp_path):
     assert snapshots.Btrfs.state(volume) == "missing"
     volume["snapshot"]["path"] = str(tmp_path / "gone")
     assert snapshots.Btrfs.state(volume) == "missing"
+
+
+def command_settings(tmp_path, **commands):
+    log = tmp_path / "calls"
+    base = {step: f'echo "{step} $PGDR_SNAPSHOT_ID $PGDR_VOLUME_ROLE $PGDR_VOLUME_OID '
+                  f'$PGDR_SNAPSHOT_NAME $PGDR_CLONE_PATH" >> {log}'
+            for step in ("create", "check", "clone", "delete")}
+    base.update(commands)
+    return settings(snapshot_provider="command", **dict(
+        ("snapshot_%s_command" % k, v) for k, v in base.items())), log
+
+
+def test_the_command_provider_tells_each_command_what_to_do(tmp_path):
+    """Each step runs once per volume with its environment; create's last line is the
+    snapshot's id (its suggested name when it prints nothing); check answers 0 or 1."""
+    conf, log = command_settings(
+        tmp_path, create='echo noise; [ "$PGDR_VOLUME_ROLE" = pgdata ] && echo lv-$PGDR_BACKUP_ID'
+                         ' || true',
+        check='[ "$PGDR_SNAPSHOT_ID" = lv-20261206T120000Z-snapshot ]',
+        clone='mkdir "$PGDR_CLONE_PATH"')
+    source = snapshots.provider(conf)
+    assert source.name == "command" and source.off_host is False
+    volumes = [{"role": "pgdata", "oid": None, "path": "/data"},
+               {"role": "tablespace", "oid": 16390, "path": "/ts"}]
+    source.check(volumes)
+    made = []
+    source.create("main", "20261206T120000Z-snapshot", volumes, made)
+    assert [v["snapshot"]["id"] for v in made] == [
+        "lv-20261206T120000Z-snapshot", "noise"]
+    assert source.state(made[0]) == "complete" and source.state(made[1]) == "missing"
+    source.clone(made[0], str(tmp_path / "clone"))
+    assert (tmp_path / "clone").is_dir()
+    source.delete(made[1])
+    assert [line.rstrip() for line in log.read_text().splitlines()] == ["delete noise"]
+
+
+def test_the_command_provider_needs_all_four_commands_and_reports_their_failures(tmp_path):
+    conf, log = command_settings(tmp_path, check="exit 3", clone="true",
+                                 delete="echo 'lvremove: no such volume' >&2; exit 5")
+    source = snapshots.provider(conf)
+    volume = {"role": "pgdata", "oid": None, "snapshot": {"id": "lv1"}}
+    with pytest.raises(PgdrError) as caught:
+        source.state(volume)  # neither 0 (there) nor 1 (gone): a failure, never "missing"
+    assert caught.value.code == "snapshot_failed" and "snapshot_check_command exited 3" in \
+        caught.value.msg
+    with pytest.raises(PgdrError) as caught:
+        source.delete(volume)
+    assert "no such volume" in caught.value.msg and caught.value.exit_code == 3
+    with pytest.raises(PgdrError) as caught:  # exited 0 without making the directory
+        source.clone(volume, str(tmp_path / "nothing"))
+    assert "created no directory" in caught.value.msg
+    with pytest.raises(ConfigError) as caught:
+        snapshots.provider(settings(snapshot_provider="command",
+                                    snapshot_create_command="true")).check([])
+    assert caught.value.code == "snapshot_config"
+    assert "snapshot_check_command, snapshot_clone_command, snapshot_delete_command" in \
+        caught.value.msg

@@ -129,8 +129,24 @@ OPTIONS = (
            choices=("full", "diff", "incr", "auto", "snapshot"), groups=("backup",)),
     Option("snapshot_provider", "str", "What takes the snapshots of type snapshot: btrfs "
            "(read-only snapshots of the btrfs subvolumes that hold the data directory and "
-           "each tablespace; not off-host).", default="btrfs", choices=("btrfs",),
+           "each tablespace; not off-host) or command (the snapshot_*_command settings: "
+           "LVM, ZFS, a SAN, a cloud).", default="btrfs", choices=("btrfs", "command"),
            groups=("backup",)),
+    Option("snapshot_create_command", "str", "snapshot_provider=command: a shell command "
+           "that snapshots one volume (PGDR_VOLUME_PATH, PGDR_VOLUME_ROLE, PGDR_VOLUME_OID, "
+           "PGDR_SNAPSHOT_NAME, PGDR_CLUSTER, PGDR_BACKUP_ID) and prints the snapshot's id "
+           "last (docs/snapshots.md).", groups=("backup",)),
+    Option("snapshot_check_command", "str", "snapshot_provider=command: a shell command "
+           "that exits 0 when snapshot PGDR_SNAPSHOT_ID is there and complete, 1 when it "
+           "is not.", groups=("backup",)),
+    Option("snapshot_clone_command", "str", "snapshot_provider=command: a shell command "
+           "that creates directory PGDR_CLONE_PATH holding snapshot PGDR_SNAPSHOT_ID, "
+           "writable.", groups=("backup",)),
+    Option("snapshot_delete_command", "str", "snapshot_provider=command: a shell command "
+           "that deletes snapshot PGDR_SNAPSHOT_ID.", groups=("backup",)),
+    Option("snapshot_off_host", "bool", "snapshot_provider=command: the snapshots survive "
+           "the loss of this host (a SAN, a cloud); info, restore and expire then use them "
+           "from any host.", default=False, groups=("backup",)),
     Option("from_snapshot", "str", "Make a full backup in the repository from this "
            "snapshot backup's snapshots (read where the provider keeps them; neither the "
            "live cluster's disks nor PostgreSQL are read): its consistency point and WAL, "

@@ -171,13 +171,7 @@ class Btrfs(object):
         """Refuse a clone destination that btrfs cannot take, before anything is written:
         its parent (or the nearest directory that exists: the restore creates the rest)
         on another filesystem than the snapshot, or not writable."""
-        parent = os.path.dirname(os.path.abspath(destination))
-        while not os.path.isdir(parent):
-            parent = os.path.dirname(parent)
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise TargetRefused("cannot create %s: this user cannot write into %s"
-                                % (destination, parent), code="snapshot_target_invalid",
-                                stage="check")
+        parent = _writable_parent(destination)
         here, there = filesystem(parent), filesystem(volume["snapshot"]["path"])
         if (here[1], here[2]) != (there[1], there[2]):
             raise TargetRefused("%s is on %s (%s), snapshot %s on %s (%s): a btrfs clone "
@@ -214,7 +208,89 @@ class Btrfs(object):
         _run(["btrfs", "subvolume", "delete", path], what)
 
 
-PROVIDERS = {"btrfs": Btrfs}
+class Command(object):
+    """The user's commands (LVM, ZFS, a SAN, a cloud): run with ``sh -c`` as the
+    cluster's OS user, one call per volume, told what to do through environment
+    variables (docs/snapshots.md):
+
+    * create: PGDR_CLUSTER, PGDR_BACKUP_ID, PGDR_VOLUME_ROLE (pgdata or tablespace),
+      PGDR_VOLUME_OID, PGDR_VOLUME_PATH, PGDR_SNAPSHOT_NAME (a name it may use); the
+      last line it prints is the snapshot's id (the name when it prints nothing);
+    * check: PGDR_SNAPSHOT_ID; exit 0 when the snapshot is there and complete, 1 when
+      it is not; any other exit is a failure;
+    * clone: PGDR_SNAPSHOT_ID, PGDR_CLONE_PATH (absent: the command creates it as a
+      directory holding the volume as snapshotted, writable by the cluster's user);
+    * delete: PGDR_SNAPSHOT_ID.
+
+    ``snapshot_off_host`` says whether the snapshots survive the loss of this host."""
+
+    name = "command"
+    STEPS = ("create", "check", "clone", "delete")
+
+    def __init__(self, settings):
+        self.commands = dict((step, getattr(settings, "snapshot_%s_command" % step))
+                             for step in self.STEPS)
+        self.off_host = bool(settings.snapshot_off_host)
+
+    def check(self, volumes_):
+        missing_ = [s for s in self.STEPS if not self.commands[s]]
+        if missing_:
+            raise ConfigError("snapshot_provider=command needs %s: the commands that create, "
+                              "check, clone and delete a snapshot (docs/snapshots.md)"
+                              % ", ".join("snapshot_%s_command" % s for s in missing_),
+                              code="snapshot_config", stage="check",
+                              option="snapshot_%s_command" % missing_[0])
+
+    def create(self, cluster, backup_id, volumes_, made):
+        for volume in volumes_:
+            name = "%s.%s.%s" % (cluster, backup_id, volume_name(volume))
+            out = self._call("create", "snapshot %s" % volume["path"], {
+                "PGDR_CLUSTER": cluster, "PGDR_BACKUP_ID": backup_id,
+                "PGDR_VOLUME_ROLE": volume["role"],
+                "PGDR_VOLUME_OID": "" if volume["oid"] is None else str(volume["oid"]),
+                "PGDR_VOLUME_PATH": volume["path"], "PGDR_SNAPSHOT_NAME": name})
+            lines = [line.strip() for line in out.splitlines() if line.strip()]
+            made.append(dict(volume, snapshot={"id": lines[-1] if lines else name}))
+
+    def state(self, volume):
+        code = self._call("check", "check snapshot %s" % volume["snapshot"]["id"],
+                          {"PGDR_SNAPSHOT_ID": volume["snapshot"]["id"]}, answers=(0, 1))
+        return "complete" if code == 0 else "missing"
+
+    @staticmethod
+    def check_clone(volume, destination):
+        _writable_parent(destination)
+
+    def clone(self, volume, destination):
+        self._call("clone", "clone snapshot %s" % volume["snapshot"]["id"],
+                   {"PGDR_SNAPSHOT_ID": volume["snapshot"]["id"],
+                    "PGDR_CLONE_PATH": destination})
+        if not os.path.isdir(destination) or os.path.islink(destination):
+            raise RepositoryError("snapshot_clone_command exited 0 but created no directory "
+                                  "at %s (PGDR_CLONE_PATH)" % destination,
+                                  code="snapshot_failed", stage="snapshot")
+
+    def delete(self, volume):
+        self._call("delete", "delete snapshot %s" % volume["snapshot"]["id"],
+                   {"PGDR_SNAPSHOT_ID": volume["snapshot"]["id"]})
+
+    @staticmethod
+    def leftovers(cluster):
+        return {}  # the user's snapshots cannot be listed by name
+
+    def _call(self, step, what, env, answers=None):
+        """The step's output (or, with ``answers``, its exit code among them)."""
+        command = self.commands[step]
+        if not command:
+            raise ConfigError("snapshot_provider=command needs snapshot_%s_command to %s"
+                              % (step, what), code="snapshot_config", stage="snapshot",
+                              option="snapshot_%s_command" % step)
+        done = _run(["sh", "-c", command], what, dict(os.environ, **env),
+                    answers=answers, label="snapshot_%s_command" % step)
+        return done.returncode if answers else done.stdout.decode("utf-8", "replace")
+
+
+PROVIDERS = {"btrfs": Btrfs, "command": Command}
 
 
 def provider(settings, name=None):
@@ -287,6 +363,19 @@ def scrub_clone(root, pgdata):
     os.mkdir(os.path.join(root, "pg_wal", "archive_status"), 0o700)
 
 
+def _writable_parent(destination):
+    """The directory a clone is made in (or the nearest that exists: the restore creates
+    the rest), refused when this user cannot write into it."""
+    parent = os.path.dirname(os.path.abspath(destination))
+    while not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TargetRefused("cannot create %s: this user cannot write into %s"
+                            % (destination, parent), code="snapshot_target_invalid",
+                            stage="check")
+    return parent
+
+
 def _remove(path):
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
@@ -307,16 +396,19 @@ def _nested_subvolume(root):
     return None
 
 
-def _run(argv, what):
+def _run(argv, what, env=None, answers=None, label=None):
+    """The finished process; RepositoryError snapshot_failed when it cannot run or exits
+    with another code than 0 (or one of ``answers``)."""
     try:
         done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              check=False)
+                              check=False, env=env)
     except OSError as exc:
         raise RepositoryError("cannot %s: %s could not run (%s); install btrfs-progs"
                               % (what, argv[0], exc), code="snapshot_failed",
                               stage="snapshot")
-    if done.returncode != 0:
+    if done.returncode not in (answers or (0,)):
         raise RepositoryError("cannot %s: %s exited %d: %s" % (
-            what, " ".join(argv[:3]), done.returncode,
+            what, label or " ".join(argv[:3]), done.returncode,
             done.stderr.decode("utf-8", "replace").strip() or "no message"),
             code="snapshot_failed", stage="snapshot")
+    return done
