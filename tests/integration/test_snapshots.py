@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from lab.lab import free_port
 from tests.integration.pgdr_run import (PGDR, archive_everything, archiving_cluster,
                                         checksums, postgres_dir, restore_args,
                                         wait_until_promoted, write_rows)
@@ -569,3 +570,28 @@ def test_the_command_provider_backs_up_restores_and_expires_through_the_users_co
 def snapshot_state_of(seaweed, bucket):
     listed = seaweed.client().list_objects_v2(Bucket=bucket, Prefix="main/snapshot/")
     return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def test_a_drill_of_a_snapshot_backup_restores_starts_checks_and_removes_its_copy(
+        snapshotted):
+    """A drill told the snapshot backup's id clones it, starts the copy, runs its checks
+    and reports the snapshot as its source; nothing of the copy is left after it, and a
+    second drill of the same backup succeeds as well (the clones went with the first)."""
+    pg, repo, btrfs = snapshotted
+    stamps = {}
+    write_rows(pg, 1, 12, stamps)
+    code, out, err = repo.run("backup", "--type", "snapshot")
+    assert code == 0, err
+    snap_id = out["backup"]["id"]
+    postgres_dir(btrfs / "drill")
+    target = btrfs / "drill" / "data"
+    for attempt in (1, 2):
+        code, report, err = repo.run(
+            "drill", "--target", target, "--drill-port", free_port(), "--point", snap_id,
+            "--tablespace-map", f"far={btrfs / 'drill' / 'space'}",
+            "--check-sql", "SELECT count(*) = 12 FROM ticks",
+            "--check-sql", "SELECT count(*) = 5000 FROM far")
+        assert code == 0 and report["success"] is True, (attempt, err, report)
+        assert report["backup_id"] == snap_id and report["source"] == "snapshot"
+        assert all(c["ok"] for c in report["checks"]), report
+        assert not target.exists() or not any(target.iterdir()), attempt
