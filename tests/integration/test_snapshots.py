@@ -160,8 +160,9 @@ def test_a_snapshot_backup_under_load_restores_exactly_to_every_kind_of_point(sn
     assert [s["id"] for s in info["snapshots"]] == [backup["id"]]
     assert info["backups"] == [] and "not disaster recovery" in info["snapshots"][0]["note"]
 
-    # its own consistency point: every row committed before the backup started
-    copy, code, out, err = restored(repo, btrfs, "at-backup", "--backup-id", backup["id"])
+    # its own consistency point (its id as the point, as restore.yml -e point=ID gives
+    # it): every row committed before the backup started
+    copy, code, out, err = restored(repo, btrfs, "at-backup", "--point", backup["id"])
     assert out["backup"]["id"] == backup["id"]
     rows, sums = rows_and_sums(copy)
     finished(copy)
@@ -303,6 +304,10 @@ def test_a_snapshot_restore_refuses_before_writing_and_never_touches_the_source(
     assert (btrfs / "left" / ".data.pgdr-clone" / "x").read_text() == "kept"
     assert "snapshot_target_invalid" in refused(postgres_dir(btrfs / "delta" / "data"),
                                                 "--delta")
+    (postgres_dir(btrfs / "tsbusy" / "space") / "other").write_text("not ours")
+    err = refused(btrfs / "tsbusy" / "data")  # its tablespace maps to a busy location
+    assert "snapshot_target_invalid" in err and "other" in err, err
+    assert (btrfs / "tsbusy" / "space" / "other").read_text() == "not ours"
     assert "target_running" in refused(pg.datadir, "--force")  # the running source
     # a snapshot gone: verify names it, the restore refuses
     _run("btrfs", "subvolume", "delete", backup["snapshot"]["volumes"][1]["snapshot"]["path"])
