@@ -99,7 +99,8 @@ options:
     description:
       - "Make a full backup in the repository from this snapshot backup's snapshots (read
         where the provider keeps them; neither the live cluster's disks nor PostgreSQL are
-        read): its consistency point and WAL, once per snapshot backup."
+        read): its consistency point and WAL, once per snapshot backup. latest: the newest
+        snapshot backup whose snapshots this host holds (none: a skip)."
       - Run it on the host that holds the snapshots; a second run for the same snapshot
         backup changes nothing and returns the full backup made the first time.
     type: str

@@ -429,8 +429,11 @@ def test_a_snapshot_carried_into_the_repository_restores_without_it(snapshotted,
     assert full["type"] == "full" and full["from_snapshot"] == snap["id"]
     assert (full["start_lsn"], full["stop_lsn"]) == (snap["start_lsn"], snap["stop_lsn"])
     assert full["stored_size"] > 1024 * 1024  # the data, not only the WAL
-    code, again, err = repo.run("backup", "--type", "full", "--from-snapshot", snap["id"])
-    assert code == 0 and again["changed"] is False and again["backup"]["id"] == full["id"]
+    # again, by id and as the schedule names it (latest): the same full, nothing new
+    for name in (snap["id"], "latest"):
+        code, again, err = repo.run("backup", "--type", "full", "--from-snapshot", name)
+        assert code == 0 and again["changed"] is False, (name, err, again)
+        assert again["backup"]["id"] == full["id"], name
     for volume in snap["snapshot"]["volumes"]:  # the host's disks lost
         _run("btrfs", "property", "set", "-ts", volume["snapshot"]["path"], "ro", "false")
         _run("btrfs", "subvolume", "delete", volume["snapshot"]["path"])

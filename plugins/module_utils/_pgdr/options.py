@@ -150,7 +150,8 @@ OPTIONS = (
     Option("from_snapshot", "str", "Make a full backup in the repository from this "
            "snapshot backup's snapshots (read where the provider keeps them; neither the "
            "live cluster's disks nor PostgreSQL are read): its consistency point and WAL, "
-           "once per snapshot backup.", groups=("backup",), form="backup_id"),
+           "once per snapshot backup. latest: the newest snapshot backup whose snapshots "
+           "this host holds (none: a skip).", groups=("backup",), form="backup_id"),
     Option("snapshot_dir", "path", "btrfs: the directory that receives the snapshots, on "
            "the same btrfs filesystem as the data directory and outside every volume.",
            groups=("backup",)),

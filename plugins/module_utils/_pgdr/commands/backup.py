@@ -459,14 +459,21 @@ class BackupRun(object):
             raise ConfigError("from_snapshot=%s makes a full backup; type=%s cannot be "
                               "combined with it (expected full)" % (s.from_snapshot, s.type),
                               code="config_invalid", stage="check", option="from_snapshot")
-        if not catalog.is_snapshot(s.from_snapshot):
+        if s.from_snapshot != "latest" and not catalog.is_snapshot(s.from_snapshot):
             raise ConfigError("from_snapshot=%s is not the id of a snapshot backup (expected "
-                              "an id of info's snapshots, such as 20261206T120000Z-snapshot)"
-                              % s.from_snapshot, code="config_invalid", stage="check",
-                              option="from_snapshot")
-        source = self.catalog.manifest(s.from_snapshot)
+                              "latest or an id of info's snapshots, such as "
+                              "20261206T120000Z-snapshot)" % s.from_snapshot,
+                              code="config_invalid", stage="check", option="from_snapshot")
         complete = self.catalog.scan()[0]
         self.catalog.refuse_newer_format()
+        if s.from_snapshot == "latest":  # a schedule on every node: the one that has them
+            usable = [m for m in self.catalog.snapshots if not snapshots.elsewhere(m)]
+            if not usable:
+                return self._skip("no snapshot backup of cluster %s whose snapshots this "
+                                  "host holds" % s.cluster)
+            source = usable[-1]
+        else:
+            source = self.catalog.manifest(s.from_snapshot)
         done = self._materialised(complete, source)
         if done:
             return done
