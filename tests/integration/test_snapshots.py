@@ -547,6 +547,19 @@ def test_the_command_provider_backs_up_restores_and_expires_through_the_users_co
     assert rows == 15 and sums["postgres"]["public.far"] == source["postgres"]["public.far"]
     assert sorted(os.listdir(store)) == sorted(v["snapshot"]["id"]
                                               for v in first["snapshot"]["volumes"])
+    # a clone command that fails halfway (a directory made, then an error): the restore
+    # fails naming it, and nothing of it is left, hidden clone included
+    repo.settings["snapshot_clone_command"] = (
+        'mkdir "$PGDR_CLONE_PATH" && echo "clone: disk quota exceeded" >&2 && exit 4')
+    repo.write()
+    target = workdir / "half" / "data"
+    copy, args = restore_args(15, target)
+    code, out, err = repo.run("restore", "--target", target, "--backup-id", first["id"],
+                              "--tablespace-map", f"far={workdir / 'half' / 'space'}", *args)
+    assert code == 3 and "disk quota exceeded" in err, (code, err)
+    assert sorted(os.listdir(workdir / "half")) == ["data.sock"]  # the test's own socket dir
+    repo.settings.update(commands)
+    repo.write()
 
     # a create that fails for the tablespace: nothing stored, the data directory's undone
     repo.settings["snapshot_create_command"] = (

@@ -222,3 +222,74 @@ def test_d11_10_expire_keeps_the_wal_a_damaged_backup_may_need(storage, settings
     storage.delete(keys(storage, OLD))  # the operator removes the damaged backup
     result = expire.run(policy, Progress())
     assert result["wal_removed"] == 3 and len(storage.list("main/wal/")) == 2
+
+
+# -- snapshots of killed snapshot backups (orphans) ------------------------------------------
+SNAP_OLD, SNAP_DONE, SNAP_FOREIGN = ("20260101T000000Z-snapshot", "20260102T000000Z-snapshot",
+                                     "20260103T000000Z-snapshot")
+SNAP_NOW = NOW_ID.replace("-full", "-snapshot")
+
+
+class FakeProvider(object):
+    """What the btrfs provider finds in snapshot_dir, and what it is asked to delete."""
+
+    def __init__(self, ids):
+        self.ids, self.deleted = ids, []
+
+    def leftovers(self, cluster):
+        return dict((i, [{"snapshot": {"id": "%s.%s.pgdata" % (cluster, i)}}]) for i in self.ids)
+
+    def delete(self, volume):
+        self.deleted.append(volume["snapshot"]["id"])
+
+
+def intent(storage, backup_id):
+    storage.put("main/snapshot/%s/%s" % (backup_id, catalog.SNAPSHOT_INTENT), b"{}")
+
+
+@pytest.fixture
+def snapshot_dir(settings, monkeypatch, storage):
+    """Leftovers of: a killed backup with its intent (OLD), a complete one (DONE), one of
+    another repository (FOREIGN: no intent here) and a running one (NOW)."""
+    provider = FakeProvider([SNAP_OLD, SNAP_DONE, SNAP_FOREIGN, SNAP_NOW])
+    monkeypatch.setattr(cleanup.snapshots, "provider", lambda *args: provider)
+    for backup_id in (SNAP_OLD, SNAP_DONE, SNAP_NOW):
+        intent(storage, backup_id)
+    catalog.write_manifest(storage, "main", {"format": catalog.FORMAT, "id": SNAP_DONE,
+                                             "cluster": "main", "type": "snapshot",
+                                             "stop_time": "2026-01-02T00:00:00Z"})
+    return settings.replace(snapshot_dir="/srv/snaps"), provider
+
+
+def orphans(storage, settings, grace=3600):
+    cat = Catalog(storage, "main")
+    cat.snapshots = [{"id": SNAP_DONE}]
+    return cleanup.orphans(storage, settings.replace(incomplete_grace_seconds=grace), cat,
+                           time.time())
+
+
+def test_only_this_repositorys_killed_snapshot_backups_leave_orphans(storage, snapshot_dir):
+    settings, provider = snapshot_dir
+    removable, waiting = orphans(storage, settings)
+    assert sorted(removable) == [SNAP_OLD] and waiting == {SNAP_NOW}  # within the grace
+    lease_of(storage, SNAP_OLD)  # a live lease names it: it may still be taking them
+    removable, waiting = orphans(storage, settings, grace=0)
+    assert sorted(removable) == [SNAP_NOW] and waiting == {SNAP_OLD}
+    lease_of(storage)  # a live lease that names no backup yet: nothing goes
+    assert orphans(storage, settings, grace=0) == ({}, {SNAP_OLD, SNAP_NOW})
+    assert orphans(storage, settings.replace(snapshot_dir=None)) == ({}, set())
+
+
+def test_orphans_go_with_their_snapshots_and_never_once_the_backup_completed(storage,
+                                                                            snapshot_dir):
+    settings, provider = snapshot_dir
+    removable, waiting = orphans(storage, settings)
+    # completed between the listing and the removal: kept
+    catalog.write_manifest(storage, "main", {"format": catalog.FORMAT, "id": SNAP_OLD,
+                                             "cluster": "main", "type": "snapshot",
+                                             "stop_time": "2026-01-01T00:00:00Z"})
+    assert cleanup.remove_orphans(storage, settings, removable, Progress()) == []
+    assert provider.deleted == []
+    storage.delete(["main/snapshot/%s/%s" % (SNAP_OLD, catalog.MANIFEST)])
+    assert cleanup.remove_orphans(storage, settings, removable, Progress()) == []
+    assert provider.deleted == ["main.%s.pgdata" % SNAP_OLD]

@@ -2,6 +2,7 @@
 scrub of a clone, and how the provider's commands fail (tests/integration/test_snapshots.py
 runs them on real btrfs)."""
 import os
+import time
 
 import pytest
 
@@ -122,10 +123,26 @@ def test_the_provider_reports_what_its_command_said(tmp_path):
     with pytest.raises(PgdrError) as caught:
         snapshots._run(["sh", "-c", "echo no such subvolume >&2; exit 3"], "snapshot /x")
     assert caught.value.code == "snapshot_failed"
-    assert "exited 3" in caught.value.msg and "no such subvolume" in caught.value.msg
+    assert "exited 3 (expected 0)" in caught.value.msg
+    assert "no such subvolume" in caught.value.msg
     with pytest.raises(PgdrError) as caught:
-        snapshots._run([str(tmp_path / "no-btrfs")], "snapshot /x")
-    assert caught.value.code == "snapshot_failed" and "btrfs-progs" in caught.value.msg
+        snapshots._run([str(tmp_path / "no-such-command")], "snapshot /x")
+    assert caught.value.code == "snapshot_failed" and "could not run" in caught.value.msg
+
+
+def test_a_command_that_hangs_is_killed_with_everything_it_started(tmp_path):
+    """A hung snapshot command must not keep a backup in backup mode for good: after the
+    timeout its whole process group is killed and the step fails."""
+    pidfile = tmp_path / "child"
+    with pytest.raises(PgdrError) as caught:
+        snapshots._run(["sh", "-c", "sleep 30 & echo $! > %s; wait" % pidfile],
+                       "snapshot /x", timeout=1)
+    assert "did not finish in 1 s" in caught.value.msg
+    child = int(pidfile.read_text())
+    with pytest.raises(OSError):
+        for dummy in range(50):  # the background sleep went with its group
+            os.kill(child, 0)
+            time.sleep(0.05)
 
 
 def test_a_snapshot_that_is_not_a_subvolume_root_is_missing(tmp_path):
@@ -147,13 +164,17 @@ def command_settings(tmp_path, **commands):
         ("snapshot_%s_command" % k, v) for k, v in base.items())), log
 
 
-def test_the_command_provider_tells_each_command_what_to_do(tmp_path):
-    """Each step runs once per volume with its environment; create's last line is the
-    snapshot's id (its suggested name when it prints nothing); check answers 0 or 1."""
+def test_the_command_provider_tells_each_command_what_to_do(tmp_path, monkeypatch):
+    """Each step runs once per volume with its environment (and none of pgdr's settings or
+    credentials); create's last line is the snapshot's id (its suggested name when it
+    prints nothing), checked at once; check answers 0 or 1."""
+    monkeypatch.setenv("PGDR_S3_SECRET_KEY", "do-not-leak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
+    seen = tmp_path / "env"
     conf, log = command_settings(
-        tmp_path, create='echo noise; [ "$PGDR_VOLUME_ROLE" = pgdata ] && echo lv-$PGDR_BACKUP_ID'
-                         ' || true',
-        check='[ "$PGDR_SNAPSHOT_ID" = lv-20261206T120000Z-snapshot ]',
+        tmp_path, create='env >> %s; [ "$PGDR_VOLUME_ROLE" = pgdata ] && { echo noise; '
+                         'echo lv-$PGDR_BACKUP_ID; } || true' % seen,
+        check='case "$PGDR_SNAPSHOT_ID" in lv-*|main.*) exit 0;; *) exit 1;; esac',
         clone='mkdir "$PGDR_CLONE_PATH"')
     source = snapshots.provider(conf)
     assert source.name == "command" and source.off_host is False
@@ -163,12 +184,25 @@ def test_the_command_provider_tells_each_command_what_to_do(tmp_path):
     made = []
     source.create("main", "20261206T120000Z-snapshot", volumes, made)
     assert [v["snapshot"]["id"] for v in made] == [
-        "lv-20261206T120000Z-snapshot", "noise"]
-    assert source.state(made[0]) == "complete" and source.state(made[1]) == "missing"
+        "lv-20261206T120000Z-snapshot", "main.20261206T120000Z-snapshot.tablespace-16390"]
+    env = seen.read_text()
+    assert "do-not-leak" not in env
+    assert "PGDR_VOLUME_PATH=/ts" in env and "PGDR_VOLUME_OID=16390" in env
+    assert "PGDR_SNAPSHOT_NAME=main.20261206T120000Z-snapshot.tablespace-16390" in env
+    assert source.state(made[0]) == "complete"
     source.clone(made[0], str(tmp_path / "clone"))
     assert (tmp_path / "clone").is_dir()
     source.delete(made[1])
-    assert [line.rstrip() for line in log.read_text().splitlines()] == ["delete noise"]
+    assert [line.rstrip() for line in log.read_text().splitlines()] == [
+        "delete main.20261206T120000Z-snapshot.tablespace-16390"]
+    # an id the check does not find (a stray line printed last): refused at once, with the
+    # record left for the backup to remove
+    noisy = snapshots.provider(command_settings(tmp_path, create="echo 'Logical volume made.'",
+                                                check="exit 1")[0])
+    made = []
+    with pytest.raises(PgdrError) as caught:
+        noisy.create("main", "20261206T120000Z-snapshot", volumes[:1], made)
+    assert "does not find it" in caught.value.msg and len(made) == 1
 
 
 def test_the_command_provider_needs_all_four_commands_and_reports_their_failures(tmp_path):

@@ -42,6 +42,9 @@ MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
 DIGEST_FIELD = "manifest_sha256"
 FILE_LIST = "files.json.gz"
+# A snapshot backup's first object, stored before any snapshot is taken: its snapshots
+# are this repository's, so cleanup may remove them if the backup never completes.
+SNAPSHOT_INTENT = "intent.json"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SNAPSHOT = "snapshot"
 # The folders under <cluster>/ that hold backups. Snapshot backups have their own: a pgdr

@@ -13,9 +13,10 @@ the provider the data. Every provider has the same interface:
 * ``check_clone(volume, destination)`` and ``clone(volume, destination)``;
 * ``delete(volume)``.
 
-``btrfs`` is the one provider so far: read-only snapshots of subvolumes into
-``snapshot_dir`` on the same filesystem, writable snapshots of those as clones.
-Its snapshots live on the cluster's own disks: they are not off-host.
+``btrfs``: read-only snapshots of subvolumes into ``snapshot_dir`` on the same
+filesystem, writable snapshots of those as clones; they live on the cluster's own disks,
+not off-host. ``command``: the user's commands (LVM, ZFS, a SAN, a cloud), off-host when
+``snapshot_off_host`` says so.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -24,6 +25,8 @@ __metaclass__ = type
 import os
 import re
 import shutil
+import signal
+import stat
 import socket
 import subprocess
 
@@ -33,6 +36,10 @@ from .postgres.datadir import EMPTY_DIRS, SKIPPED_FILES, TEMP_PREFIX
 # A btrfs subvolume's root directory always has this inode number.
 BTRFS_SUBVOLUME_ROOT_INODE = 256
 MOUNTINFO = "/proc/self/mountinfo"
+# Seconds any provider command may take: a snapshot, a clone or a check never hangs a
+# backup in backup mode or a restore's plan for good.
+COMMAND_TIMEOUT = 900
+_VOLUME_NAME = re.compile(r"^(pgdata|tablespace-\d+)$")
 _SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}Z-snapshot$")
 _OCTAL = re.compile(r"\\([0-7]{3})")  # mountinfo writes space, tab, newline, \ this way
 
@@ -192,11 +199,19 @@ class Btrfs(object):
         if not self.snapshot_dir or not os.path.isdir(self.snapshot_dir):
             return found
         for name in sorted(os.listdir(self.snapshot_dir)):
-            parts = name.split(".")
-            if len(parts) != 3 or parts[0] != cluster or not _SNAPSHOT_ID.match(parts[1]):
+            rest, dot, volume = name.rpartition(".")
+            owner, dot, backup_id = rest.rpartition(".")
+            if owner != cluster or not _SNAPSHOT_ID.match(backup_id) or \
+                    not _VOLUME_NAME.match(volume):
                 continue
             path = os.path.join(os.path.realpath(self.snapshot_dir), name)
-            found.setdefault(parts[1], []).append({"snapshot": {"id": name, "path": path}})
+            try:  # a subvolume of its own, never a link to one (or a copy an operator made)
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(info.st_mode) or info.st_ino != BTRFS_SUBVOLUME_ROOT_INODE:
+                continue
+            found.setdefault(backup_id, []).append({"snapshot": {"id": name, "path": path}})
         return found
 
     @staticmethod
@@ -250,7 +265,15 @@ class Command(object):
                 "PGDR_VOLUME_OID": "" if volume["oid"] is None else str(volume["oid"]),
                 "PGDR_VOLUME_PATH": volume["path"], "PGDR_SNAPSHOT_NAME": name})
             lines = [line.strip() for line in out.splitlines() if line.strip()]
-            made.append(dict(volume, snapshot={"id": lines[-1] if lines else name}))
+            record = dict(volume, snapshot={"id": lines[-1] if lines else name})
+            made.append(record)  # removed again if the backup fails from here on
+            if self.state(record) != "complete":  # the id printed must be the snapshot's
+                raise RepositoryError(
+                    "snapshot_create_command printed %r as the snapshot of %s, but "
+                    "snapshot_check_command does not find it: print the snapshot's id on "
+                    "the last line (or nothing, and use PGDR_SNAPSHOT_NAME)"
+                    % (record["snapshot"]["id"], volume["path"]), code="snapshot_failed",
+                    stage="snapshot")
 
     def state(self, volume):
         code = self._call("check", "check snapshot %s" % volume["snapshot"]["id"],
@@ -285,7 +308,7 @@ class Command(object):
             raise ConfigError("snapshot_provider=command needs snapshot_%s_command to %s"
                               % (step, what), code="snapshot_config", stage="snapshot",
                               option="snapshot_%s_command" % step)
-        done = _run(["sh", "-c", command], what, dict(os.environ, **env),
+        done = _run(["sh", "-c", command], what, dict(_plain_environment(), **env),
                     answers=answers, label="snapshot_%s_command" % step)
         return done.returncode if answers else done.stdout.decode("utf-8", "replace")
 
@@ -363,6 +386,13 @@ def scrub_clone(root, pgdata):
     os.mkdir(os.path.join(root, "pg_wal", "archive_status"), 0o700)
 
 
+def _plain_environment():
+    """This process's environment without pgdr's settings and cloud credentials: the
+    user's commands get what they are told, never a secret by accident."""
+    return dict((k, v) for k, v in os.environ.items()
+                if not k.startswith(("PGDR_", "AWS_", "PGPASSWORD")))
+
+
 def _writable_parent(destination):
     """The directory a clone is made in (or the nearest that exists: the restore creates
     the rest), refused when this user cannot write into it."""
@@ -396,19 +426,30 @@ def _nested_subvolume(root):
     return None
 
 
-def _run(argv, what, env=None, answers=None, label=None):
-    """The finished process; RepositoryError snapshot_failed when it cannot run or exits
-    with another code than 0 (or one of ``answers``)."""
+def _run(argv, what, env=None, answers=None, label=None, timeout=COMMAND_TIMEOUT):
+    """The finished process; RepositoryError snapshot_failed when it cannot run, runs
+    longer than ``timeout`` seconds (its whole process group is killed: a hung command
+    must not hold backup mode, and the WAL with it, for good), or exits with another code
+    than 0 (or one of ``answers``)."""
+    label = label or " ".join(argv[:3])
     try:
-        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              check=False, env=env)
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=env, start_new_session=True)
     except OSError as exc:
-        raise RepositoryError("cannot %s: %s could not run (%s); install btrfs-progs"
-                              % (what, argv[0], exc), code="snapshot_failed",
-                              stage="snapshot")
-    if done.returncode not in (answers or (0,)):
-        raise RepositoryError("cannot %s: %s exited %d: %s" % (
-            what, label or " ".join(argv[:3]), done.returncode,
-            done.stderr.decode("utf-8", "replace").strip() or "no message"),
+        raise RepositoryError("cannot %s: %s could not run (%s)%s" % (
+            what, argv[0], exc, "; install btrfs-progs" if argv[0] == "btrfs" else ""),
             code="snapshot_failed", stage="snapshot")
-    return done
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise RepositoryError("cannot %s: %s did not finish in %d s and was killed"
+                              % (what, label, timeout), code="snapshot_failed",
+                              stage="snapshot")
+    if child.returncode not in (answers or (0,)):
+        raise RepositoryError("cannot %s: %s exited %d (expected %s): %s" % (
+            what, label, child.returncode, " or ".join(str(a) for a in answers or (0,)),
+            err.decode("utf-8", "replace").strip()[-2000:] or "no message"),
+            code="snapshot_failed", stage="snapshot")
+    return subprocess.CompletedProcess(argv, child.returncode, out, err)

@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import calendar
 import hashlib
+import json
 import os
 import re
 import socket
@@ -580,6 +581,11 @@ class BackupRun(object):
         started = time.time()
         self.progress.event("snapshot backup %s of %s starting (%s, %d volume(s))"
                             % (backup_id, pgdata, source.name, len(volumes)))
+        # first, the intent: what it snapshots is this repository's to remove if it dies
+        self.storage.put(prefix + catalog.SNAPSHOT_INTENT, json.dumps(
+            {"id": backup_id, "host": socket.gethostname(), "provider": source.name,
+             "volumes": [snapshots.volume_name(v) for v in volumes]}).encode("utf-8"),
+            if_absent=True)
         self._reserve_wal(session)
         start_lsn = session.start("pgdr %s" % backup_id, s.fast_checkpoint)
         taken = []
@@ -600,26 +606,41 @@ class BackupRun(object):
                 extra={"snapshot": record, "size": sum(e.size for e in files),
                        "file_count": len(files), "changed_files": len(files)})
         except BaseException as exc:
-            if self._discard(backup_id, prefix, exc):
-                self._drop_snapshots(source, taken, backup_id)
-            elif taken:
-                self.progress.event("backup %s failed: its snapshots are kept: %s" % (
-                    backup_id, ", ".join(v["snapshot"]["id"] for v in taken)))
+            self._abandon(source, taken, backup_id, prefix, exc)
             raise
         self.progress.event("snapshot backup %s complete: %s" % (backup_id,
                                                                  describe(manifest)))
         return {"changed": True, "backup": summarize(manifest)}
 
-    def _drop_snapshots(self, source, taken, backup_id):
-        """A failed snapshot backup (no manifest stored) removes its snapshots, best
-        effort; those it cannot remove are named."""
+    def _abandon(self, source, taken, backup_id, prefix, error):
+        """A failed snapshot backup without a manifest removes its snapshots, then what it
+        stored. A snapshot it cannot remove keeps the objects too (the intent among
+        them), so that cleanup removes both later; with a manifest, or when that cannot
+        be read, everything stays."""
+        try:
+            complete = self.storage.head(prefix + catalog.MANIFEST) is not None
+        except PgdrError:
+            complete = None
+        if complete is not False:
+            if taken:
+                self.progress.event("backup %s failed: its snapshots are kept: %s" % (
+                    backup_id, ", ".join(v["snapshot"]["id"] for v in taken)))
+            self._discard(backup_id, prefix, error)
+            return
+        left = []
         for volume in taken:
             try:
                 source.delete(volume)
             except PgdrError as exc:
+                left.append(volume["snapshot"]["id"])
                 self.progress.event("warning: snapshot %s of failed backup %s could not be "
                                     "removed: %s" % (volume["snapshot"]["id"], backup_id,
                                                      exc.msg))
+        if left:
+            self.progress.event("backup %s failed: its objects stay with snapshot(s) %s, "
+                                "for pgdr cleanup to remove" % (backup_id, ", ".join(left)))
+            return
+        self._discard(backup_id, prefix, error)
 
     def _changed_blocks(self, session, start_lsn):
         """Read only the pages the WAL summaries name, when they cover the whole range

@@ -20,7 +20,7 @@ import calendar
 import time
 
 from .. import faultpoint, snapshots
-from ..catalog import MANIFEST, Catalog, backup_prefix
+from ..catalog import MANIFEST, SNAPSHOT_INTENT, Catalog, backup_prefix
 from ..errors import RepositoryError
 from ..lease import Lease
 from ..storage import open_storage
@@ -73,32 +73,42 @@ def plan(storage, settings, complete, incomplete, now):
 
 
 def orphans(storage, settings, catalog, now):
-    """{backup id: [volume records]} of snapshots in this host's snapshot_dir that no
-    snapshot backup's manifest names (a backup killed between its snapshots and its
-    manifest), once no backup can still be taking them: not the one the live lease
-    names, none while a live lease names no backup or cannot be read, and only after
-    incomplete_grace_seconds from the id's time. Nothing without snapshot_dir."""
+    """({backup id: [volume records]} to remove, ids to leave for later) of the snapshots
+    in this host's snapshot_dir that no manifest names (a snapshot backup killed between
+    its snapshots and its manifest). Only those of a backup that stored its intent in this
+    repository are this repository's to remove; they go once no backup can still be
+    taking them: not the one the live lease names, none while a live lease names no
+    backup or cannot be read, and only incomplete_grace_seconds after the id's time.
+    Nothing without snapshot_dir."""
     if not settings.snapshot_dir:
-        return {}
+        return {}, set()
     found = snapshots.provider(settings).leftovers(settings.cluster)
     named = set(m["id"] for m in catalog.snapshots) | set(
         d["id"] for d in catalog.damaged_snapshots)  # a damaged manifest still names them
-    found = dict((k, v) for k, v in found.items() if k not in named)
-    if not found:
-        return {}
+    ours = dict((k, v) for k, v in found.items() if k not in named and storage.head(
+        backup_prefix(settings.cluster, k) + SNAPSHOT_INTENT) is not None)
+    if not ours:
+        return {}, set()
     status, held = Lease(storage, settings.cluster, "backup", settings.backup_lease).state()
     if status == "unknown" or (status == "live" and not held.get("backup_id")):
-        return {}
-    return dict((k, v) for k, v in found.items()
-                if not (status == "live" and held.get("backup_id") == k)
-                and now - (id_time(k) or now) > settings.incomplete_grace_seconds)
+        return {}, set(ours)
+    removable = dict((k, v) for k, v in ours.items()
+                     if not (status == "live" and held.get("backup_id") == k)
+                     and now - (id_time(k) or now) > settings.incomplete_grace_seconds)
+    return removable, set(ours) - set(removable)
 
 
-def remove_orphans(settings, found, progress):
-    """Delete orphaned snapshots through the provider; the ids it could not finish."""
+def remove_orphans(storage, settings, found, progress):
+    """Delete orphaned snapshots through the provider, each backup's only while it still
+    has no manifest (it may have completed since they were listed); the ids it could
+    not finish."""
     source = snapshots.provider(settings)
     failed = []
     for backup_id, volumes in sorted(found.items()):
+        if storage.head(backup_prefix(settings.cluster, backup_id) + MANIFEST) is not None:
+            progress.event("kept the snapshots of backup %s: it completed meanwhile"
+                           % backup_id)
+            continue
         try:
             for volume in volumes:
                 source.delete(volume)
@@ -133,7 +143,9 @@ def run(settings, progress, dry_run=False):
     complete, incomplete = catalog.scan()
     now = time.time()
     removable, kept = plan(storage, settings, complete, incomplete, now)
-    orphaned = orphans(storage, settings, catalog, now)
+    orphaned, waiting = orphans(storage, settings, catalog, now)
+    # a killed snapshot backup's objects (its intent) go only with its snapshots
+    removable = dict((k, v) for k, v in removable.items() if k not in waiting)
     blocked = [k for k in kept if k["why"].startswith("the backup lease cannot be read")]
     if blocked:
         raise RepositoryError("cannot tell whether a backup is running: %s" % blocked[0]["why"],
@@ -148,12 +160,12 @@ def run(settings, progress, dry_run=False):
     for entry in kept:
         progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
     if not dry_run:
-        for backup_id in sorted(removable):
+        failed = remove_orphans(storage, settings, orphaned, progress)
+        for backup_id in sorted(set(removable) - set(failed)):
             remove(storage, settings.cluster, backup_id, removable[backup_id], progress)
-        failed = remove_orphans(settings, orphaned, progress)
         if failed:
             raise RepositoryError("the snapshots of killed backup(s) %s could not be "
                                   "removed: see the lines above; the next cleanup tries "
                                   "again" % ", ".join(failed), code="snapshot_failed",
-                                  stage="cleanup")
+                                  stage="cleanup", result=result)
     return result

@@ -84,7 +84,9 @@ def _run(settings, progress, dry_run):
     keep = retained(complete, settings.retention_full, settings.retention_days, now)
     expired = [m["id"] for m in complete if m["id"] not in keep]
     stale, held = cleanup.plan(storage, settings, complete, incomplete, now)
-    orphaned = cleanup.orphans(storage, settings, catalog, now)
+    orphaned, waiting = cleanup.orphans(storage, settings, catalog, now)
+    # a killed snapshot backup's objects (its intent) go only with its snapshots
+    stale = dict((k, v) for k, v in stale.items() if k not in waiting)
     for entry in held:
         progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
     kept = [m for m in complete if m["id"] in keep]
@@ -127,8 +129,8 @@ def _run(settings, progress, dry_run):
             progress.event("could not remove snapshot backup %s: %s"
                            % (manifest["id"], exc.msg))
             failed.append((manifest["id"], exc))
-    failed += [(backup_id, None) for backup_id in
-               cleanup.remove_orphans(settings, orphaned, progress)]
+    orphans_failed = cleanup.remove_orphans(storage, settings, orphaned, progress)
+    failed += [(backup_id, None) for backup_id in orphans_failed]
     left = [m for m in snapshots_expired if m["id"] in set(f[0] for f in failed)]
     if left:  # still offered: so is the WAL it needs
         still = set(_expired_wal(storage, settings.cluster, kept + left))
@@ -137,14 +139,15 @@ def _run(settings, progress, dry_run):
     for backup_id in reversed(expired):
         objects = storage.list(backup_prefix(settings.cluster, backup_id))
         cleanup.remove(storage, settings.cluster, backup_id, objects, progress)
-    for backup_id in sorted(stale):
+    for backup_id in sorted(set(stale) - set(orphans_failed)):
         cleanup.remove(storage, settings.cluster, backup_id, stale[backup_id], progress)
     storage.delete(wal)
     if wal:
         progress.event("removed %d WAL file(s) older than the oldest kept backup" % len(wal))
     if failed:
         backup_id, exc = failed[0]
-        exc = exc or RepositoryError("its snapshots could not be removed",
+        exc = exc or RepositoryError("the snapshots of killed backup %s could not be "
+                                     "removed (see the lines above)" % backup_id,
                                      code="snapshot_failed")
         names = ", ".join(f[0] for f in failed)
         raise type(exc)("expire removed what it listed except snapshot backup(s) %s: %s; "

@@ -286,8 +286,11 @@ class RestoreRun(object):
         except (ValueError, AttributeError, PgdrError) as exc:  # never a reason to refuse
             return {"seconds": None, "basis": "the last drill report cannot be read (%s)"
                                               % (getattr(exc, "msg", None) or exc)}
-        seconds, basis = predict_rto(drill, manifest.get("size"),
-                                     cloned=catalog.is_snapshot(manifest["id"]))
+        record = manifest.get("snapshot") or {}
+        if record and record.get("provider") != "btrfs":
+            return {"seconds": None, "basis": "a clone by the %s provider: its time is not "
+                                              "known" % record.get("provider")}
+        seconds, basis = predict_rto(drill, manifest.get("size"), cloned=bool(record))
         return {"seconds": seconds, "basis": basis}
 
     def run(self, dry_run=False):
@@ -389,8 +392,8 @@ class RestoreRun(object):
             refuse = None
             if os.path.lexists(hidden):
                 refuse = ("%s is left by an earlier restore that was stopped: pgdr never "
-                          "removes it; look at it, then remove it (btrfs subvolume delete)"
-                          % hidden)
+                          "removes it; look at it, then remove it (a btrfs clone: btrfs "
+                          "subvolume delete)" % hidden)
             elif os.path.islink(destination):
                 refuse = "%s is a symbolic link: a clone replaces a directory" % destination
             elif os.path.isdir(destination) and snapshots.is_mount_point(destination):
@@ -426,8 +429,14 @@ class RestoreRun(object):
             parent = os.path.dirname(destination)
             if not os.path.isdir(parent):
                 self._makedirs(parent)
+            self._placed.append((hidden, False))  # a clone that fails halfway goes too
             source.clone(volume, hidden)
-            self._placed.append((hidden, False))
+            if snapshots.is_mount_point(hidden):
+                raise TargetRefused("the clone of snapshot %s at %s is a mount point: pgdr "
+                                    "renames a clone into place, which a mount cannot be; "
+                                    "make the clone command create a directory"
+                                    % (volume["snapshot"]["id"], hidden),
+                                    code="snapshot_target_invalid", stage="restore")
             if volume["role"] == "pgdata":
                 self._hold_control(hidden)
             snapshots.scrub_clone(hidden, pgdata=volume["role"] == "pgdata")
@@ -458,9 +467,15 @@ class RestoreRun(object):
         """Remove what the clones put in place (last first); a destination that was an
         empty directory before is one again."""
         for path, existed in reversed(self._placed):
+            if os.path.isdir(path) and snapshots.is_mount_point(path):
+                self.progress.event("%s is a mount point the clone command made: left as it "
+                                    "is; unmount and remove it" % path)
+                continue
             if os.path.isdir(path) and not os.path.islink(path):
                 self._clear(path)
                 os.rmdir(path)  # an empty subvolume goes with rmdir (Linux 4.18+)
+            elif os.path.lexists(path):  # what a failed clone command left: not a directory
+                os.unlink(path)
             if existed and not os.path.exists(path):
                 os.mkdir(path, 0o700)
                 self._chown(path)
