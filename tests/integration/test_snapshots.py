@@ -545,8 +545,10 @@ def test_the_command_provider_backs_up_restores_and_expires_through_the_users_co
     assert code == 0, err
     rows, sums = rows_and_sums(copy)
     assert rows == 15 and sums["postgres"]["public.far"] == source["postgres"]["public.far"]
-    assert sorted(os.listdir(store)) == sorted(v["snapshot"]["id"]
-                                              for v in first["snapshot"]["volumes"])
+    assert sorted(os.listdir(store)) == snapshot_ids(first)
+    # carried into the repository: btrfs snapshots only, refused before anything is stored
+    code, out, err = repo.run("backup", "--type", "full", "--from-snapshot", first["id"])
+    assert code == 2 and "snapshot_unsupported" in err, (code, err)
     # a clone command that fails halfway (a directory made, then an error): the restore
     # fails naming it, and nothing of it is left, hidden clone included
     repo.settings["snapshot_clone_command"] = (
@@ -570,8 +572,7 @@ def test_the_command_provider_backs_up_restores_and_expires_through_the_users_co
     code, out, err = repo.run("backup", "--type", "snapshot")
     assert code == 3 and "snapshot_failed" in err and "volume group full" in err, (code, err)
     assert snapshot_state_of(seaweed, bucket) == before
-    assert sorted(os.listdir(store)) == sorted(v["snapshot"]["id"]
-                                              for v in first["snapshot"]["volumes"])
+    assert sorted(os.listdir(store)) == snapshot_ids(first)
     repo.settings.update(commands)
     repo.write()
 
@@ -584,8 +585,11 @@ def test_the_command_provider_backs_up_restores_and_expires_through_the_users_co
     code, done, err = repo.run("expire")
     assert code == 0, err
     assert [e["id"] for e in done["snapshots_expired"]] == [first["id"]]
-    assert sorted(os.listdir(store)) == sorted(v["snapshot"]["id"]
-                                              for v in second["snapshot"]["volumes"])
+    assert sorted(os.listdir(store)) == snapshot_ids(second)
+
+
+def snapshot_ids(backup):
+    return sorted(v["snapshot"]["id"] for v in backup["snapshot"]["volumes"])
 
 
 def snapshot_state_of(seaweed, bucket):

@@ -280,8 +280,8 @@ def test_only_this_repositorys_killed_snapshot_backups_leave_orphans(storage, sn
     assert orphans(storage, settings.replace(snapshot_dir=None)) == ({}, set())
 
 
-def test_orphans_go_with_their_snapshots_and_never_once_the_backup_completed(storage,
-                                                                            snapshot_dir):
+def test_orphans_go_with_their_snapshots_and_never_once_the_backup_completed(
+        storage, snapshot_dir):
     settings, provider = snapshot_dir
     removable, waiting = orphans(storage, settings)
     # completed between the listing and the removal: kept
@@ -293,3 +293,19 @@ def test_orphans_go_with_their_snapshots_and_never_once_the_backup_completed(sto
     storage.delete(["main/snapshot/%s/%s" % (SNAP_OLD, catalog.MANIFEST)])
     assert cleanup.remove_orphans(storage, settings, removable, Progress()) == []
     assert provider.deleted == ["main.%s.pgdata" % SNAP_OLD]
+
+
+def test_a_killed_snapshot_backup_of_another_host_keeps_its_objects(storage, settings):
+    """cleanup or expire on another node (or without snapshot_dir) never removes the
+    objects of a killed btrfs snapshot backup: its intent is how the host that holds the
+    snapshots finds them as orphans. One of this host's, without leftovers, may go."""
+    for backup_id, host in ((SNAP_OLD, "other-node"), (SNAP_FOREIGN, cleanup.socket.gethostname())):
+        storage.put("main/snapshot/%s/%s" % (backup_id, catalog.SNAPSHOT_INTENT), json.dumps(
+            {"id": backup_id, "host": host, "provider": "btrfs"}).encode())
+    incomplete = [SNAP_OLD, SNAP_FOREIGN, OLD]
+    cat = Catalog(storage, "main")
+    for snapshot_dir, waiting in ((None, {SNAP_OLD, SNAP_FOREIGN}), ("/srv/none", {SNAP_OLD})):
+        found = cleanup.orphans(storage, settings.replace(snapshot_dir=snapshot_dir), cat,
+                                time.time(), incomplete)
+        assert found == ({}, waiting), snapshot_dir
+    assert cleanup.held_for_snapshots({SNAP_OLD: [], OLD: []}, {SNAP_OLD})[0]["id"] == SNAP_OLD

@@ -468,7 +468,9 @@ class BackupRun(object):
         complete = self.catalog.scan()[0]
         self.catalog.refuse_newer_format()
         if s.from_snapshot == "latest":  # a schedule on every node: the one that has them
-            usable = [m for m in self.catalog.snapshots if not snapshots.elsewhere(m)]
+            usable = [m for m in self.catalog.snapshots if not snapshots.elsewhere(m)
+                      and m["snapshot"]["provider"] == "btrfs"
+                      and not snapshots.missing(s, m)]
             if not usable:
                 return self._skip("no snapshot backup of cluster %s whose snapshots this "
                                   "host holds" % s.cluster)
@@ -478,6 +480,13 @@ class BackupRun(object):
         done = self._materialised(complete, source)
         if done:
             return done
+        if source["snapshot"]["provider"] != "btrfs":
+            raise ConfigError("from_snapshot=%s: snapshot backups of provider %s cannot be "
+                              "carried into the repository yet (only btrfs snapshots are "
+                              "read in place)" % (source["id"],
+                                                  source["snapshot"]["provider"]),
+                              code="snapshot_unsupported", stage="check",
+                              option="from_snapshot")
         snapshots.require(s, source)
         if dry_run:
             return {"changed": True, "pg_data": source["pg_data"],
@@ -621,11 +630,14 @@ class BackupRun(object):
             complete = self.storage.head(prefix + catalog.MANIFEST) is not None
         except PgdrError:
             complete = None
-        if complete is not False:
-            if taken:
-                self.progress.event("backup %s failed: its snapshots are kept: %s" % (
-                    backup_id, ", ".join(v["snapshot"]["id"] for v in taken)))
-            self._discard(backup_id, prefix, error)
+        if complete is None:  # unknown: everything stays, for pgdr cleanup to sort out
+            self.progress.event("backup %s failed and whether its manifest was stored "
+                                "cannot be read: its objects and snapshots (%s) stay"
+                                % (backup_id, ", ".join(v["snapshot"]["id"] for v in taken)
+                                   or "none"))
+            return
+        if complete:
+            self._discard(backup_id, prefix, error)  # says it is complete and kept
             return
         left = []
         for volume in taken:

@@ -17,11 +17,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import calendar
+import json
+import socket
 import time
 
 from .. import faultpoint, snapshots
-from ..catalog import MANIFEST, SNAPSHOT_INTENT, Catalog, backup_prefix
-from ..errors import RepositoryError
+from ..catalog import MANIFEST, SNAPSHOT_INTENT, Catalog, backup_prefix, is_snapshot
+from ..errors import IntegrityError, NotFound, RepositoryError
 from ..lease import Lease
 from ..storage import open_storage
 
@@ -72,30 +74,63 @@ def plan(storage, settings, complete, incomplete, now):
     return removable, kept
 
 
-def orphans(storage, settings, catalog, now):
+def orphans(storage, settings, catalog, now, incomplete=()):
     """({backup id: [volume records]} to remove, ids to leave for later) of the snapshots
     in this host's snapshot_dir that no manifest names (a snapshot backup killed between
     its snapshots and its manifest). Only those of a backup that stored its intent in this
     repository are this repository's to remove; they go once no backup can still be
     taking them: not the one the live lease names, none while a live lease names no
     backup or cannot be read, and only incomplete_grace_seconds after the id's time.
-    Nothing without snapshot_dir."""
+    The objects of an ``incomplete`` btrfs snapshot backup that another host took (or
+    any, without snapshot_dir here) are left too: that host finds its snapshots only
+    through them."""
+    elsewhere = _snapshots_elsewhere(storage, settings, incomplete)
     if not settings.snapshot_dir:
-        return {}, set()
+        return {}, elsewhere
     found = snapshots.provider(settings).leftovers(settings.cluster)
     named = set(m["id"] for m in catalog.snapshots) | set(
         d["id"] for d in catalog.damaged_snapshots)  # a damaged manifest still names them
     ours = dict((k, v) for k, v in found.items() if k not in named and storage.head(
         backup_prefix(settings.cluster, k) + SNAPSHOT_INTENT) is not None)
     if not ours:
-        return {}, set()
+        return {}, elsewhere
     status, held = Lease(storage, settings.cluster, "backup", settings.backup_lease).state()
     if status == "unknown" or (status == "live" and not held.get("backup_id")):
-        return {}, set(ours)
+        return {}, set(ours) | elsewhere
     removable = dict((k, v) for k, v in ours.items()
                      if not (status == "live" and held.get("backup_id") == k)
                      and now - (id_time(k) or now) > settings.incomplete_grace_seconds)
-    return removable, set(ours) - set(removable)
+    return removable, (set(ours) - set(removable)) | elsewhere
+
+
+def held_for_snapshots(removable, waiting):
+    """The entries of incomplete_kept for the backups whose objects wait for their
+    snapshots (a killed snapshot backup's objects, its intent, go only with them)."""
+    return [{"id": k, "why": "a snapshot backup whose snapshots are not removed yet: its "
+                             "objects go with them, on the host that holds them (with "
+                             "snapshot_dir set), after incomplete_grace_seconds"}
+            for k in sorted(set(removable) & waiting)]
+
+
+def _snapshots_elsewhere(storage, settings, incomplete):
+    """Ids of incomplete btrfs snapshot backups whose snapshots this node cannot look
+    for: taken on another host, or no snapshot_dir here (an intent that cannot be read
+    counts as one)."""
+    here, found = socket.gethostname(), set()
+    for backup_id in incomplete:
+        if not is_snapshot(backup_id):
+            continue
+        try:
+            intent = json.loads(storage.get(backup_prefix(settings.cluster, backup_id)
+                                            + SNAPSHOT_INTENT).decode("utf-8"))
+        except NotFound:
+            continue  # no intent: none of its snapshots can be told apart anyway
+        except (ValueError, IntegrityError):
+            intent = {}
+        if intent.get("provider", "btrfs") == "btrfs" and (
+                intent.get("host") != here or not settings.snapshot_dir):
+            found.add(backup_id)
+    return found
 
 
 def remove_orphans(storage, settings, found, progress):
@@ -143,8 +178,8 @@ def run(settings, progress, dry_run=False):
     complete, incomplete = catalog.scan()
     now = time.time()
     removable, kept = plan(storage, settings, complete, incomplete, now)
-    orphaned, waiting = orphans(storage, settings, catalog, now)
-    # a killed snapshot backup's objects (its intent) go only with its snapshots
+    orphaned, waiting = orphans(storage, settings, catalog, now, incomplete)
+    kept += held_for_snapshots(removable, waiting)
     removable = dict((k, v) for k, v in removable.items() if k not in waiting)
     blocked = [k for k in kept if k["why"].startswith("the backup lease cannot be read")]
     if blocked:

@@ -84,8 +84,8 @@ def _run(settings, progress, dry_run):
     keep = retained(complete, settings.retention_full, settings.retention_days, now)
     expired = [m["id"] for m in complete if m["id"] not in keep]
     stale, held = cleanup.plan(storage, settings, complete, incomplete, now)
-    orphaned, waiting = cleanup.orphans(storage, settings, catalog, now)
-    # a killed snapshot backup's objects (its intent) go only with its snapshots
+    orphaned, waiting = cleanup.orphans(storage, settings, catalog, now, incomplete)
+    held += cleanup.held_for_snapshots(stale, waiting)
     stale = dict((k, v) for k, v in stale.items() if k not in waiting)
     for entry in held:
         progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
