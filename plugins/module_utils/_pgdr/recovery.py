@@ -32,6 +32,7 @@ import re
 
 from . import atomicfile
 from .archive import ArchiveIndex
+from .catalog import is_snapshot
 from .errors import ConfigError, IntegrityError, NotFound, PgdrError
 from .postgres import walend
 from .postgres.wal import SEGMENT_NAME, format_lsn, history_name, parse_lsn, segment_name
@@ -175,7 +176,7 @@ class Plan(object):
         self.wal_needed = list(wal_needed)
         self.window = window or {}
         self.notes = list(notes)      # what the plan could not check, said plainly
-        self.source = "snapshot" if backup["id"].endswith("-snapshot") else "repository"
+        self.source = "snapshot" if is_snapshot(backup["id"]) else "repository"
         self.why = None               # why this backup, when another could serve
         self.predicted_rto = None     # {"seconds", "basis"}: set by the restore
 

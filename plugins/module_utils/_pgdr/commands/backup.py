@@ -23,7 +23,7 @@ import threading
 import time
 
 from .. import catalog, faultpoint, snapshots
-from ..compress import Codec, CodecsByKey
+from ..compress import Codec
 from ..errors import ConfigError, IntegrityError, PgdrError, PostgresError
 from ..lease import Lease
 from ..parallel import run_all
@@ -544,23 +544,24 @@ class BackupRun(object):
         return {"changed": True, "backup": summarize(manifest)}
 
     def _copy_stored_wal(self, source, prefix):
-        """The snapshot backup's WAL, read back from the repository (checked against its
-        digests) and stored again under this backup: each backup owns its objects."""
+        """The snapshot backup's WAL objects, read back from the repository, checked
+        against their digests and stored again as they are under this backup (each
+        backup owns its objects; the key keeps its codec's suffix)."""
         listing = self.catalog.file_list(source)
-        codecs = CodecsByKey()
+        old = catalog.backup_prefix(source["cluster"], source["id"])
         self.meter.begin("backup WAL", sum(w["size"] for w in listing["wal"]))
 
         def copy(stored):
+            self._lease_check()
             packed = self.storage.get(stored["key"])
             if hashlib.sha256(packed).hexdigest() != stored["stored_sha256"]:
                 raise IntegrityError("WAL object %s of snapshot backup %s does not match its "
                                      "SHA-256" % (stored["key"], source["id"]),
                                      code="checksum_mismatch", stage="backup",
                                      key=stored["key"])
-            raw = codecs.decompress(packed, stored["size"], stored["key"])
-            record = self.store("%swal/%s%s" % (prefix, stored["name"], self.codec.suffix),
-                                raw)
-            record["name"] = stored["name"]
+            record = dict(stored, key=prefix + stored["key"][len(old):])
+            self.storage.put(record["key"], packed, sha256=stored["stored_sha256"])
+            self.meter.advance(stored["size"])
             return record
 
         records = run_all(copy, listing["wal"], self.settings.workers)

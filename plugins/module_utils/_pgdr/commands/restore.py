@@ -123,10 +123,8 @@ class RestoreRun(object):
         # the target's own tablespaces: replaced (force) or brought up to date (delta)
         replaced = self._target_tablespaces() if self.settings.force or self.delta else set()
         for space in manifest["tablespaces"]:
-            keys = (space["location"], space["name"], str(space["oid"]))
-            known.update(keys)
-            new = next((wanted[k] for k in keys if k in wanted), space["location"])
-            new = os.path.abspath(new)
+            known.update(_map_keys(space))
+            new = self._mapped_location(space)
             refuse_live(new, what="tablespace %s location" % space["name"])
             if os.path.realpath(new) in replaced:
                 self.replaced.append(new)  # emptied with the target, in prepare
@@ -263,21 +261,21 @@ class RestoreRun(object):
         """{oid or None (the data directory): destination} of a snapshot backup's volumes:
         the target, and each tablespace's mapped location (tablespace_map, as
         map_tablespaces reads it)."""
-        wanted = self.settings.tablespace_map or {}
         spaces = dict((str(t["oid"]), t) for t in manifest["tablespaces"])
         found = {None: os.path.abspath(self.target)}
         for volume in manifest["snapshot"]["volumes"]:
             oid = str(volume["oid"])
-            if volume["role"] != "tablespace":
-                continue
-            if mapping is not None:
-                found[oid] = mapping[oid][1]
-                continue
-            space = spaces[oid]
-            found[oid] = os.path.abspath(next(
-                (wanted[k] for k in (space["location"], space["name"], oid) if k in wanted),
-                space["location"]))
+            if volume["role"] == "tablespace":
+                found[oid] = (mapping[oid][1] if mapping is not None
+                              else self._mapped_location(spaces[oid]))
         return found
+
+    def _mapped_location(self, space):
+        """Where a tablespace of the backup is restored: tablespace_map's entry for its
+        location, name or oid, else where it was."""
+        wanted = self.settings.tablespace_map or {}
+        return os.path.abspath(next((wanted[k] for k in _map_keys(space) if k in wanted),
+                                    space["location"]))
 
     def _predicted_rto(self, manifest):
         """{seconds, basis}: the plan's restore and recovery, at the last drill's pace."""
@@ -1201,6 +1199,11 @@ def touched_pieces(item):
                 touched.append(piece)
                 break
     return touched
+
+
+def _map_keys(space):
+    """What tablespace_map may name a tablespace by: its location, name or oid."""
+    return (space["location"], space["name"], str(space["oid"]))
 
 
 def _is_data_directory(path):
