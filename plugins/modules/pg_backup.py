@@ -59,13 +59,38 @@ options:
   snapshot_provider:
     description:
       - "What takes the snapshots of type snapshot: btrfs (read-only snapshots of the btrfs
-        subvolumes that hold the data directory and each tablespace; not off-host) or
-        command (the snapshot_*_command settings: LVM, ZFS, a SAN, a cloud)."
+        subvolumes that hold the data directory and each tablespace; not off-host), ebs
+        (AWS EBS snapshots of the volumes in snapshot_ebs_volumes; off-host) or command
+        (the snapshot_*_command settings: LVM, ZFS, a SAN, a cloud)."
     type: str
     default: btrfs
     choices:
       - btrfs
+      - ebs
       - command
+  snapshot_ebs_volumes:
+    description:
+      - "snapshot_provider=ebs: the EBS volume that holds each path, as MOUNT_POINT=vol-ID;
+        the data directory and every tablespace must lie on one of them."
+      - Set the EBS settings in the configuration file (O(config_file)) too, so that
+        verify and expire find them.
+    type: dict
+  snapshot_ebs_region:
+    description:
+      - "snapshot_provider=ebs: the volumes' region (unset: s3_region)."
+    type: str
+  snapshot_ebs_endpoint:
+    description:
+      - "snapshot_provider=ebs: endpoint URL of the EC2 API (unset: AWS's own for the
+        region)."
+    type: str
+  snapshot_wait:
+    description:
+      - "Seconds a snapshot backup waits, after backup mode ended, for the provider to
+        report every snapshot complete; one still pending is recorded pending, never
+        offered, and marked complete by a later backup, verify or expire."
+    type: int
+    default: 0
   snapshot_create_command:
     description:
       - "snapshot_provider=command: a shell command that snapshots one volume

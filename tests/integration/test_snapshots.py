@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lab.lab import free_port
+from lab.lab import PgCluster, free_port
 from tests.integration.pgdr_run import (PGDR, archive_everything, archiving_cluster,
                                         checksums, postgres_dir, restore_args,
                                         wait_until_promoted, write_rows)
@@ -114,6 +114,18 @@ def rows_and_sums(copy):
         return int(top), checksums(copy)
     finally:
         copy.stop()
+
+
+def restored_to_lsn(repo, workdir, label, backup_id, lsn):
+    """Restore backup_id to an LSN into workdir/label (the tablespace beside it), start
+    it: (rows, checksums)."""
+    target = workdir / label / "data"
+    copy, args = restore_args(15, target)
+    code, out, err = repo.run("restore", "--target", target, "--backup-id", backup_id,
+                              "--point", f"lsn:{lsn}", "--tablespace-map",
+                              f"far={workdir / label / 'space'}", *args)
+    assert code == 0, err
+    return rows_and_sums(copy)
 
 
 def finished(copy):
@@ -438,13 +450,7 @@ def test_a_snapshot_carried_into_the_repository_restores_without_it(snapshotted,
         _run("btrfs", "property", "set", "-ts", volume["snapshot"]["path"], "ro", "false")
         _run("btrfs", "subvolume", "delete", volume["snapshot"]["path"])
     source = checksums(pg)
-    target = workdir / "from-s3" / "data"
-    copy, args = restore_args(15, target)
-    code, out, err = repo.run("restore", "--target", target, "--backup-id", full["id"],
-                              "--point", f"lsn:{stamps[30]['lsn']}", "--tablespace-map",
-                              f"far={workdir / 'from-s3' / 'space'}", *args)
-    assert code == 0, err
-    rows, sums = rows_and_sums(copy)
+    rows, sums = restored_to_lsn(repo, workdir, "from-s3", full["id"], stamps[30]["lsn"])
     assert rows == 30 and sums["postgres"]["public.far"] == source["postgres"]["public.far"]
     assert sums["bench"] == source["bench"]
     # a diff refers to it, and the chain restores to the source's last row
@@ -537,13 +543,7 @@ def test_the_command_provider_backs_up_restores_and_expires_through_the_users_co
     write_rows(pg, 11, 20, stamps)
     archive_everything(pg)
     source = checksums(pg)
-    target = workdir / "copy" / "data"
-    copy, args = restore_args(15, target)
-    code, out, err = repo.run("restore", "--target", target, "--backup-id", first["id"],
-                              "--point", f"lsn:{stamps[15]['lsn']}", "--tablespace-map",
-                              f"far={workdir / 'copy' / 'space'}", *args)
-    assert code == 0, err
-    rows, sums = rows_and_sums(copy)
+    rows, sums = restored_to_lsn(repo, workdir, "copy", first["id"], stamps[15]["lsn"])
     assert rows == 15 and sums["postgres"]["public.far"] == source["postgres"]["public.far"]
     assert sorted(os.listdir(store)) == snapshot_ids(first)
     # carried into the repository: btrfs snapshots only, refused before anything is stored
@@ -620,3 +620,55 @@ def test_a_drill_of_a_snapshot_backup_restores_starts_checks_and_removes_its_cop
         assert report["backup_id"] == snap_id and report["source"] == "snapshot"
         assert all(c["ok"] for c in report["checks"]), report
         assert not target.exists() or not any(target.iterdir()), attempt
+
+
+def test_a_snapshot_backup_from_a_standby_restores_exactly(pg_cluster, workdir, seaweed,
+                                                           bucket):
+    """backup_from=standby with type snapshot, as for the other types: the standby's data
+    directory and tablespace are snapshotted (the command provider, copies), the manifest
+    says from_standby, and the backup restores exactly to a point after it; the primary
+    is never snapshotted."""
+    pg, repo = archiving_cluster(pg_cluster, workdir, seaweed, bucket)
+    space = postgres_dir(workdir / "space")
+    pg.psql(f"CREATE TABLESPACE far LOCATION '{space}'")
+    pg.psql("CREATE TABLE far (k int, v text) TABLESPACE far")
+    pg.psql("INSERT INTO far SELECT g, md5(g::text) FROM generate_series(1, 5000) g")
+    standby_space = postgres_dir(workdir / "standby-space")
+    standby = PgCluster(15, workdir / "standby" / "data", port=free_port())
+    postgres_dir(workdir / "standby")
+    postgres_dir(standby.socket_dir)
+    standby._run([pg.bindir / "pg_basebackup", "-h", "127.0.0.1", "-p", pg.port, "-U",
+                  "postgres", "-D", standby.datadir, "-R", "-X", "stream",
+                  f"--tablespace-mapping={space}={standby_space}"])
+    with open(standby.datadir / "postgresql.auto.conf", "a") as conf:
+        conf.write(f"port = {standby.port}\nunix_socket_directories = '{standby.socket_dir}'\n")
+    standby.start()
+    try:
+        store = postgres_dir(workdir / "store")
+        repo.settings.update(
+            pg_port=standby.port, pg_data=standby.datadir, backup_from="standby",
+            snapshot_provider="command",
+            snapshot_create_command=f'cp -a "$PGDR_VOLUME_PATH" "{store}/$PGDR_SNAPSHOT_NAME"',
+            snapshot_check_command=f'test -d "{store}/$PGDR_SNAPSHOT_ID"',
+            snapshot_clone_command=f'cp -a "{store}/$PGDR_SNAPSHOT_ID" "$PGDR_CLONE_PATH"',
+            snapshot_delete_command=f'rm -rf "{store}/$PGDR_SNAPSHOT_ID"')
+        repo.write()
+        stamps = {}
+        write_rows(pg, 1, 10, stamps)
+        deadline = time.time() + 60
+        while standby.psql("SELECT count(*) FROM ticks") != "10":
+            assert time.time() < deadline, "the standby did not replay the rows"
+            time.sleep(0.2)
+        code, out, err = repo.run("backup", "--type", "snapshot")
+        assert code == 0, err
+        backup = out["backup"]
+        assert backup["from_standby"] is True, backup
+        assert [v["path"] for v in backup["snapshot"]["volumes"]] == [
+            os.path.realpath(standby.datadir), os.path.realpath(standby_space)]
+        write_rows(pg, 11, 20, stamps)
+        archive_everything(pg)
+        source = checksums(pg)
+    finally:
+        standby.stop()
+    rows, sums = restored_to_lsn(repo, workdir, "copy", backup["id"], stamps[15]["lsn"])
+    assert rows == 15 and sums["postgres"]["public.far"] == source["postgres"]["public.far"]

@@ -29,13 +29,13 @@ def repo(tmp_path):
     return storage, catalog.Catalog(storage, "main")
 
 
-def add_backup(storage, backup_id, stop_time, files=None):
+def add_backup(storage, backup_id, stop_time, files=None, **extra):
     prefix = catalog.backup_prefix("main", backup_id)
     listing = catalog.encode_file_list({"files": files or [], "bundles": [], "wal": []})
     storage.put(prefix + catalog.FILE_LIST, listing)
-    manifest = {"format": catalog.FORMAT, "id": backup_id, "cluster": "main",
-                "stop_time": stop_time,
-                "file_list_sha256": hashlib.sha256(listing).hexdigest()}
+    manifest = dict({"format": catalog.FORMAT, "id": backup_id, "cluster": "main",
+                     "stop_time": stop_time,
+                     "file_list_sha256": hashlib.sha256(listing).hexdigest()}, **extra)
     catalog.write_manifest(storage, "main", manifest)
     return manifest
 
@@ -100,3 +100,58 @@ def test_snapshot_backups_live_apart_and_are_never_chosen(repo):
     assert cat.damaged == []
     assert cat.resolve("latest")["id"] == full["id"]
     assert cat.manifest(snap["id"])["id"] == snap["id"]  # restored by its id
+
+
+def pending(storage, backup_id, stop_time):
+    return add_backup(storage, backup_id, stop_time, snapshot={
+        "provider": "ebs", "off_host": True, "state": "pending", "volumes": []})
+
+
+def test_a_pending_snapshot_backup_is_offered_only_once_its_state_object_says_complete(repo):
+    storage, cat = repo
+    first = pending(storage, "20261124T070000Z-snapshot", "2026-11-24T07:00:05Z")
+    second = pending(storage, "20261124T080000Z-snapshot", "2026-11-24T08:00:05Z")
+    cat.scan()
+    assert cat.snapshots == [] and [m["id"] for m in cat.pending_snapshots] == [
+        first["id"], second["id"]]
+    manifest_bytes = storage.get("main/snapshot/%s/%s" % (first["id"], catalog.MANIFEST))
+    cat.settle_snapshot(cat.manifest(first["id"]), "complete")
+    # written once: a second run that disagrees takes the first answer
+    other = catalog.Catalog(storage, "main")
+    other.scan()
+    assert [m["id"] for m in other.snapshots] == [first["id"]]
+    assert storage.get("main/snapshot/%s/%s" % (first["id"], catalog.MANIFEST)) == manifest_bytes
+    late = catalog.Catalog(storage, "main")
+    late.scan()
+    late.pending_snapshots.append(late.manifest(first["id"]))
+    late.settle_snapshot(late.manifest(first["id"]), "failed", "too late")
+    assert late.manifest(first["id"])["snapshot"]["state"] == "complete"
+    # not recorded (a dry run): only this catalog sees it
+    cat.settle_snapshot(cat.manifest(second["id"]), "failed", "error at AWS", write=False)
+    assert [m["id"] for m in cat.failed_snapshots] == [second["id"]]
+    fresh = catalog.Catalog(storage, "main")
+    fresh.scan()
+    assert [m["id"] for m in fresh.pending_snapshots] == [second["id"]]
+
+
+@pytest.mark.parametrize("content, wanted", [
+    (b"{broken", "is not valid JSON"),
+    (b'{"state": "complete-ish"}', "'complete-ish', not a state of complete or failed"),
+    (b'["complete"]', "not a state of complete or failed")])
+def test_a_damaged_state_object_makes_its_snapshot_backup_damaged(repo, content, wanted):
+    storage, cat = repo
+    snap = pending(storage, "20261124T070000Z-snapshot", "2026-11-24T07:00:05Z")
+    storage.put("main/snapshot/%s/%s" % (snap["id"], catalog.SNAPSHOT_STATE), content)
+    cat.scan()
+    assert cat.snapshots == cat.pending_snapshots == cat.failed_snapshots == []
+    assert [d["id"] for d in cat.damaged_snapshots] == [snap["id"]]
+    assert wanted in cat.damaged_snapshots[0]["msg"]
+
+
+def test_a_snapshot_manifest_with_an_unknown_state_is_damaged(repo):
+    storage, cat = repo
+    add_backup(storage, "20261124T070000Z-snapshot", "2026-11-24T07:00:05Z",
+               snapshot={"provider": "ebs", "state": "failed", "volumes": []})
+    cat.scan()
+    assert cat.snapshots == cat.failed_snapshots == []
+    assert "'failed' (expected complete or pending)" in cat.damaged_snapshots[0]["msg"]

@@ -233,6 +233,8 @@ SNAP_NOW = NOW_ID.replace("-full", "-snapshot")
 class FakeProvider(object):
     """What the btrfs provider finds in snapshot_dir, and what it is asked to delete."""
 
+    name = "btrfs"
+
     def __init__(self, ids):
         self.ids, self.deleted = ids, []
 
@@ -309,3 +311,25 @@ def test_a_killed_snapshot_backup_of_another_host_keeps_its_objects(storage, set
                                 time.time(), incomplete)
         assert found == ({}, waiting), snapshot_dir
     assert cleanup.held_for_snapshots({SNAP_OLD: [], OLD: []}, {SNAP_OLD})[0]["id"] == SNAP_OLD
+
+
+def test_a_killed_ebs_snapshot_backup_waits_for_a_node_with_the_ebs_settings(
+        storage, settings, monkeypatch):
+    """Its snapshots are found by their tags only through the ebs provider: elsewhere its
+    objects stay. With ebs set, a provider that cannot list them holds every killed
+    snapshot backup instead of failing cleanup or expire."""
+    storage.put("main/snapshot/%s/%s" % (SNAP_OLD, catalog.SNAPSHOT_INTENT), json.dumps(
+        {"id": SNAP_OLD, "host": "other-node", "provider": "ebs"}).encode())
+    cat = Catalog(storage, "main")
+    found = cleanup.orphans(storage, settings, cat, time.time(), [SNAP_OLD, OLD])
+    assert found == ({}, {SNAP_OLD})
+
+    class Unreachable(object):
+        name = "ebs"
+
+        def leftovers(self, cluster):
+            raise cleanup.RepositoryError("cannot list: EC2 unreachable", code="snapshot_failed")
+    monkeypatch.setattr(cleanup.snapshots, "provider", lambda s: Unreachable())
+    found = cleanup.orphans(storage, settings.replace(snapshot_provider="ebs"), cat,
+                            time.time(), [SNAP_OLD, OLD])
+    assert found == ({}, {SNAP_OLD})

@@ -226,3 +226,173 @@ def test_the_command_provider_needs_all_four_commands_and_reports_their_failures
     assert caught.value.code == "snapshot_config"
     assert "snapshot_check_command, snapshot_clone_command, snapshot_delete_command" in \
         caught.value.msg
+
+
+# -- the ebs provider, against moto's EC2 in this process ----------------------------------
+def ebs_settings(**values):
+    return settings(snapshot_provider="ebs", s3_access_key="testing", s3_secret_key="testing",
+                    snapshot_ebs_region="us-east-1", **values)
+
+
+@pytest.fixture
+def ec2():
+    moto = pytest.importorskip("moto")
+    boto3 = pytest.importorskip("boto3")
+    with moto.mock_aws():
+        yield boto3.client("ec2", region_name="us-east-1", aws_access_key_id="testing",
+                           aws_secret_access_key="testing")
+
+
+def test_ebs_volumes_must_be_mount_points_and_volume_ids():
+    for value, wanted in (("srv/pg=vol-0123456789abcdef0", "absolute mount point"),
+                          ("/srv/pg=disk1", "EBS volume id"),
+                          ("/srv/pg", "not a valid dict")):
+        with pytest.raises(ConfigError) as err:
+            ebs_settings(snapshot_ebs_volumes=value)
+        assert "snapshot_ebs_volumes" in err.value.msg and wanted in err.value.msg, err.value.msg
+
+
+def test_ebs_snapshots_each_volume_once_and_reports_every_state(ec2):
+    data, space = (ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+                   for dummy in range(2))
+    source = snapshots.provider(ebs_settings(snapshot_ebs_volumes={
+        "/srv/pg": data, "/srv/pg/space": space, "/srv/other": data}))
+    found = [{"role": "pgdata", "oid": None, "path": "/srv/pg/15/main"},
+             {"role": "tablespace", "oid": 16400, "path": "/srv/pg/space/ts"},
+             {"role": "tablespace", "oid": 16401, "path": "/srv/other/ts"}]
+    source.check(found)
+    made = []
+    source.create("main", "20261206T120000Z-snapshot", found, made)
+    # the longest mount point names the volume; one EBS volume, one snapshot
+    assert [v["snapshot"]["volume_id"] for v in made] == [data, space, data]
+    assert made[0]["snapshot"]["id"] == made[2]["snapshot"]["id"] != made[1]["snapshot"]["id"]
+    assert [source.state(v) for v in made] == ["complete"] * 3
+    left = source.leftovers("main")
+    assert list(left) == ["20261206T120000Z-snapshot"]
+    assert sorted(v["snapshot"]["id"] for v in left["20261206T120000Z-snapshot"]) == sorted(
+        set(v["snapshot"]["id"] for v in made))
+    assert source.leftovers("other") == {}
+    # what AWS reports later: pending, then an error
+    from moto.backends import get_backend
+    stored = get_backend("ec2")["123456789012"]["us-east-1"].snapshots
+    for status, state in (("pending", "pending"), ("error", "failed"),
+                          ("completed", "complete")):
+        stored[made[1]["snapshot"]["id"]].status = status
+        assert source.state(made[1]) == state
+    for volume in made:  # the shared snapshot is deleted once, then found gone
+        source.delete(volume)
+    assert [source.state(v) for v in made] == ["missing"] * 3
+
+
+def test_ebs_refuses_unmapped_and_unknown_volumes_before_backup_mode(ec2):
+    data = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+    found = [{"role": "pgdata", "oid": None, "path": "/srv/pg/15/main"},
+             {"role": "tablespace", "oid": 16400, "path": "/srv/space"}]
+    for mapping, wanted in (({}, "needs snapshot_ebs_volumes"),
+                            ({"/srv/pg": data}, "tablespace-16400 /srv/space lies on none"),
+                            ({"/srv/pg": data, "/srv/space": "vol-0123456789abcdef0"},
+                             "vol-0123456789abcdef0")):
+        with pytest.raises(ConfigError) as err:
+            snapshots.provider(ebs_settings(snapshot_ebs_volumes=mapping)).check(found)
+        assert err.value.code == "snapshot_config" and wanted in err.value.msg, err.value.msg
+
+
+def test_an_ebs_snapshot_is_never_cloned_by_pgdr():
+    volume = {"snapshot": {"id": "snap-0123456789abcdef0", "mount": "/srv/pg"}}
+    source = snapshots.provider(ebs_settings())
+    with pytest.raises(PgdrError) as err:
+        source.check_clone(volume, "/srv/restore/data")
+    assert err.value.code == "snapshot_target_invalid"
+    assert "create-volume --snapshot-id snap-0123456789abcdef0" in err.value.msg
+
+
+def fake_nvme(sysfs, disk, model, serial):
+    device = sysfs / disk / "device"
+    device.mkdir(parents=True)
+    (device / "model").write_text(model + "\n")
+    (device / "serial").write_text(serial + "\n")
+
+
+def test_an_nvme_ebs_device_names_its_volume(tmp_path):
+    fake_nvme(tmp_path, "nvme1n1", "Amazon Elastic Block Store", "vol0123456789abcdef0")
+    fake_nvme(tmp_path, "nvme2n1", "Amazon EC2 NVMe Instance Storage", "AWS1234")
+    assert snapshots.ebs_volume_of_device("/dev/nvme1n1", str(tmp_path)) == \
+        "vol-0123456789abcdef0"
+    assert snapshots.ebs_volume_of_device("/dev/nvme1n1p2", str(tmp_path)) == \
+        "vol-0123456789abcdef0"
+    assert snapshots.ebs_volume_of_device("/dev/nvme2n1", str(tmp_path)) is None
+    assert snapshots.ebs_volume_of_device("/dev/nvme3n1", str(tmp_path)) is None
+    assert snapshots.ebs_volume_of_device("/dev/xvdf", str(tmp_path)) is None
+
+
+def test_ebs_refuses_a_mapping_the_device_contradicts(ec2, tmp_path, monkeypatch):
+    data = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+    fake_nvme(tmp_path, "nvme1n1", "Amazon Elastic Block Store", "vol0123456789abcdef0")
+    monkeypatch.setattr(snapshots.Ebs, "SYSFS", str(tmp_path))
+    monkeypatch.setattr(snapshots, "filesystem", lambda path: ("/srv/pg", "xfs", "/dev/nvme1n1"))
+    source = snapshots.provider(ebs_settings(snapshot_ebs_volumes={"/srv/pg": data}))
+    with pytest.raises(ConfigError) as err:
+        source.check([{"role": "pgdata", "oid": None, "path": "/srv/pg/15/main"}])
+    assert err.value.code == "snapshot_config"
+    assert "maps /srv/pg to %s" % data in err.value.msg
+    assert "EBS volume vol-0123456789abcdef0" in err.value.msg
+
+
+def test_a_snapshot_other_credentials_cannot_see_is_never_taken_for_gone(ec2):
+    data = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+    source = snapshots.provider(ebs_settings(snapshot_ebs_volumes={"/srv/pg": data}))
+    made = []
+    source.create("main", "20261206T120000Z-snapshot",
+                  [{"role": "pgdata", "oid": None, "path": "/srv/pg/15/main"}], made)
+    record = made[0]["snapshot"]
+    assert (record["region"], record["owner"]) == ("us-east-1", "123456789012")
+    source.delete(made[0])
+    assert source.state(made[0]) == "missing"
+    record["owner"] = "210987654321"  # taken by another account
+    with pytest.raises(PgdrError) as err:
+        source.state(made[0])
+    assert err.value.code == "snapshot_failed" and "210987654321" in err.value.msg
+
+
+class FakeCatalog(object):
+    def __init__(self, manifests, fail_write=False):
+        self.pending_snapshots = list(manifests)
+        self.fail_write, self.settled = fail_write, []
+
+    def settle_snapshot(self, manifest, state, why=None, write=True):
+        if self.fail_write and write:
+            raise PgdrError("AccessDenied on PutObject", code="s3_error")
+        manifest["snapshot"].update(state=state, settled={"why": why})
+        self.settled.append((manifest["id"], state, write))
+
+
+class Progress(object):
+    def __init__(self):
+        self.lines = []
+
+    def event(self, line):
+        self.lines.append(line)
+
+
+def test_settle_records_what_the_provider_says_and_survives_a_failed_write(monkeypatch):
+    answers = {"a": ["complete", "complete"], "b": ["complete", "pending"],
+               "c": ["complete", "failed"], "d": ["missing", "complete"]}
+
+    def manifest(backup_id):
+        return {"id": backup_id, "host": "elsewhere", "snapshot": {
+            "provider": "ebs", "off_host": True, "state": "pending", "volumes": [
+                {"snapshot": {"id": "%s-%d" % (backup_id, n)}} for n in range(2)]}}
+    monkeypatch.setattr(snapshots.Ebs, "state", lambda self, volume: answers[
+        volume["snapshot"]["id"][0]][int(volume["snapshot"]["id"][-1])])
+    found = FakeCatalog([manifest(i) for i in "abcd"])
+    progress = Progress()
+    changed = snapshots.settle(ebs_settings(), found, progress)
+    assert changed == {"a": "complete", "c": "failed", "d": "failed"}
+    assert found.settled == [("a", "complete", True), ("c", "failed", True),
+                             ("d", "failed", True)]
+    dry = FakeCatalog([manifest("a")])
+    assert snapshots.settle(ebs_settings(), dry, Progress(), write=False) == {"a": "complete"}
+    assert dry.settled == [("a", "complete", False)]
+    broken, progress = FakeCatalog([manifest("a")], fail_write=True), Progress()
+    assert snapshots.settle(ebs_settings(), broken, progress) == {}
+    assert "cannot be recorded: AccessDenied" in progress.lines[-1]

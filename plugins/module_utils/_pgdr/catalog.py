@@ -35,7 +35,7 @@ import json
 import re
 import time
 
-from .errors import IntegrityError, NotFound
+from .errors import Conflict, IntegrityError, NotFound
 
 FORMAT = 2  # 1: manifests without checksums (refused: docs/repository-format.md)
 MANIFEST = "manifest.json"
@@ -45,6 +45,10 @@ FILE_LIST = "files.json.gz"
 # A snapshot backup's first object, stored before any snapshot is taken: its snapshots
 # are this repository's, so cleanup may remove them if the backup never completes.
 SNAPSHOT_INTENT = "intent.json"
+# A pending snapshot backup's settled state (complete or failed), written once when its
+# provider reports it: the manifest itself is never rewritten.
+SNAPSHOT_STATE = "state.json"
+SETTLED_STATES = ("complete", "failed")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SNAPSHOT = "snapshot"
 # The folders under <cluster>/ that hold backups. Snapshot backups have their own: a pgdr
@@ -55,6 +59,23 @@ FOLDERS = ("backup", SNAPSHOT)
 
 def is_snapshot(backup_id):
     return backup_id.endswith("-" + SNAPSHOT)
+
+
+def _settled_record(data):
+    """A state object's record; ValueError saying what is wrong with it."""
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise ValueError("is not valid JSON (%s)" % exc)
+    if not isinstance(record, dict) or record.get("state") not in SETTLED_STATES:
+        raise ValueError("holds %r, not a state of complete or failed"
+                         % (record.get("state") if isinstance(record, dict) else record,))
+    return record
+
+
+def snapshot_state(manifest):
+    """complete, pending or failed: a snapshot backup is offered only when complete."""
+    return (manifest.get("snapshot") or {}).get("state", "complete")
 
 
 def backup_prefix(cluster, backup_id):
@@ -116,6 +137,8 @@ class Catalog(object):
         self._newer = []       # after scan(): errors of backups in a newer format
         self.snapshots = []    # after scan(): complete snapshot backups, oldest first
         self.damaged_snapshots = []  # after scan(): damaged snapshot backups
+        self.pending_snapshots = []  # after scan(): snapshots requested, not yet complete
+        self.failed_snapshots = []   # after scan(): snapshots the provider failed
 
     def backup_ids(self):
         return sorted(name for folder in FOLDERS
@@ -200,7 +223,53 @@ class Catalog(object):
             raise damaged("it describes backup %s of cluster %s" % (
                 manifest.get("id"), manifest.get("cluster")))
         self._digests[backup_id] = line[0]
+        if is_snapshot(backup_id):
+            state = snapshot_state(manifest)
+            if state not in ("complete", "pending"):
+                raise damaged("its snapshot state is %r (expected complete or pending)"
+                              % (state,))
+            if state == "pending":
+                self._read_settled(prefix, manifest, damaged)
         return manifest
+
+    def _read_settled(self, prefix, manifest, damaged):
+        """A pending snapshot backup's state object, when written, into its manifest."""
+        key = prefix + SNAPSHOT_STATE
+        try:
+            record = _settled_record(self.storage.get(key))
+        except NotFound:
+            return
+        except IntegrityError as exc:
+            raise damaged(exc.msg, key)
+        except ValueError as exc:
+            raise damaged("its state object %s" % exc, key)
+        manifest["snapshot"]["state"] = record["state"]
+        manifest["snapshot"]["settled"] = record
+
+    def settle_snapshot(self, manifest, state, why=None, write=True):
+        """Record that a pending snapshot backup is complete or failed (a state object
+        written once: when another run wrote one first, its answer stands), and move it
+        to the matching list."""
+        record = {"state": state, "why": why,
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if write:
+            key = backup_prefix(self.cluster, manifest["id"]) + SNAPSHOT_STATE
+            try:
+                self.storage.put(key, json.dumps(record).encode("utf-8"), if_absent=True)
+            except Conflict:  # another run settled it first: its record, checked
+                try:
+                    record = _settled_record(self.storage.get(key))
+                except ValueError as exc:
+                    raise IntegrityError("snapshot backup %s: its state object %s (object "
+                                         "%s)" % (manifest["id"], exc, key),
+                                         code="manifest_damaged", stage="catalog", key=key)
+        manifest["snapshot"]["state"] = record["state"]
+        manifest["snapshot"]["settled"] = record
+        self.pending_snapshots = [m for m in self.pending_snapshots
+                                  if m["id"] != manifest["id"]]
+        found = self.snapshots if record["state"] == "complete" else self.failed_snapshots
+        found.append(manifest)
+        found.sort(key=completion_order)
 
     def manifest_digests(self, backup_ids):
         """{id: SHA-256 of its manifest's stored bytes}: what a diff or incr records of
@@ -250,7 +319,12 @@ class Catalog(object):
         # snapshot backups apart: never a diff's reference, never in retention's count of
         # the others, never latest's; a damaged one never blocks latest (a restore may
         # still start from one: restore_from)
-        self.snapshots = [m for m in complete if is_snapshot(m["id"])]
+        self.snapshots = [m for m in complete if is_snapshot(m["id"])
+                          and snapshot_state(m) == "complete"]
+        self.pending_snapshots = [m for m in complete if is_snapshot(m["id"])
+                                  and snapshot_state(m) == "pending"]
+        self.failed_snapshots = [m for m in complete if is_snapshot(m["id"])
+                                 and snapshot_state(m) == "failed"]
         complete = [m for m in complete if not is_snapshot(m["id"])]
         self.damaged = [dict(exc.as_dict(), id=backup_id)
                         for backup_id, exc in sorted(damaged.items())

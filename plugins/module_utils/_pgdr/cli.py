@@ -31,6 +31,15 @@ WAL_FETCH_FATAL_BASE = 128
 INTERNAL_EXIT = PgdrError.exit_code
 
 
+def _settled_text(result):
+    """verify's and expire's word on pending snapshot backups (docs/snapshots.md)."""
+    settled = result.get("snapshots_settled") or {}
+    pending = result.get("snapshots_pending") or []
+    return "".join(("; snapshot backups recorded %s" % ", ".join(
+        "%s %s" % item for item in sorted(settled.items())) if settled else "",
+        "; still pending: %s" % ", ".join(pending) if pending else ""))
+
+
 def _render(command, result):
     """A short text for people; --json gives everything."""
     if command == "info":
@@ -50,6 +59,12 @@ def _render(command, result):
             lines.append("  %-24s snapshot %s  lsn %s-%s  %8.1f MiB  %s" % (
                 snap["id"], snap["stop_time"], snap["start_lsn"], snap["stop_lsn"],
                 snap["size"] / 1048576.0, snap["note"]))
+        for snap in result.get("pending_snapshots") or ():
+            lines.append("  %-24s snapshot PENDING at the provider: never restored until "
+                         "it completes" % snap["id"])
+        for snap in result.get("failed_snapshots") or ():
+            lines.append("  %-24s snapshot FAILED: %s (never restored; expire removes it)"
+                         % (snap["id"], snap.get("why")))
         window, archive = result.get("window"), result.get("archive") or {}
         if window:
             lines.append("recoverable from %s to %s (timeline %s, last segment %s)%s" % (
@@ -76,7 +91,7 @@ def _render(command, result):
             "; WAL archive (%s): %d segment(s), %d history file(s), no gap" % (
                 wal["mode"], wal["segments"], wal["history_files"]) if wal else "",
             "; snapshots not checked: %s" % result["snapshots_unchecked"]
-            if result.get("snapshots_unchecked") else "")
+            if result.get("snapshots_unchecked") else "") + _settled_text(result)
     if command == "drill":
         verdicts = "".join("; %s objective %s s %s" % (
             name.upper(), value["objective"], "met" if value["met"] else "MISSED")
@@ -92,7 +107,7 @@ def _render(command, result):
                     ", ".join(e["id"] for e in result.get("snapshots_expired") or ())
                     or "none", ", ".join(result["incomplete_removed"]) or "none",
                     result["wal_removed"], ", ".join(result["kept"] + list(
-                        result.get("snapshots_kept") or ()))))
+                        result.get("snapshots_kept") or ())))) + _settled_text(result)
     if command == "cleanup":
         return "incomplete backups removed: %s (%d objects, %.1f MiB); kept: %s" % (
             ", ".join(result["incomplete_removed"]) or "none", result["objects_removed"],

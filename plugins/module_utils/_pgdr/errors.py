@@ -211,16 +211,21 @@ CODES = {
     "wal_vanished": "WAL present at planning time is gone",
     # restore targets
     "target_not_empty": "the target holds files and force is not set",
-    "snapshot_config": ("type snapshot: snapshot_provider or snapshot_dir cannot be used "
-                        "(missing, on another filesystem, inside a volume)"),
+    "snapshot_config": ("type snapshot: snapshot_provider, snapshot_dir or "
+                        "snapshot_ebs_volumes cannot be used (missing, on another "
+                        "filesystem, inside a volume, a volume EC2 does not know)"),
     "snapshot_unsupported": ("type snapshot: a volume cannot be snapshotted consistently "
                              "(not btrfs, not a subvolume root, a nested subvolume)"),
-    "snapshot_failed": "the snapshot provider's command failed; the message gives its output",
-    "snapshot_missing": ("a snapshot of a snapshot backup is gone from its provider: that "
-                         "backup cannot be restored"),
+    "snapshot_failed": ("the snapshot provider's command or API call failed; the message "
+                        "gives its output"),
+    "snapshot_missing": ("a snapshot of a snapshot backup is gone from its provider or "
+                         "failed there: that backup cannot be restored"),
+    "snapshot_pending": ("a snapshot backup's provider has not completed its snapshots yet: "
+                         "it is not offered until a later run records it complete"),
     "snapshot_target_invalid": ("a snapshot backup cannot be cloned into this target (delta, "
                                 "another filesystem, a link or mount point, a non-empty "
-                                "tablespace location, a clone left by an earlier run)"),
+                                "tablespace location, a clone left by an earlier run, an "
+                                "EBS snapshot)"),
     "target_not_a_cluster": "delta was asked for a target that holds no data directory",
     "target_inside_cluster": "the target lies inside a PostgreSQL data directory",
     "target_running": "a PostgreSQL server runs in or on the target: never written",

@@ -129,9 +129,21 @@ OPTIONS = (
            choices=("full", "diff", "incr", "auto", "snapshot"), groups=("backup",)),
     Option("snapshot_provider", "str", "What takes the snapshots of type snapshot: btrfs "
            "(read-only snapshots of the btrfs subvolumes that hold the data directory and "
-           "each tablespace; not off-host) or command (the snapshot_*_command settings: "
-           "LVM, ZFS, a SAN, a cloud).", default="btrfs", choices=("btrfs", "command"),
-           groups=("backup",)),
+           "each tablespace; not off-host), ebs (AWS EBS snapshots of the volumes in "
+           "snapshot_ebs_volumes; off-host) or command (the snapshot_*_command settings: "
+           "LVM, ZFS, a SAN, a cloud).", default="btrfs",
+           choices=("btrfs", "ebs", "command"), groups=("backup",)),
+    Option("snapshot_ebs_volumes", "dict", "snapshot_provider=ebs: the EBS volume that "
+           "holds each path, as MOUNT_POINT=vol-ID; the data directory and every "
+           "tablespace must lie on one of them.", groups=("backup",), form="ebs_volumes"),
+    Option("snapshot_ebs_region", "str", "snapshot_provider=ebs: the volumes' region "
+           "(unset: s3_region).", groups=("backup",)),
+    Option("snapshot_ebs_endpoint", "str", "snapshot_provider=ebs: endpoint URL of the "
+           "EC2 API (unset: AWS's own for the region).", groups=("backup",), form="url"),
+    Option("snapshot_wait", "int", "Seconds a snapshot backup waits, after backup mode "
+           "ended, for the provider to report every snapshot complete; one still pending "
+           "is recorded pending, never offered, and marked complete by a later backup, "
+           "verify or expire.", default=0, groups=("backup",), minimum=0, maximum=86400),
     Option("snapshot_create_command", "str", "snapshot_provider=command: a shell command "
            "that snapshots one volume (PGDR_VOLUME_PATH, PGDR_VOLUME_ROLE, PGDR_VOLUME_OID, "
            "PGDR_SNAPSHOT_NAME, PGDR_CLUSTER, PGDR_BACKUP_ID) and prints the snapshot's id "
@@ -677,6 +689,17 @@ def _timeline(option, value):
                       "timeline number (1, 2, ...)")
 
 
+def _ebs_volumes(option, value):
+    for path, volume_id in value.items():
+        item = "%s=%s" % (path, volume_id)
+        if not path.startswith("/") or _CONTROL.search(path):
+            raise invalid(option, item, "does not start with an absolute mount point: "
+                          "expected MOUNT_POINT=vol-ID")
+        if not re.match(r"^vol-[0-9a-f]{8,17}\Z", volume_id):
+            raise invalid(option, item, "does not name an EBS volume id: expected "
+                          "MOUNT_POINT=vol-ID, such as /srv/pg=vol-0123456789abcdef0")
+
+
 def _settings(option, value):
     """PostgreSQL settings written into postgresql.auto.conf: GUC names, one-line values,
     and the carried integer settings as integers (PostgreSQL would not start otherwise)."""
@@ -706,7 +729,8 @@ def _tablespace_map(option, value):
 
 FORMS = {"line": _line, "text": _text, "name": _name, "backup_id": _backup_id,
          "prefix": _prefix, "bucket": _bucket, "url": _url, "timeline": _timeline,
-         "settings": _settings, "tablespace_map": _tablespace_map}
+         "settings": _settings, "tablespace_map": _tablespace_map,
+         "ebs_volumes": _ebs_volumes}
 
 
 def _to_int(value):

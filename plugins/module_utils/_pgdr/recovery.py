@@ -550,10 +550,15 @@ class Planner(object):
 
     def _walk_archive(self, backup, path):
         """[(name, segment number)] archived after the backup's stop segment, contiguous,
-        and the first missing segment number (where the archive ends or has a gap)."""
+        and the first missing segment number (where the archive ends or has a gap). A
+        backup taken on a standby holds its stop segment as far as the standby had
+        replayed it (no segment switch there): the rest of that segment, and so the walk,
+        starts in the archive's copy of it."""
         size = self._segment_size(backup)
         segments = self.archive.segments()
-        segno = (parse_lsn(backup["stop_lsn"]) - 1) // size + 1
+        segno = (parse_lsn(backup["stop_lsn"]) - 1) // size
+        if not backup.get("from_standby"):
+            segno += 1  # the primary switched segments: its copy of the stop segment is whole
         found = []
         while True:
             timeline = _serving(path, segno)

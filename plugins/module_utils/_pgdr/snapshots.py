@@ -30,7 +30,7 @@ import stat
 import socket
 import subprocess
 
-from .errors import ConfigError, NotFound, RepositoryError, TargetRefused
+from .errors import ConfigError, NotFound, PgdrError, RepositoryError, TargetRefused
 from .postgres.datadir import EMPTY_DIRS, SKIPPED_FILES, TEMP_PREFIX
 
 # A btrfs subvolume's root directory always has this inode number.
@@ -313,7 +313,233 @@ class Command(object):
         return done.returncode if answers else done.stdout.decode("utf-8", "replace")
 
 
-PROVIDERS = {"btrfs": Btrfs, "command": Command}
+class Ebs(object):
+    """AWS EBS snapshots of the volumes that hold the data directory and every
+    tablespace (``snapshot_ebs_volumes``: mount point = volume id), through the EC2 API
+    with the repository's credentials. One snapshot per volume, tagged with the cluster
+    and the backup (two volumes of the cluster on one EBS volume share its snapshot); the
+    record keeps the region and the account that own it, so that a later run asks there
+    and never takes a snapshot it cannot see for one that is gone. Their content is fixed
+    when they are requested, so backup mode ends at once; AWS completes them later
+    (``state``: pending, then complete). Off-host: they survive the instance. pgdr does
+    not create volumes from them: a restore takes a repository backup, or the volumes an
+    operator made from the snapshots (docs/snapshots.md)."""
+
+    name = "ebs"
+    off_host = True
+    completes_later = True  # the backup records pending until AWS completes them
+    restores = False        # pgdr makes no volume from a snapshot: never cloned
+    # AWS's snapshot states; recoverable (in the Recycle Bin) and recovering are not
+    # usable yet, and not gone either
+    STATES = {"pending": "pending", "completed": "complete", "error": "failed",
+              "recoverable": "pending", "recovering": "pending"}
+    NOT_FOUND = "InvalidSnapshot.NotFound"
+    SYSFS = "/sys/class/block"
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.volume_ids = dict((os.path.normpath(k), v) for k, v in
+                               (settings.snapshot_ebs_volumes or {}).items())
+        self.region = settings.snapshot_ebs_region or settings.s3_region
+        self._clients = {}
+        self._account = None
+
+    def _ec2(self, region=None, retries=True):
+        """An EC2 client of the region; without retries for a request that must not be
+        made twice (a CreateSnapshot whose answer was lost would leave a second one)."""
+        key = (region or self.region, retries)
+        if key not in self._clients:
+            from .storage.s3 import aws_session  # boto3 only where EBS is used
+            import botocore.config
+            s = self.settings
+            attempts = {"max_attempts": s.s3_max_attempts} if retries else \
+                {"total_max_attempts": 1}
+            self._clients[key] = aws_session(s).client(
+                "ec2", region_name=key[0], endpoint_url=s.snapshot_ebs_endpoint or None,
+                config=botocore.config.Config(retries=dict(attempts, mode="standard"),
+                                              connect_timeout=10, read_timeout=60))
+        return self._clients[key]
+
+    def _call(self, what, method, region=None, retries=True, **kwargs):
+        """The EC2 answer; RepositoryError snapshot_failed naming what failed and the
+        error code AWS gave (``aws_code``; never a credential)."""
+        import botocore.exceptions
+        try:
+            return getattr(self._ec2(region, retries), method)(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise RepositoryError("cannot %s: EC2 %s answered %s: %s" % (
+                what, method, error.get("Code", "?"), error.get("Message", "")),
+                code="snapshot_failed", stage="snapshot", aws_code=error.get("Code"))
+        except botocore.exceptions.BotoCoreError as exc:
+            raise RepositoryError("cannot %s: EC2 %s failed: %s" % (what, method, exc),
+                                  code="snapshot_failed", stage="snapshot")
+
+    def _caller_account(self):
+        """The account of these credentials (STS GetCallerIdentity needs no permission)."""
+        if self._account is None:
+            import botocore.exceptions
+            from .storage.s3 import aws_session
+            s = self.settings
+            try:
+                self._account = aws_session(s).client(
+                    "sts", region_name=self.region,
+                    endpoint_url=s.snapshot_ebs_endpoint or None).get_caller_identity()["Account"]
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                raise RepositoryError("cannot tell which AWS account these credentials "
+                                      "belong to (STS GetCallerIdentity: %s)" % exc,
+                                      code="snapshot_failed", stage="snapshot")
+        return self._account
+
+    def _volume_of(self, volume):
+        """(mount point, EBS volume id) of the mapped volume that holds this one."""
+        found = [(mount, vid) for mount, vid in self.volume_ids.items()
+                 if _inside(volume["path"], mount)]
+        if not found:
+            raise ConfigError("%s %s lies on none of the volumes of snapshot_ebs_volumes "
+                              "(%s): name the EBS volume that holds it, as MOUNT_POINT=vol-ID"
+                              % (volume_name(volume), volume["path"],
+                                 ", ".join(sorted(self.volume_ids)) or "empty"),
+                              code="snapshot_config", stage="check",
+                              option="snapshot_ebs_volumes")
+        return max(found, key=lambda pair: len(pair[0]))
+
+    # -- backup ------------------------------------------------------------------------
+    def check(self, volumes_):
+        """Every volume mapped to an EBS volume the EC2 API knows and, where the kernel
+        tells (an NVMe EBS device names its volume), the one that holds it: before
+        backup mode."""
+        if not self.volume_ids:
+            raise ConfigError("type=snapshot with snapshot_provider=ebs needs "
+                              "snapshot_ebs_volumes: the EBS volume of each mount point "
+                              "that holds the data directory or a tablespace, as "
+                              "MOUNT_POINT=vol-ID", code="snapshot_config", stage="check",
+                              option="snapshot_ebs_volumes")
+        for volume in volumes_:
+            mount, volume_id = self._volume_of(volume)
+            found = ebs_volume_of_device(filesystem(volume["path"])[2], self.SYSFS)
+            if found and found != volume_id:
+                raise ConfigError("snapshot_ebs_volumes maps %s to %s, but %s %s is on EBS "
+                                  "volume %s (its NVMe device says so): a snapshot of %s "
+                                  "would not hold it" % (mount, volume_id, volume_name(volume),
+                                                         volume["path"], found, volume_id),
+                                  code="snapshot_config", stage="check",
+                                  option="snapshot_ebs_volumes")
+        wanted = sorted(set(self._volume_of(v)[1] for v in volumes_))
+        try:
+            self._call("check volumes %s" % ", ".join(wanted), "describe_volumes",
+                       VolumeIds=wanted)
+        except RepositoryError as exc:
+            if exc.details.get("aws_code") != "InvalidVolume.NotFound":
+                raise
+            raise ConfigError("snapshot_ebs_volumes names volume(s) %s, not all of which "
+                              "exist in region %s for these credentials: %s"
+                              % (", ".join(wanted), self.region, exc.msg),
+                              code="snapshot_config", stage="check",
+                              option="snapshot_ebs_volumes")
+
+    def create(self, cluster, backup_id, volumes_, made):
+        taken = {}
+        for volume in volumes_:
+            mount, volume_id = self._volume_of(volume)
+            if volume_id not in taken:
+                answer = self._call("snapshot %s (%s)" % (volume_id, mount), "create_snapshot",
+                                    retries=False, VolumeId=volume_id,
+                                    Description="pgdr %s %s %s" % (cluster, backup_id, mount),
+                                    TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+                                        {"Key": "pgdr:cluster", "Value": cluster},
+                                        {"Key": "pgdr:backup", "Value": backup_id},
+                                        {"Key": "pgdr:mount", "Value": mount}]}])
+                taken[volume_id] = {"id": answer["SnapshotId"], "volume_id": volume_id,
+                                    "mount": mount, "region": self.region,
+                                    "owner": answer.get("OwnerId")}
+            made.append(dict(volume, snapshot=dict(taken[volume_id])))
+
+    # -- restore and retention ---------------------------------------------------------
+    def state(self, volume):
+        """complete, pending, failed (AWS reports an error) or missing. Not found by
+        credentials of another account than the snapshot's: an error, never missing."""
+        record = volume["snapshot"]
+        try:
+            answer = self._call("look up snapshot %s" % record["id"], "describe_snapshots",
+                                region=record.get("region"), SnapshotIds=[record["id"]])
+        except RepositoryError as exc:
+            if exc.details.get("aws_code") != self.NOT_FOUND:
+                raise
+            answer = {}
+        found = answer.get("Snapshots") or []
+        if found:
+            return self.STATES.get(found[0].get("State"), "pending")
+        owner = record.get("owner")
+        if owner and owner != self._caller_account():
+            raise RepositoryError("snapshot %s belongs to AWS account %s; these credentials "
+                                  "are account %s's, which cannot see it: use the account's "
+                                  "credentials" % (record["id"], owner, self._caller_account()),
+                                  code="snapshot_failed", stage="snapshot")
+        return "missing"
+
+    @staticmethod
+    def check_clone(volume, destination):
+        raise TargetRefused("snapshot %s is an EBS snapshot: pgdr does not create volumes "
+                            "from it; create a volume from it (aws ec2 create-volume "
+                            "--snapshot-id %s), attach and mount it at %s, or restore a "
+                            "repository backup (docs/snapshots.md)"
+                            % (volume["snapshot"]["id"], volume["snapshot"]["id"],
+                               volume["snapshot"].get("mount")),
+                            code="snapshot_target_invalid", stage="check")
+
+    def clone(self, volume, destination):
+        self.check_clone(volume, destination)
+
+    def delete(self, volume):
+        """Removed, or already gone (two volumes of the cluster may share a snapshot)."""
+        record = volume["snapshot"]
+        try:
+            self._call("delete snapshot %s" % record["id"], "delete_snapshot",
+                       region=record.get("region"), SnapshotId=record["id"])
+        except RepositoryError as exc:
+            if exc.details.get("aws_code") != self.NOT_FOUND:
+                raise
+
+    def leftovers(self, cluster):
+        """{backup id: [volume records]} of this cluster's snapshots in this region, by
+        their tags."""
+        found = {}
+        answer = self._call("list the snapshots of cluster %s" % cluster, "describe_snapshots",
+                            OwnerIds=["self"], Filters=[{"Name": "tag:pgdr:cluster",
+                                                         "Values": [cluster]}])
+        for snap in answer.get("Snapshots") or []:
+            tags = dict((t["Key"], t["Value"]) for t in snap.get("Tags") or [])
+            backup_id = tags.get("pgdr:backup", "")
+            if tags.get("pgdr:cluster") == cluster and _SNAPSHOT_ID.match(backup_id):
+                found.setdefault(backup_id, []).append(
+                    {"snapshot": {"id": snap["SnapshotId"], "volume_id": snap.get("VolumeId"),
+                                  "mount": tags.get("pgdr:mount"), "region": self.region,
+                                  "owner": snap.get("OwnerId")}})
+        return found
+
+
+def ebs_volume_of_device(source, sysfs=Ebs.SYSFS):
+    """The EBS volume id an NVMe EBS device reports (its serial, vol0123... for
+    vol-0123...) for a mount source such as /dev/nvme1n1 or /dev/nvme1n1p1; None when
+    the device is no NVMe EBS device, or the kernel does not say."""
+    if not source.startswith("/dev/nvme"):
+        return None
+    name = os.path.basename(os.path.realpath(source))
+    disk = re.sub(r"p\d+$", "", name)
+    try:
+        with open(os.path.join(sysfs, disk, "device", "model")) as handle:
+            model = handle.read().strip()
+        with open(os.path.join(sysfs, disk, "device", "serial")) as handle:
+            serial = handle.read().strip()
+    except (IOError, OSError):
+        return None
+    if "Elastic Block Store" not in model or not re.match(r"^vol[0-9a-f]{8,17}$", serial):
+        return None
+    return "vol-" + serial[3:]
+
+
+PROVIDERS = {"btrfs": Btrfs, "command": Command, "ebs": Ebs}
 
 
 def provider(settings, name=None):
@@ -335,21 +561,89 @@ def elsewhere(manifest):
     return "its %s snapshots are on host %s" % (record["provider"], manifest.get("host"))
 
 
-def missing(settings, manifest):
-    """The snapshots of a snapshot backup that its provider no longer has."""
+def states(settings, manifest):
+    """{snapshot id: complete, pending, failed or missing} of a snapshot backup, as its
+    provider reports them now (a snapshot two volumes share is asked once)."""
     record = manifest["snapshot"]
     source = provider(settings, record["provider"])
-    return [v["snapshot"]["id"] for v in record["volumes"] if source.state(v) != "complete"]
+    found = {}
+    for volume in record["volumes"]:
+        if volume["snapshot"]["id"] not in found:
+            found[volume["snapshot"]["id"]] = source.state(volume)
+    return found
+
+
+def missing(settings, manifest):
+    """The snapshots of a snapshot backup that its provider no longer has, or failed."""
+    return sorted(i for i, state in states(settings, manifest).items()
+                  if state in ("missing", "failed"))
+
+
+def settle(settings, catalog, progress, write=True):
+    """Ask the provider about every pending snapshot backup this host can look at: all
+    its snapshots complete, it is recorded complete (offered from now on); one failed or
+    gone, recorded failed (never offered; expire removes it). {id: state} of those that
+    changed; one the provider cannot answer for stays pending."""
+    changed = {}
+    for manifest in list(catalog.pending_snapshots):
+        if elsewhere(manifest):
+            continue
+        try:
+            found = states(settings, manifest)
+        except PgdrError as exc:
+            progress.event("snapshot backup %s stays pending: %s" % (manifest["id"], exc.msg))
+            continue
+        bad = sorted(i for i, state in found.items() if state in ("missing", "failed"))
+        if bad:
+            state, why = "failed", "snapshot(s) %s %s at provider %s" % (
+                ", ".join(bad), "/".join(sorted(set(found[i] for i in bad))),
+                manifest["snapshot"]["provider"])
+        elif all(state == "complete" for state in found.values()):
+            state, why = "complete", None
+        else:
+            continue
+        try:
+            catalog.settle_snapshot(manifest, state, why, write=write)
+        except PgdrError as exc:  # recorded by a later run; this one goes on
+            progress.event("snapshot backup %s is %s, but that cannot be recorded: %s"
+                           % (manifest["id"], state, exc.msg))
+            continue
+        changed[manifest["id"]] = manifest["snapshot"]["state"]
+        progress.event("snapshot backup %s is %s%s" % (
+            manifest["id"], manifest["snapshot"]["state"],
+            ": " + manifest["snapshot"]["settled"]["why"]
+            if manifest["snapshot"]["settled"].get("why") else ""))
+    return changed
+
+
+def refuse_unsettled(manifest):
+    """NotFound snapshot_pending while a snapshot backup's provider has not completed its
+    snapshots; snapshot_missing once it recorded them failed."""
+    record = manifest["snapshot"]
+    state = record.get("state", "complete")
+    if state == "complete":
+        return
+    if state == "pending":
+        raise NotFound("snapshot backup %s is pending: its provider has not reported every "
+                       "snapshot complete yet (a later snapshot backup, verify or expire "
+                       "records it once it has); restore a repository backup"
+                       % manifest["id"], code="snapshot_pending", stage="check",
+                       backup_id=manifest["id"])
+    raise NotFound("snapshot backup %s is %s: %s; restore a repository backup" % (
+        manifest["id"], state, (record.get("settled") or {}).get("why")
+        or "its snapshots failed"), code="snapshot_missing", stage="check",
+        backup_id=manifest["id"])
 
 
 def require(settings, manifest):
-    """NotFound snapshot_missing when a snapshot of this backup is gone, or held on
-    another host."""
+    """NotFound snapshot_missing when a snapshot of this backup is gone, failed or held
+    on another host; snapshot_pending while its provider has not completed them."""
     away = elsewhere(manifest)
     if away:
         raise NotFound("snapshot backup %s cannot be used on this host: %s; run there, or "
                        "restore a repository backup" % (manifest["id"], away),
                        code="snapshot_missing", stage="check", backup_id=manifest["id"])
+    refuse_unsettled(manifest)
     gone = missing(settings, manifest)
     if gone:
         raise NotFound("snapshot backup %s cannot be restored: its snapshot(s) %s are gone "

@@ -24,7 +24,7 @@ import time
 
 from .. import catalog, faultpoint, snapshots
 from ..compress import Codec
-from ..errors import ConfigError, IntegrityError, PgdrError, PostgresError
+from ..errors import ConfigError, IntegrityError, PgdrError, PostgresError, RepositoryError
 from ..lease import Lease
 from ..parallel import run_all
 from ..postgres import datadir, patroni, walsummary
@@ -287,6 +287,8 @@ class BackupRun(object):
         if recent:
             return self._skip(recent)
         if kind == catalog.SNAPSHOT:
+            # the earlier snapshot backups still pending: complete (or failed) by now?
+            snapshots.settle(self.settings, self.catalog, self.progress)
             return self._snapshot_backup(session, server, pgdata)
         return self._backup(session, server, pgdata, kind)
 
@@ -320,8 +322,9 @@ class BackupRun(object):
         horizon = time.time() - self.settings.min_interval * 60
         complete = self.catalog.scan()[0]
         # a snapshot counts against snapshots only: it is not a backup off this host
-        for manifest in reversed(self.catalog.snapshots if kind == catalog.SNAPSHOT
-                                 else complete):
+        # (a pending one too: its snapshots are taken, the provider only completes them)
+        for manifest in reversed(self.catalog.snapshots + self.catalog.pending_snapshots
+                                 if kind == catalog.SNAPSHOT else complete):
             if manifest["system_identifier"] != server["system_identifier"]:
                 continue
             if _epoch(manifest["start_time"]) >= horizon and manifest["type"] in (kind, "full"):
@@ -607,9 +610,10 @@ class BackupRun(object):
             timeline = int(_LABEL_TIMELINE.search(label).group(1))
             wal = self._copy_wal(pgdata, prefix, timeline, start_lsn, stop_lsn,
                                  server["wal_segment_size"])
+            state = self._snapshot_state(session, source, taken)
             self._lease_check()
             record = {"provider": source.name, "off_host": source.off_host,
-                      "state": "complete", "volumes": taken}
+                      "state": state, "volumes": taken}
             manifest = self._manifest(
                 backup_id, server, pgdata, start_lsn, stop_lsn, timeline, label, spcmap,
                 started, [], [], wal, catalog.SNAPSHOT,
@@ -618,9 +622,45 @@ class BackupRun(object):
         except BaseException as exc:
             self._abandon(source, taken, backup_id, prefix, exc)
             raise
-        self.progress.event("snapshot backup %s complete: %s" % (backup_id,
-                                                                 describe(manifest)))
+        self.progress.event("snapshot backup %s %s: %s" % (
+            backup_id, "complete" if state == "complete" else "recorded, its snapshots "
+            "pending at the provider (not offered until they complete)", describe(manifest)))
         return {"changed": True, "backup": summarize(manifest)}
+
+    def _snapshot_state(self, session, source, taken):
+        """complete; or pending when the provider completes snapshots later (EBS) and
+        snapshot_wait seconds pass first. Backup mode has ended and the slot that held
+        the WAL is dropped first: the wait holds only the backup lease. A snapshot AWS
+        failed fails the backup; one not found yet (EC2 answers eventually) or a provider
+        that does not answer leaves it pending, for a later run to settle."""
+        if not getattr(source, "completes_later", False):
+            return "complete"  # made whole, checked by create
+        session.release_wal()
+        deadline = time.time() + self.settings.snapshot_wait
+        while True:
+            try:
+                found = dict((v["snapshot"]["id"], source.state(v)) for v in taken)
+            except PgdrError as exc:
+                found, why = {}, exc.msg
+            else:
+                why = None
+            bad = sorted(i for i, state in found.items() if state == "failed")
+            if bad:
+                raise RepositoryError(
+                    "snapshot(s) %s of provider %s failed at the provider right after being "
+                    "requested" % (", ".join(bad), source.name), code="snapshot_failed",
+                    stage="snapshot")
+            if found and all(state == "complete" for state in found.values()):
+                return "complete"
+            left = deadline - time.time()
+            if left <= 0:
+                self.progress.event("snapshot(s) of backup still pending after snapshot_wait="
+                                    "%d s (%s): the backup is recorded pending, offered once a "
+                                    "later snapshot backup, verify or expire finds them "
+                                    "complete" % (self.settings.snapshot_wait, why or ", ".join(
+                                        "%s %s" % kv for kv in sorted(found.items()))))
+                return "pending"
+            time.sleep(min(5.0, left))
 
     def _abandon(self, source, taken, backup_id, prefix, error):
         """A failed snapshot backup without a manifest removes its snapshots, then what it

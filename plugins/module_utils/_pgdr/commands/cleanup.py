@@ -23,7 +23,7 @@ import time
 
 from .. import faultpoint, snapshots
 from ..catalog import MANIFEST, SNAPSHOT_INTENT, Catalog, backup_prefix, is_snapshot
-from ..errors import IntegrityError, NotFound, RepositoryError
+from ..errors import IntegrityError, NotFound, PgdrError, RepositoryError
 from ..lease import Lease
 from ..storage import open_storage
 
@@ -85,13 +85,18 @@ def orphans(storage, settings, catalog, now, incomplete=()):
     any, without snapshot_dir here) are left too: that host finds its snapshots only
     through them."""
     elsewhere = _snapshots_elsewhere(storage, settings, incomplete)
-    if not settings.snapshot_dir:
+    if settings.snapshot_provider == "btrfs" and not settings.snapshot_dir:
         return {}, elsewhere
-    found = snapshots.provider(settings).leftovers(settings.cluster)
-    named = set(m["id"] for m in catalog.snapshots) | set(
+    source = snapshots.provider(settings)
+    try:
+        found = source.leftovers(settings.cluster)
+    except PgdrError:  # the provider cannot list them now: every killed one waits
+        return {}, elsewhere | set(b for b in incomplete if is_snapshot(b))
+    named = set(m["id"] for m in catalog.snapshots + catalog.pending_snapshots
+                + catalog.failed_snapshots) | set(
         d["id"] for d in catalog.damaged_snapshots)  # a damaged manifest still names them
-    ours = dict((k, v) for k, v in found.items() if k not in named and storage.head(
-        backup_prefix(settings.cluster, k) + SNAPSHOT_INTENT) is not None)
+    ours = dict((k, v) for k, v in found.items()
+                if k not in named and _intent(storage, settings, k) == source.name)
     if not ours:
         return {}, elsewhere
     status, held = Lease(storage, settings.cluster, "backup", settings.backup_lease).state()
@@ -103,19 +108,33 @@ def orphans(storage, settings, catalog, now, incomplete=()):
     return removable, (set(ours) - set(removable)) | elsewhere
 
 
+def _intent(storage, settings, backup_id):
+    """The provider a snapshot backup's intent names in this repository (None: no
+    intent, so its snapshots are not this repository's)."""
+    try:
+        intent = json.loads(storage.get(backup_prefix(settings.cluster, backup_id)
+                                        + SNAPSHOT_INTENT).decode("utf-8"))
+    except NotFound:
+        return None
+    except (ValueError, IntegrityError):
+        return None
+    return intent.get("provider", "btrfs") if isinstance(intent, dict) else None
+
+
 def held_for_snapshots(removable, waiting):
     """The entries of incomplete_kept for the backups whose objects wait for their
     snapshots (a killed snapshot backup's objects, its intent, go only with them)."""
     return [{"id": k, "why": "a snapshot backup whose snapshots are not removed yet: its "
-                             "objects go with them, on the host that holds them (with "
-                             "snapshot_dir set), after incomplete_grace_seconds"}
+                             "objects go with them, where the provider's settings are (btrfs: "
+                             "the host that holds them, with snapshot_dir set; ebs: "
+                             "snapshot_provider=ebs), after incomplete_grace_seconds"}
             for k in sorted(set(removable) & waiting)]
 
 
 def _snapshots_elsewhere(storage, settings, incomplete):
-    """Ids of incomplete btrfs snapshot backups whose snapshots this node cannot look
-    for: taken on another host, or no snapshot_dir here (an intent that cannot be read
-    counts as one)."""
+    """Ids of incomplete snapshot backups whose snapshots this node cannot look for:
+    btrfs ones taken on another host, or without snapshot_dir here (an intent that cannot
+    be read counts as one); ebs ones where snapshot_provider is not ebs."""
     here, found = socket.gethostname(), set()
     for backup_id in incomplete:
         if not is_snapshot(backup_id):
@@ -127,9 +146,11 @@ def _snapshots_elsewhere(storage, settings, incomplete):
             continue  # no intent: none of its snapshots can be told apart anyway
         except (ValueError, IntegrityError):
             intent = {}
-        if intent.get("provider", "btrfs") == "btrfs" and (
-                intent.get("host") != here or not settings.snapshot_dir):
+        provider = intent.get("provider", "btrfs")
+        if provider == "btrfs" and (intent.get("host") != here or not settings.snapshot_dir):
             found.add(backup_id)
+        elif provider == "ebs" and settings.snapshot_provider != "ebs":
+            found.add(backup_id)  # its snapshots are found only with the ebs settings
     return found
 
 

@@ -80,6 +80,8 @@ def _run(settings, progress, dry_run):
     storage.check()
     catalog = Catalog(storage, settings.cluster)
     complete, incomplete = catalog.scan()
+    # pending snapshot backups whose provider has completed (or failed) them, recorded
+    settled = snapshots.settle(settings, catalog, progress, write=not dry_run)
     now = time.time()
     keep = retained(complete, settings.retention_full, settings.retention_days, now)
     expired = [m["id"] for m in complete if m["id"] not in keep]
@@ -91,6 +93,10 @@ def _run(settings, progress, dry_run):
         progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
     kept = [m for m in complete if m["id"] in keep]
     snapshots_expired, elsewhere = _expired_snapshots(catalog.snapshots, settings, now)
+    # a failed one is never offered: its snapshots and objects go (where they can)
+    failed_here, failed_away = _reachable(catalog.failed_snapshots, "failed")
+    snapshots_expired += failed_here
+    elsewhere += failed_away
     for entry in elsewhere:
         progress.event("kept snapshot backup %s: %s" % (entry["id"], entry["why"]))
     gone = set(m["id"] for m in snapshots_expired)
@@ -98,6 +104,7 @@ def _run(settings, progress, dry_run):
     # (often a host that is gone) does not hold WAL back
     away = set(e["id"] for e in elsewhere)
     kept += [m for m in catalog.snapshots if m["id"] not in gone | away]
+    kept += catalog.pending_snapshots  # its WAL stays: it is offered once complete
     wal = _expired_wal(storage, settings.cluster, kept)
     unreadable = catalog.damaged + catalog.damaged_snapshots
     if wal and unreadable:
@@ -116,6 +123,8 @@ def _run(settings, progress, dry_run):
             "snapshots_kept": sorted(m["id"] for m in catalog.snapshots
                                      if m["id"] not in gone),
             "snapshots_elsewhere": elsewhere,
+            "snapshots_pending": [m["id"] for m in catalog.pending_snapshots],
+            "snapshots_settled": settled,
             "snapshots_orphaned": dict((k, [v["snapshot"]["id"] for v in vols])
                                        for k, vols in orphaned.items())}
     work = expired or stale or wal or snapshots_expired or orphaned
@@ -162,17 +171,21 @@ def _expired_snapshots(found, settings, now):
     snapshot is removed only on the host that holds it."""
     keep = retained(found, settings.retention_full, settings.retention_days, now,
                     kind=SNAPSHOT)
-    here, expired, elsewhere = socket.gethostname(), [], []
+    return _reachable([m for m in found if m["id"] not in keep], "expired")
+
+
+def _reachable(found, why):
+    """(those this host can remove, [{id, why}] of the others): a local snapshot is
+    removed only on the host that holds it."""
+    here, reachable, elsewhere = socket.gethostname(), [], []
     for manifest in found:
-        if manifest["id"] in keep:
-            continue
         if manifest["snapshot"].get("off_host") or manifest.get("host") == here:
-            expired.append(manifest)
+            reachable.append(manifest)
         else:
             elsewhere.append({"id": manifest["id"], "why": (
-                "expired, but its %s snapshots are on host %s: expire removes them there"
-                % (manifest["snapshot"]["provider"], manifest.get("host")))})
-    return expired, elsewhere
+                "%s, but its %s snapshots are on host %s: expire removes them there"
+                % (why, manifest["snapshot"]["provider"], manifest.get("host")))})
+    return reachable, elsewhere
 
 
 def _remove_snapshot_backup(storage, settings, manifest, progress):
@@ -180,7 +193,7 @@ def _remove_snapshot_backup(storage, settings, manifest, progress):
     between, the backup is refused as snapshot_missing and the next expire finishes."""
     source = snapshots.provider(settings, manifest["snapshot"]["provider"])
     for volume in manifest["snapshot"]["volumes"]:
-        if source.state(volume) == "complete":
+        if source.state(volume) != "missing":  # pending or failed ones cost as much
             source.delete(volume)
     objects = storage.list(backup_prefix(settings.cluster, manifest["id"]))
     cleanup.remove(storage, settings.cluster, manifest["id"], objects, progress)

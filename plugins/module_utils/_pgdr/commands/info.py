@@ -45,6 +45,12 @@ def run(settings, progress=None, dry_run=False):
         # apart, with what they are not when their provider keeps them on this host
         "snapshots": [dict(summarize(m), note=snapshot_note(m)) for m in catalog.snapshots],
         "damaged_snapshots": catalog.damaged_snapshots,
+        # never offered: not complete at the provider yet (EBS), or failed there
+        "pending_snapshots": [dict(summarize(m), note=snapshot_note(m))
+                              for m in catalog.pending_snapshots],
+        "failed_snapshots": [dict(summarize(m),
+                                  why=(m["snapshot"].get("settled") or {}).get("why"))
+                             for m in catalog.failed_snapshots],
         "window": Planner(storage, catalog, settings.cluster).window(),
         "archive": archive,
         "last_drill": drill,

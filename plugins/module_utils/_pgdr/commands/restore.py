@@ -377,8 +377,11 @@ class RestoreRun(object):
         directory, empty (with force: the target, or one of its own tablespaces holding
         nothing but this major's directory) or absent, with no clone left beside it by an
         earlier run, on the snapshot's filesystem."""
-        snapshots.require(self.settings, manifest)
         source = snapshots.provider(self.settings, manifest["snapshot"]["provider"])
+        if not getattr(source, "restores", True):  # refused before asking the provider
+            snapshots.refuse_unsettled(manifest)
+            source.check_clone(manifest["snapshot"]["volumes"][0], None)
+        snapshots.require(self.settings, manifest)
         owned = self._target_tablespaces() if self.settings.force else set()
         version_dir = "PG_%d_" % (manifest["pg_version"] // 10000)
         clones = []

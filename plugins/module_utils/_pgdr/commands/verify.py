@@ -25,7 +25,8 @@ __metaclass__ = type
 import hashlib
 
 from .. import archive, snapshots
-from ..catalog import FILE_LIST, Catalog, backup_prefix, chain_objects, is_snapshot
+from ..catalog import (FILE_LIST, Catalog, backup_prefix, chain_objects, is_snapshot,
+                       snapshot_state)
 from ..compress import CodecsByKey
 from ..errors import IntegrityError, NotFound, PgdrError
 from ..parallel import run_all
@@ -47,14 +48,21 @@ def run(settings, progress, dry_run=False):
     storage.check()
     catalog = Catalog(storage, settings.cluster)
     catalog.scan()  # every manifest once: damaged ones are reported below
+    # pending snapshot backups whose provider has completed (or failed) them, recorded
+    settled = snapshots.settle(settings, catalog, progress, write=not dry_run)
     manifest = catalog.resolve(settings.backup_id)
     catalog.check_chain(manifest)
     problems = dict((name, []) for name, dummy in CLASSES)
     problems["manifests"] = [d["msg"] for d in catalog.damaged]
     unchecked = None
     if is_snapshot(manifest["id"]):  # its data is the provider's: are they all there?
+        if snapshot_state(manifest) == "pending":
+            snapshots.refuse_unsettled(manifest)  # not verified: snapshot_pending
         unchecked = snapshots.elsewhere(manifest)
-        if not unchecked:
+        if snapshot_state(manifest) == "failed":
+            problems["snapshots"] = ["snapshot backup %s failed: %s" % (
+                manifest["id"], (manifest["snapshot"].get("settled") or {}).get("why"))]
+        elif not unchecked:
             problems["snapshots"] = ["snapshot %s of backup %s is gone"
                                      % (name, manifest["id"])
                                      for name in snapshots.missing(settings, manifest)]
@@ -99,6 +107,8 @@ def run(settings, progress, dry_run=False):
               "objects": len(objects), "stored_bytes": total, "wal": wal,
               "damaged_backups": [d["id"] for d in catalog.damaged],
               "snapshots_unchecked": unchecked,
+              "snapshots_settled": settled,
+              "snapshots_pending": [m["id"] for m in catalog.pending_snapshots],
               "problem_counts": counts,
               "first_problems": dict((n, p[0]) for n, p in problems.items() if p),
               "problems": [p for name, dummy in CLASSES for p in problems[name]][:100],

@@ -154,6 +154,13 @@ class BackupSession(object):
         self.slot = name
         return True
 
+    def release_wal(self):
+        """Drop the temporary slot before the session ends (a snapshot backup waiting
+        for its provider must not hold the server's WAL)."""
+        if self.slot:
+            self.rows("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+            self.slot = None
+
     def start(self, label, fast):
         if self.version >= 150000:
             sql = "SELECT pg_backup_start(%s, %s)"

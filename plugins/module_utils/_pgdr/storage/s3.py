@@ -58,6 +58,30 @@ def _boto():
     return boto3, botocore
 
 
+def aws_session(settings):
+    """A boto3 session with the repository's credentials (keys, else a profile, else
+    boto3's own chain: environment, instance role); the EBS snapshot provider uses it
+    too."""
+    boto3, botocore = _boto()
+    s = settings
+    kwargs = {}
+    if s.s3_access_key or s.s3_secret_key:
+        if not (s.s3_access_key and s.s3_secret_key):
+            raise RepositoryError("s3_access_key and s3_secret_key go together: "
+                                  "only one of them is set", code="config_invalid",
+                                  stage="config")
+        kwargs = dict(aws_access_key_id=s.s3_access_key,
+                      aws_secret_access_key=s.s3_secret_key,
+                      aws_session_token=s.s3_session_token)
+    elif s.s3_profile:
+        kwargs = dict(profile_name=s.s3_profile)
+    try:
+        return boto3.session.Session(**kwargs)
+    except botocore.exceptions.ProfileNotFound:
+        raise RepositoryError("s3_profile=%r is not a profile in the AWS config"
+                              % s.s3_profile, code="config_invalid", stage="config")
+
+
 class S3Storage(Storage):
     def __init__(self, settings):
         settings.require("s3_bucket")
@@ -67,28 +91,9 @@ class S3Storage(Storage):
         self._local = threading.local()
         self._tls_port = None  # whether an http:// endpoint's port speaks TLS (once known)
         self._boto3, self._botocore = _boto()
-        self._session = self._make_session()
+        self._session = aws_session(settings)
 
     # -- connection ------------------------------------------------------------------
-    def _make_session(self):
-        s = self.settings
-        kwargs = {}
-        if s.s3_access_key or s.s3_secret_key:
-            if not (s.s3_access_key and s.s3_secret_key):
-                raise RepositoryError("s3_access_key and s3_secret_key go together: "
-                                      "only one of them is set", code="config_invalid",
-                                      stage="config")
-            kwargs = dict(aws_access_key_id=s.s3_access_key,
-                          aws_secret_access_key=s.s3_secret_key,
-                          aws_session_token=s.s3_session_token)
-        elif s.s3_profile:
-            kwargs = dict(profile_name=s.s3_profile)
-        try:
-            return self._boto3.session.Session(**kwargs)
-        except self._botocore.exceptions.ProfileNotFound:
-            raise RepositoryError("s3_profile=%r is not a profile in the AWS config"
-                                  % s.s3_profile, code="config_invalid", stage="config")
-
     def _client(self, botocore_retries=False):
         s = self.settings
         # the storage's own requests make one attempt each: _retry() retries them, body
