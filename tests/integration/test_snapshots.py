@@ -1,6 +1,7 @@
 """Snapshot backups on real btrfs (a loop device): the data directory and a tablespace are
 subvolumes, the backup's manifest and WAL go to SeaweedFS, and every restore is started
 and compared table by table with the source (issue 16)."""
+import json
 import os
 import shutil
 import signal
@@ -114,6 +115,20 @@ def rows_and_sums(copy):
         return int(top), checksums(copy)
     finally:
         copy.stop()
+
+
+def backed_up(pg, repo, *kinds):
+    """Ten rows before each backup of these kinds, ten after the last, all archived:
+    (stamps of the rows, [backup ids])."""
+    stamps, ids = {}, []
+    for kind in kinds:
+        write_rows(pg, len(stamps) + 1, len(stamps) + 10, stamps)
+        code, out, err = repo.run("backup", "--type", kind)
+        assert code == 0, err
+        ids.append(out["backup"]["id"])
+    write_rows(pg, len(stamps) + 1, len(stamps) + 10, stamps)
+    archive_everything(pg)
+    return stamps, ids
 
 
 def restored_to_lsn(repo, workdir, label, backup_id, lsn):
@@ -331,13 +346,7 @@ def test_a_snapshot_restore_refuses_before_writing_and_never_touches_the_source(
 
 def test_a_snapshot_restore_killed_halfway_never_starts_and_a_rerun_is_exact(snapshotted):
     pg, repo, btrfs = snapshotted
-    stamps = {}
-    write_rows(pg, 1, 10, stamps)
-    code, out, err = repo.run("backup", "--type", "snapshot")
-    assert code == 0, err
-    backup_id = out["backup"]["id"]
-    write_rows(pg, 11, 20, stamps)
-    archive_everything(pg)
+    stamps, (backup_id,) = backed_up(pg, repo, "snapshot")
     source = checksums(pg)
     target = btrfs / "killed" / "data"
     copy, args = restore_args(15, target)
@@ -476,17 +485,7 @@ def test_the_planner_takes_a_snapshot_that_ends_after_the_repository_backup(snap
     RTO); restore_from=repository, or a target the snapshot cannot be cloned into, takes
     the repository's backup instead. Every copy holds exactly the rows up to the point."""
     pg, repo, btrfs = snapshotted
-    stamps = {}
-    write_rows(pg, 1, 10, stamps)
-    code, out, err = repo.run("backup", "--type", "full")
-    assert code == 0, err
-    full_id = out["backup"]["id"]
-    write_rows(pg, 11, 20, stamps)
-    code, out, err = repo.run("backup", "--type", "snapshot")
-    assert code == 0, err
-    snap_id = out["backup"]["id"]
-    write_rows(pg, 21, 30, stamps)
-    archive_everything(pg)
+    stamps, (full_id, snap_id) = backed_up(pg, repo, "full", "snapshot")
     point = f"lsn:{stamps[25]['lsn']}"
     copy, code, out, err = restored(repo, btrfs, "auto", "--point", point)
     plan = out["plan"]
@@ -672,3 +671,46 @@ def test_a_snapshot_backup_from_a_standby_restores_exactly(pg_cluster, workdir, 
         standby.stop()
     rows, sums = restored_to_lsn(repo, workdir, "copy", backup["id"], stamps[15]["lsn"])
     assert rows == 15 and sums["postgres"]["public.far"] == source["postgres"]["public.far"]
+
+
+def restore_stage(repo, stage, state_file, target, *extra):
+    """`pgdr restore-stage STAGE` as root, as pg_restore_stage runs it: (code, JSON, err)."""
+    res = subprocess.run([str(PGDR), "restore-stage", stage, "--config", str(repo.config),
+                          "--credentials", str(repo.credentials), "--json", "--state-file",
+                          str(state_file), "--target", str(target), *map(str, extra)],
+                         capture_output=True, text=True, cwd="/", check=False, timeout=600)
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    return res.returncode, json.loads(lines[-1]) if lines else None, res.stderr
+
+
+def test_a_staged_restore_takes_the_snapshot_backup_and_verifies_the_copy(snapshotted,
+                                                                          workdir):
+    """The staged restore's plan, stage, recover and verify (restore.yml's stages, through
+    the CLI) with a snapshot backup of this host ending after the repository's full: the
+    plan takes the snapshot backup, the copy is cloned, recovers to the point beside the
+    running source, passes verify, and holds exactly the rows up to the point."""
+    pg, repo, btrfs = snapshotted
+    stamps, (full_id, snap_id) = backed_up(pg, repo, "full", "snapshot")
+    source = checksums(pg)
+    state_file = workdir / "restore-state.json"
+    target = btrfs / "staged" / "data"
+    copy, settings = restore_args(15, target)  # its own port and socket directory
+    oid = pg.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'far'")
+    code, plan, err = restore_stage(repo, "plan", state_file, target, "--live-data",
+                                    pg.datadir, "--point", f"lsn:{stamps[25]['lsn']}",
+                                    "--port", copy.port, "--live-tablespaces", oid)
+    assert code == 0, err
+    assert plan["plan_record"]["backup_id"] == snap_id, plan
+    assert plan["plan"]["source"] == "snapshot", plan["plan"]
+    try:
+        for stage in ("stage", "recover", "verify"):
+            code, done, err = restore_stage(repo, stage, state_file, target,
+                                            *(settings if stage == "stage" else ()))
+            assert code == 0, (stage, err)
+        assert done["restore_state"]["staged"]["backup_id"] == snap_id
+        count, top = copy.psql("SELECT count(*), max(k) FROM ticks").split("|")
+        assert (count, top) == ("25", "25")
+        assert checksums(copy)["postgres"]["public.far"] == source["postgres"]["public.far"]
+    finally:
+        copy.stop()
+    assert checksums(pg) == source  # the running source untouched
