@@ -669,8 +669,17 @@ def test_a_snapshot_backup_from_a_standby_restores_exactly(pg_cluster, workdir, 
         source = checksums(pg)
     finally:
         standby.stop()
+    # the point lies in the backup's stop segment, after its stop: the standby's copy of
+    # that segment ends at the stop, the archive's holds the rest
+    segment = [_lsn(lsn) // (16 << 20) for lsn in (stamps[15]["lsn"], backup["stop_lsn"])]
+    assert segment[0] == segment[1] and _lsn(stamps[15]["lsn"]) > _lsn(backup["stop_lsn"])
     rows, sums = restored_to_lsn(repo, workdir, "copy", backup["id"], stamps[15]["lsn"])
     assert rows == 15 and sums["postgres"]["public.far"] == source["postgres"]["public.far"]
+
+
+def _lsn(text):
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 def restore_stage(repo, stage, state_file, target, *extra):

@@ -197,6 +197,24 @@ def test_a_failed_ebs_snapshot_is_never_offered_and_expire_removes_exactly_it(
     code, info, err = repo.run("info")
     assert [s["id"] for s in info["snapshots"]] == [kept["id"]]
     assert info["pending_snapshots"] == [] and info["failed_snapshots"] == []
+    # one that AWS never completes is kept while a kept one is older, and removed once
+    # it is older than every one kept
+    code, out, err = repo.run("backup", "--type", "snapshot")
+    stuck = out["backup"]
+    code, out, err = repo.run("backup", "--type", "snapshot")
+    newer = out["backup"]
+    set_state(ids_of(newer), "completed")
+    code, done, err = repo.run("expire")
+    assert code == 0, err
+    assert done["snapshots_settled"] == {newer["id"]: "complete"}
+    assert done["snapshots_expired"] == [] and done["snapshots_pending"] == [stuck["id"]]
+    repo.settings.update(retention_full=1)
+    repo.write()
+    code, done, err = repo.run("expire")
+    assert code == 0, err
+    assert [e["id"] for e in done["snapshots_expired"]] == [kept["id"], stuck["id"]]
+    assert sorted(ebs_snapshots(client)) == ids_of(newer)
+    assert not stored(seaweed, bucket, stuck["id"]) and not stored(seaweed, bucket, kept["id"])
 
 
 def test_an_ebs_snapshot_backup_waits_for_completion_and_retention_deletes_through_ec2(

@@ -99,7 +99,8 @@ def repo(tmp_path, monkeypatch):
     return storage, catalog.Catalog(storage, "main")
 
 
-def add_backup(storage, backup_id, stop_lsn, stop_at, timeline=1, stop_xmax=None, wal=()):
+def add_backup(storage, backup_id, stop_lsn, stop_at, timeline=1, stop_xmax=None, wal=(),
+               **extra):
     """A complete backup manifest; ``wal``: [(name, bytes)] of its own WAL."""
     prefix = catalog.backup_prefix("main", backup_id)
     records = []
@@ -119,6 +120,7 @@ def add_backup(storage, backup_id, stop_lsn, stop_at, timeline=1, stop_xmax=None
                 "stop_time": stop_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "stop_epoch": stop_at.timestamp(), "settings": {"wal_segment_size": SEG},
                 "file_list_sha256": hashlib.sha256(listing).hexdigest()}
+    manifest.update(extra)
     catalog.write_manifest(storage, "main", manifest)
     return manifest
 
@@ -505,3 +507,47 @@ def test_walend_reads_a_segment_that_ends_in_a_switch():
     broken[starts[1] - 7 * SEG + 30] ^= 0xFF
     end = walend.scan_end(bytes(broken), 7 * SEG)
     assert end["last_start"] == 7 * SEG + segment_offset(PAGE, 0)
+
+
+def test_a_standby_backup_reads_the_archives_copy_of_its_stop_segment(repo):
+    """A standby cannot switch segments: its backup's copy of the stop segment ends where
+    it had replayed. The archive's copy serves the rest: a point after the stop inside
+    that segment is reachable, and the window never ends before the backup (nor at a
+    commit the backup already holds)."""
+    storage, cat = repo
+    name, starts = put_segment(storage, 1, 2, [commit(at(-5)), filler(), commit(at(10)),
+                                               filler()])
+    stop = format_lsn(starts[1])  # after the first commit, before the second
+    add_backup(storage, "20261124T055900Z-full", stop, at(0), from_standby=True)
+    result = plan(repo, "lsn:" + format_lsn(starts[2]))
+    assert [w[0] for w in result.wal_needed] == [name]
+    window = plan(repo, "latest").window
+    assert window["latest_lsn"] == format_lsn(starts[3]) and \
+        window["latest_time"] == recovery.iso(at(10))
+    # the drill's LSN range: from the stop to the start of the last segment, never below
+    assert planner(repo).reachable_lsns(cat.manifest("20261124T055900Z-full")) == (
+        parse_lsn(stop), parse_lsn(stop))
+
+
+def test_a_standby_backup_whose_segment_holds_only_older_commits_ends_the_window_at_itself(
+        repo):
+    storage, cat = repo
+    name, starts = put_segment(storage, 1, 2, [commit(at(-5)), filler()])
+    add_backup(storage, "20261124T055900Z-full", format_lsn(starts[1]), at(0),
+               from_standby=True)
+    window = plan(repo, "latest").window
+    assert window["latest_lsn"] == format_lsn(starts[1])
+    assert window["latest_time"] == recovery.iso(at(0))
+
+
+def test_a_standby_backup_that_stops_on_a_segment_boundary_needs_nothing_before_it(repo):
+    storage, cat = repo
+    put_segment(storage, 1, 1, [commit(at(-5)), filler()])
+    add_backup(storage, "20261124T055900Z-full", "0/200000", at(0), from_standby=True)
+    result = plan(repo, "latest")
+    assert result.wal_needed == [] and result.window["latest_lsn"] == "0/200000"
+    assert plan(repo, "lsn:0/200000").backup["id"] == "20261124T055900Z-full"
+    name, starts = put_segment(storage, 1, 2, [filler(), commit(at(10)), filler()])
+    fresh = catalog.Catalog(storage, "main")
+    result = recovery.Planner(storage, fresh, "main").plan(recovery.parse_point("latest"), None)
+    assert [w[0] for w in result.wal_needed] == [name]

@@ -376,17 +376,21 @@ class Progress(object):
 
 def test_settle_records_what_the_provider_says_and_survives_a_failed_write(monkeypatch):
     answers = {"a": ["complete", "complete"], "b": ["complete", "pending"],
-               "c": ["complete", "failed"], "d": ["missing", "complete"]}
+               "c": ["complete", "failed"], "d": ["missing", "complete"],
+               "e": ["missing", "complete"]}
+    now = time.time()
 
     def manifest(backup_id):
-        return {"id": backup_id, "host": "elsewhere", "snapshot": {
+        # e ended a minute ago: EC2 may not list its snapshots yet; the others long ago
+        ended = now - (60 if backup_id == "e" else 2 * snapshots.SETTLE_MISSING_AFTER)
+        return {"id": backup_id, "host": "elsewhere", "stop_epoch": ended, "snapshot": {
             "provider": "ebs", "off_host": True, "state": "pending", "volumes": [
                 {"snapshot": {"id": "%s-%d" % (backup_id, n)}} for n in range(2)]}}
     monkeypatch.setattr(snapshots.Ebs, "state", lambda self, volume: answers[
         volume["snapshot"]["id"][0]][int(volume["snapshot"]["id"][-1])])
-    found = FakeCatalog([manifest(i) for i in "abcd"])
+    found = FakeCatalog([manifest(i) for i in "abcde"])
     progress = Progress()
-    changed = snapshots.settle(ebs_settings(), found, progress)
+    changed = snapshots.settle(ebs_settings(), found, progress, now=now)
     assert changed == {"a": "complete", "c": "failed", "d": "failed"}
     assert found.settled == [("a", "complete", True), ("c", "failed", True),
                              ("d", "failed", True)]

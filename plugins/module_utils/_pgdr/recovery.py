@@ -319,7 +319,8 @@ class Planner(object):
         low = parse_lsn(backup["stop_lsn"])
         if not wal:
             return low, low
-        return low, wal[-1][1] * self._segment_size(backup)
+        # a standby backup's walk starts in its own stop segment: never before its end
+        return low, max(low, wal[-1][1] * self._segment_size(backup))
 
     def window(self):
         """The recoverable window: earliest and latest restorable points, and where
@@ -552,13 +553,14 @@ class Planner(object):
         """[(name, segment number)] archived after the backup's stop segment, contiguous,
         and the first missing segment number (where the archive ends or has a gap). A
         backup taken on a standby holds its stop segment as far as the standby had
-        replayed it (no segment switch there): the rest of that segment, and so the walk,
-        starts in the archive's copy of it."""
+        replayed it (no segment switch there): the walk starts at the segment that holds
+        the first byte after its stop, the archive's copy of its stop segment unless the
+        stop is on a segment boundary."""
         size = self._segment_size(backup)
         segments = self.archive.segments()
-        segno = (parse_lsn(backup["stop_lsn"]) - 1) // size
-        if not backup.get("from_standby"):
-            segno += 1  # the primary switched segments: its copy of the stop segment is whole
+        stop = parse_lsn(backup["stop_lsn"])
+        # the primary switched segments at the stop: its copy of the stop segment is whole
+        segno = stop // size if backup.get("from_standby") else (stop - 1) // size + 1
         found = []
         while True:
             timeline = _serving(path, segno)
@@ -609,12 +611,17 @@ class Planner(object):
         if not wal:
             return window
         last = self._segment_end(*wal[-1], size=size)
+        stop = parse_lsn(backup["stop_lsn"])
+        # a standby backup's walk starts in its own stop segment: the window never ends
+        # before the backup does, nor at a commit the backup already holds
         if last["last_start"] is not None:
-            window["latest_lsn"] = format_lsn(last["last_start"])
+            window["latest_lsn"] = format_lsn(max(stop, last["last_start"]))
         else:  # one record fills the segment: its start is not known, stay before it
-            window["latest_lsn"] = format_lsn(wal[-1][1] * size)
+            window["latest_lsn"] = format_lsn(max(stop, wal[-1][1] * size))
         for name, segno in reversed(wal[-STAMP_SEARCH_SEGMENTS:]):
             stamp = self._segment_end(name, segno, size=size)["last_stamp"]
+            if stamp and stamp[0] < stop:
+                return window  # the newest commit archived is inside the backup
             if stamp:
                 window["latest_time"] = iso(walend.timestamp(stamp[1]).replace(tzinfo=_UTC))
                 window["latest_time_source"] = "%s at LSN %s in segment %s" % (

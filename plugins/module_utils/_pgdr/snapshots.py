@@ -29,6 +29,7 @@ import signal
 import stat
 import socket
 import subprocess
+import time
 
 from .errors import ConfigError, NotFound, PgdrError, RepositoryError, TargetRefused
 from .postgres.datadir import EMPTY_DIRS, SKIPPED_FILES, TEMP_PREFIX
@@ -39,6 +40,9 @@ MOUNTINFO = "/proc/self/mountinfo"
 # Seconds any provider command may take: a snapshot, a clone or a check never hangs a
 # backup in backup mode or a restore's plan for good.
 COMMAND_TIMEOUT = 900
+# Seconds after a snapshot backup ended before a snapshot its provider does not find
+# counts as gone (EC2 lists a new snapshot eventually, not always at once).
+SETTLE_MISSING_AFTER = 3600
 _VOLUME_NAME = re.compile(r"^(pgdata|tablespace-\d+)$")
 _SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}Z-snapshot$")
 _OCTAL = re.compile(r"\\([0-7]{3})")  # mountinfo writes space, tab, newline, \ this way
@@ -504,11 +508,18 @@ class Ebs(object):
     def leftovers(self, cluster):
         """{backup id: [volume records]} of this cluster's snapshots in this region, by
         their tags."""
-        found = {}
-        answer = self._call("list the snapshots of cluster %s" % cluster, "describe_snapshots",
-                            OwnerIds=["self"], Filters=[{"Name": "tag:pgdr:cluster",
-                                                         "Values": [cluster]}])
-        for snap in answer.get("Snapshots") or []:
+        import botocore.exceptions
+        found, listed = {}, []
+        pages = self._ec2().get_paginator("describe_snapshots")
+        try:
+            for page in pages.paginate(OwnerIds=["self"], Filters=[
+                    {"Name": "tag:pgdr:cluster", "Values": [cluster]}]):
+                listed += page.get("Snapshots") or []
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise RepositoryError("cannot list the snapshots of cluster %s: EC2 "
+                                  "DescribeSnapshots failed: %s" % (cluster, exc),
+                                  code="snapshot_failed", stage="snapshot")
+        for snap in listed:
             tags = dict((t["Key"], t["Value"]) for t in snap.get("Tags") or [])
             backup_id = tags.get("pgdr:backup", "")
             if tags.get("pgdr:cluster") == cluster and _SNAPSHOT_ID.match(backup_id):
@@ -579,12 +590,14 @@ def missing(settings, manifest):
                   if state in ("missing", "failed"))
 
 
-def settle(settings, catalog, progress, write=True):
+def settle(settings, catalog, progress, write=True, now=None):
     """Ask the provider about every pending snapshot backup this host can look at: all
-    its snapshots complete, it is recorded complete (offered from now on); one failed or
-    gone, recorded failed (never offered; expire removes it). {id: state} of those that
-    changed; one the provider cannot answer for stays pending."""
+    its snapshots complete, it is recorded complete (offered from now on); one failed, or
+    gone SETTLE_MISSING_AFTER seconds after the backup ended (EC2 may not list a new
+    snapshot at once), recorded failed (never offered; expire removes it). {id: state}
+    of those that changed; one the provider cannot answer for stays pending."""
     changed = {}
+    now = time.time() if now is None else now
     for manifest in list(catalog.pending_snapshots):
         if elsewhere(manifest):
             continue
@@ -593,7 +606,9 @@ def settle(settings, catalog, progress, write=True):
         except PgdrError as exc:
             progress.event("snapshot backup %s stays pending: %s" % (manifest["id"], exc.msg))
             continue
-        bad = sorted(i for i, state in found.items() if state in ("missing", "failed"))
+        settled_gone = now - manifest.get("stop_epoch", 0) > SETTLE_MISSING_AFTER
+        bad = sorted(i for i, state in found.items()
+                     if state == "failed" or (state == "missing" and settled_gone))
         if bad:
             state, why = "failed", "snapshot(s) %s %s at provider %s" % (
                 ", ".join(bad), "/".join(sorted(set(found[i] for i in bad))),

@@ -283,12 +283,14 @@ class BackupRun(object):
 
     def _take(self, session, server, pgdata):
         kind = self._choose_reference(server)
+        if kind == catalog.SNAPSHOT:
+            # the earlier snapshot backups still pending: complete (or failed) by now?
+            # (before min_interval: a failed one is no reason to skip)
+            snapshots.settle(self.settings, self.catalog, self.progress)
         recent = self._recent(kind, server)
         if recent:
             return self._skip(recent)
         if kind == catalog.SNAPSHOT:
-            # the earlier snapshot backups still pending: complete (or failed) by now?
-            snapshots.settle(self.settings, self.catalog, self.progress)
             return self._snapshot_backup(session, server, pgdata)
         return self._backup(session, server, pgdata, kind)
 
@@ -635,7 +637,9 @@ class BackupRun(object):
         that does not answer leaves it pending, for a later run to settle."""
         if not getattr(source, "completes_later", False):
             return "complete"  # made whole, checked by create
-        session.release_wal()
+        if not session.release_wal():
+            self.progress.event("warning: the slot that held the backup's WAL could not be "
+                                "dropped before the wait; it goes when the backup ends")
         deadline = time.time() + self.settings.snapshot_wait
         while True:
             try:

@@ -93,10 +93,15 @@ def _run(settings, progress, dry_run):
         progress.event("kept incomplete backup %s: %s" % (entry["id"], entry["why"]))
     kept = [m for m in complete if m["id"] in keep]
     snapshots_expired, elsewhere = _expired_snapshots(catalog.snapshots, settings, now)
-    # a failed one is never offered: its snapshots and objects go (where they can)
-    failed_here, failed_away = _reachable(catalog.failed_snapshots, "failed")
-    snapshots_expired += failed_here
-    elsewhere += failed_away
+    # a failed one is never offered: its snapshots and objects go (where they can); so
+    # does a pending one older than every snapshot backup kept (a provider that never
+    # answers must not hold the WAL archive for good)
+    for found, why in ((catalog.failed_snapshots, "failed"),
+                       (_stale_pending(catalog, snapshots_expired), "still pending, and "
+                        "older than every snapshot backup kept")):
+        here_, away_ = _reachable(found, why)
+        snapshots_expired += here_
+        elsewhere += away_
     for entry in elsewhere:
         progress.event("kept snapshot backup %s: %s" % (entry["id"], entry["why"]))
     gone = set(m["id"] for m in snapshots_expired)
@@ -104,7 +109,8 @@ def _run(settings, progress, dry_run):
     # (often a host that is gone) does not hold WAL back
     away = set(e["id"] for e in elsewhere)
     kept += [m for m in catalog.snapshots if m["id"] not in gone | away]
-    kept += catalog.pending_snapshots  # its WAL stays: it is offered once complete
+    # a pending one's WAL stays: it is offered once complete
+    kept += [m for m in catalog.pending_snapshots if m["id"] not in gone | away]
     wal = _expired_wal(storage, settings.cluster, kept)
     unreadable = catalog.damaged + catalog.damaged_snapshots
     if wal and unreadable:
@@ -172,6 +178,16 @@ def _expired_snapshots(found, settings, now):
     keep = retained(found, settings.retention_full, settings.retention_days, now,
                     kind=SNAPSHOT)
     return _reachable([m for m in found if m["id"] not in keep], "expired")
+
+
+def _stale_pending(catalog, expired):
+    """The pending snapshot backups older than every complete one the policy keeps (none
+    when it keeps none): retention would not keep them even complete."""
+    gone = set(m["id"] for m in expired)
+    kept = [m["stop_time"] for m in catalog.snapshots if m["id"] not in gone]
+    if not kept:
+        return []
+    return [m for m in catalog.pending_snapshots if m["stop_time"] < min(kept)]
 
 
 def _reachable(found, why):

@@ -158,8 +158,12 @@ class BackupSession(object):
         """Drop the temporary slot before the session ends (a snapshot backup waiting
         for its provider must not hold the server's WAL)."""
         if self.slot:
-            self.rows("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+            try:
+                self.rows("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+            except PostgresError:
+                return False  # temporary: it goes when the session ends
             self.slot = None
+        return True
 
     def start(self, label, fast):
         if self.version >= 150000:
