@@ -100,6 +100,8 @@ def _inside(path, root):
 class Btrfs(object):
     name = "btrfs"
     off_host = False
+    completes_later = False  # a snapshot is whole once made (create checks it)
+    restores = True          # cloned by restore
 
     def __init__(self, settings):
         self.snapshot_dir = settings.snapshot_dir
@@ -244,6 +246,8 @@ class Command(object):
     ``snapshot_off_host`` says whether the snapshots survive the loss of this host."""
 
     name = "command"
+    completes_later = False
+    restores = True
     STEPS = ("create", "check", "clone", "delete")
 
     def __init__(self, settings):
@@ -348,10 +352,10 @@ class Ebs(object):
         self._clients = {}
         self._account = None
 
-    def _ec2(self, region=None, retries=True):
-        """An EC2 client of the region; without retries for a request that must not be
-        made twice (a CreateSnapshot whose answer was lost would leave a second one)."""
-        key = (region or self.region, retries)
+    def _ec2(self, region=None, retries=True, service="ec2"):
+        """A client of the region (EC2, or STS); without retries for a request that must
+        not be made twice (a CreateSnapshot whose answer was lost would leave a second)."""
+        key = (service, region or self.region, retries)
         if key not in self._clients:
             from .storage.s3 import aws_session  # boto3 only where EBS is used
             import botocore.config
@@ -359,40 +363,32 @@ class Ebs(object):
             attempts = {"max_attempts": s.s3_max_attempts} if retries else \
                 {"total_max_attempts": 1}
             self._clients[key] = aws_session(s).client(
-                "ec2", region_name=key[0], endpoint_url=s.snapshot_ebs_endpoint or None,
+                service, region_name=key[1], endpoint_url=s.snapshot_ebs_endpoint or None,
                 config=botocore.config.Config(retries=dict(attempts, mode="standard"),
                                               connect_timeout=10, read_timeout=60))
         return self._clients[key]
 
-    def _call(self, what, method, region=None, retries=True, **kwargs):
-        """The EC2 answer; RepositoryError snapshot_failed naming what failed and the
-        error code AWS gave (``aws_code``; never a credential)."""
+    def _call(self, what, method, region=None, retries=True, service="ec2", **kwargs):
+        """The answer; RepositoryError snapshot_failed naming what failed and the error
+        code AWS gave (``aws_code``; never a credential)."""
         import botocore.exceptions
         try:
-            return getattr(self._ec2(region, retries), method)(**kwargs)
+            return getattr(self._ec2(region, retries, service), method)(**kwargs)
         except botocore.exceptions.ClientError as exc:
             error = exc.response.get("Error", {})
-            raise RepositoryError("cannot %s: EC2 %s answered %s: %s" % (
-                what, method, error.get("Code", "?"), error.get("Message", "")),
-                code="snapshot_failed", stage="snapshot", aws_code=error.get("Code"))
+            raise RepositoryError("cannot %s: %s %s answered %s: %s" % (
+                what, service.upper(), method, error.get("Code", "?"),
+                error.get("Message", "")), code="snapshot_failed", stage="snapshot",
+                aws_code=error.get("Code"))
         except botocore.exceptions.BotoCoreError as exc:
-            raise RepositoryError("cannot %s: EC2 %s failed: %s" % (what, method, exc),
-                                  code="snapshot_failed", stage="snapshot")
+            raise RepositoryError("cannot %s: %s %s failed: %s" % (
+                what, service.upper(), method, exc), code="snapshot_failed", stage="snapshot")
 
     def _caller_account(self):
         """The account of these credentials (STS GetCallerIdentity needs no permission)."""
         if self._account is None:
-            import botocore.exceptions
-            from .storage.s3 import aws_session
-            s = self.settings
-            try:
-                self._account = aws_session(s).client(
-                    "sts", region_name=self.region,
-                    endpoint_url=s.snapshot_ebs_endpoint or None).get_caller_identity()["Account"]
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                raise RepositoryError("cannot tell which AWS account these credentials "
-                                      "belong to (STS GetCallerIdentity: %s)" % exc,
-                                      code="snapshot_failed", stage="snapshot")
+            self._account = self._call("tell which AWS account these credentials belong to",
+                                       "get_caller_identity", service="sts")["Account"]
         return self._account
 
     def _volume_of(self, volume):
@@ -576,9 +572,13 @@ def states(settings, manifest):
     """{snapshot id: complete, pending, failed or missing} of a snapshot backup, as its
     provider reports them now (a snapshot two volumes share is asked once)."""
     record = manifest["snapshot"]
-    source = provider(settings, record["provider"])
+    return volume_states(provider(settings, record["provider"]), record["volumes"])
+
+
+def volume_states(source, volumes):
+    """{snapshot id: state} of these volumes' snapshots, each asked once."""
     found = {}
-    for volume in record["volumes"]:
+    for volume in volumes:
         if volume["snapshot"]["id"] not in found:
             found[volume["snapshot"]["id"]] = source.state(volume)
     return found

@@ -635,7 +635,7 @@ class BackupRun(object):
         the WAL is dropped first: the wait holds only the backup lease. A snapshot AWS
         failed fails the backup; one not found yet (EC2 answers eventually) or a provider
         that does not answer leaves it pending, for a later run to settle."""
-        if not getattr(source, "completes_later", False):
+        if not source.completes_later:
             return "complete"  # made whole, checked by create
         if not session.release_wal():
             self.progress.event("warning: the slot that held the backup's WAL could not be "
@@ -643,7 +643,7 @@ class BackupRun(object):
         deadline = time.time() + self.settings.snapshot_wait
         while True:
             try:
-                found = dict((v["snapshot"]["id"], source.state(v)) for v in taken)
+                found = snapshots.volume_states(source, taken)
             except PgdrError as exc:
                 found, why = {}, exc.msg
             else:

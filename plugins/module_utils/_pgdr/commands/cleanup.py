@@ -96,7 +96,7 @@ def orphans(storage, settings, catalog, now, incomplete=()):
                 + catalog.failed_snapshots) | set(
         d["id"] for d in catalog.damaged_snapshots)  # a damaged manifest still names them
     ours = dict((k, v) for k, v in found.items()
-                if k not in named and _intent(storage, settings, k) == source.name)
+                if k not in named and _provider_of(storage, settings, k) == source.name)
     if not ours:
         return {}, elsewhere
     status, held = Lease(storage, settings.cluster, "backup", settings.backup_lease).state()
@@ -109,16 +109,23 @@ def orphans(storage, settings, catalog, now, incomplete=()):
 
 
 def _intent(storage, settings, backup_id):
-    """The provider a snapshot backup's intent names in this repository (None: no
-    intent, so its snapshots are not this repository's)."""
+    """A snapshot backup's intent in this repository: None when it has none (its
+    snapshots are not this repository's), {} when it cannot be read."""
     try:
         intent = json.loads(storage.get(backup_prefix(settings.cluster, backup_id)
                                         + SNAPSHOT_INTENT).decode("utf-8"))
     except NotFound:
         return None
     except (ValueError, IntegrityError):
-        return None
-    return intent.get("provider", "btrfs") if isinstance(intent, dict) else None
+        return {}
+    return intent if isinstance(intent, dict) else {}
+
+
+def _provider_of(storage, settings, backup_id):
+    """The provider a snapshot backup's intent names (btrfs when it names none), or None
+    without an intent."""
+    intent = _intent(storage, settings, backup_id)
+    return None if intent is None else intent.get("provider", "btrfs")
 
 
 def held_for_snapshots(removable, waiting):
@@ -139,13 +146,9 @@ def _snapshots_elsewhere(storage, settings, incomplete):
     for backup_id in incomplete:
         if not is_snapshot(backup_id):
             continue
-        try:
-            intent = json.loads(storage.get(backup_prefix(settings.cluster, backup_id)
-                                            + SNAPSHOT_INTENT).decode("utf-8"))
-        except NotFound:
+        intent = _intent(storage, settings, backup_id)
+        if intent is None:
             continue  # no intent: none of its snapshots can be told apart anyway
-        except (ValueError, IntegrityError):
-            intent = {}
         provider = intent.get("provider", "btrfs")
         if provider == "btrfs" and (intent.get("host") != here or not settings.snapshot_dir):
             found.add(backup_id)

@@ -378,7 +378,7 @@ class RestoreRun(object):
         nothing but this major's directory) or absent, with no clone left beside it by an
         earlier run, on the snapshot's filesystem."""
         source = snapshots.provider(self.settings, manifest["snapshot"]["provider"])
-        if not getattr(source, "restores", True):  # refused before asking the provider
+        if not source.restores:  # refused before asking the provider
             snapshots.refuse_unsettled(manifest)
             source.check_clone(manifest["snapshot"]["volumes"][0], None)
         snapshots.require(self.settings, manifest)
