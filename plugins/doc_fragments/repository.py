@@ -100,6 +100,24 @@ options:
       - Part size in MiB of multipart transfers.
     type: int
     default: 16
+  encryption_passphrase:
+    description:
+      - Passphrase of the repository's encryption (a recipient of its data keys). Set on a new
+        cluster, it encrypts every object; an encrypted cluster refuses clients without a key.
+    type: str
+  encryption_kms_key:
+    description:
+      - KMS key id or ARN of the repository's encryption (a recipient of its data keys, alone
+        or beside encryption_passphrase).
+    type: str
+  encryption_kms_region:
+    description:
+      - 'Region of encryption_kms_key (default: s3_region).'
+    type: str
+  encryption_kms_endpoint:
+    description:
+      - "Endpoint URL of the KMS service (default: AWS's for the region)."
+    type: str
   config_file:
     description:
       - A pgdr config file on the managed node (INI, section C([pgdr]), keys named like

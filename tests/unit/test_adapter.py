@@ -25,7 +25,8 @@ def test_argspec_matches_options(groups):
 def test_every_secret_is_no_log_and_nothing_else_is():
     spec = _adapter.argument_spec(("repo", "pg", "backup", "restore", "upload"))
     assert set(k for k, v in spec.items() if v.get("no_log")) == {
-        "s3_access_key", "s3_secret_key", "s3_session_token", "pg_password"}
+        "s3_access_key", "s3_secret_key", "s3_session_token", "pg_password",
+        "encryption_passphrase"}
 
 
 def test_exclude_required_extras():

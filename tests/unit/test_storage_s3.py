@@ -107,7 +107,7 @@ def storage(monkeypatch):
     st = open_storage(options.resolve({"repo_type": "s3", "s3_bucket": "bk",
                                        "s3_endpoint": "http://127.0.0.1:1",
                                        "s3_max_attempts": 4}, environ={}),
-                      events=events.append)
+                      events=events.append).inner  # the backend itself, not sealed.Sealed
     st._local.raw = Fake()
     st.recorded = events
     return st

@@ -251,6 +251,8 @@ def _command_module(name):
         from .commands import metrics as module
     elif name == "restore-stage":
         from .commands import stage as module
+    elif name == "key-rotate":
+        from .commands import key_rotate as module
     else:
         from .commands import info as module
     return module

@@ -154,6 +154,14 @@ CODES = {
     "wal_file_invalid": "wal-push: the file is not a WAL segment (wrong size or header)",
     "wal_path_invalid": "wal-push: the path does not exist or is not a file",
     "wal_name_invalid": "wal-fetch: the name is not a WAL file name",
+    # encryption (docs/encryption.md)
+    "encryption_key_missing": "the repository is encrypted and no key is configured",
+    "encryption_key_wrong": "the configured key opens none (or not all) of the recipients",
+    "repository_not_encrypted": "a key is configured but the repository holds plaintext",
+    "object_not_encrypted": "a plaintext object in an encrypted repository",
+    "decrypt_failed": "an encrypted object fails authentication (changed, cut or moved)",
+    "data_key_missing": "the data key an encrypted object needs cannot be found or opened",
+    "kms_failed": "the KMS service refused or failed a request",
     # the repository
     "access_denied": "the credentials are refused (wrong key, secret or permissions)",
     "bucket_not_found": "the bucket does not exist",

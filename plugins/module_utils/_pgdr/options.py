@@ -104,6 +104,21 @@ OPTIONS = (
     Option("s3_part_size", "int", "Part size in MiB of multipart transfers.",
            default=16,
            minimum=5, maximum=1024),
+    # -- encryption (docs/encryption.md) ---------------------------------------------
+    Option("encryption_passphrase", "str", "Passphrase of the repository's encryption "
+           "(a recipient of its data keys). Set on a new cluster, it encrypts every object; "
+           "an encrypted cluster refuses clients without a key.", secret=True),
+    Option("encryption_kms_key", "str", "KMS key id or ARN of the repository's encryption "
+           "(a recipient of its data keys, alone or beside encryption_passphrase)."),
+    Option("encryption_kms_region", "str", "Region of encryption_kms_key (default: "
+           "s3_region)."),
+    Option("encryption_kms_endpoint", "str", "Endpoint URL of the KMS service (default: "
+           "AWS's for the region).", form="url"),
+    Option("new_encryption_passphrase", "str", "key-rotate: the passphrase that replaces "
+           "the repository's passphrase recipient.", secret=True, groups=("key",)),
+    Option("new_encryption_kms_key", "str", "key-rotate: the KMS key that replaces the "
+           "repository's KMS recipient (or is added beside the passphrase).",
+           groups=("key",)),
     # -- PostgreSQL -------------------------------------------------------------------
     Option("pg_host", "str", "Host or socket directory of the PostgreSQL server.",
            default="/var/run/postgresql", groups=("pg",)),

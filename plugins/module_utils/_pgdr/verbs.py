@@ -36,6 +36,8 @@ COMMANDS = {
                 "repository): the one-minute cron job.", ("repo", "pg", "metrics")),
     "wal-fetch": ("Fetch one WAL file (restore_command = 'pgdr wal-fetch %f %p').",
                   ("repo", "wal")),
+    "key-rotate": ("Replace a recipient (passphrase or KMS key) of an encrypted repository: "
+                   "its data keys are wrapped again, no data is rewritten.", ("repo", "key")),
     "restore-stage": ("Run one stage of a staged restore (plan, stage, recover, verify, "
                       "cutover, rollback, standby) on this node, recorded in its state file.",
                       ("repo", "pg", "restore", "stage")),

@@ -251,6 +251,8 @@ class BackupRun(object):
     def run(self, dry_run=False):
         s = self.settings
         self.storage.check()
+        # An encrypted repository's keys open now, before backup mode, or the run fails.
+        self.storage.encrypted(s.cluster, create=not dry_run)
         if s.from_snapshot:
             return self._materialise(dry_run)
         try:

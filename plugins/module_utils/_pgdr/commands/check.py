@@ -105,7 +105,10 @@ def _repository(settings, storage):
         raise IntegrityError("the probe object %s is still in %s after its delete"
                              % (key, storage.describe()), code="check_probe_mismatch",
                              stage="check")
-    return "wrote, read back and deleted %s" % key
+    ring = storage.keyring(settings.cluster, writing=False)
+    return "wrote, read back and deleted %s%s" % (key, "" if ring is None else (
+        ", encrypted (recipients %s; this client opens %s)"
+        % (", ".join(r["id"] for r in ring.record["recipients"]), ", ".join(sorted(ring.opened)))))
 
 
 def _postgres(settings, state):

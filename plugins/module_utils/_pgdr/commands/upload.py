@@ -108,7 +108,7 @@ def _stamp(path):
 
 def compare(storage, item):
     """create, unchanged or differs: what the repository holds under item.key."""
-    info = storage.head(item.key)
+    info = storage.plain_head(item.key)
     if info is None:
         return "create"
     if info.size != item.size:
@@ -119,7 +119,7 @@ def compare(storage, item):
 
 def verify(storage, item):
     """After the upload: the repository's size and SHA-256 match the local file's."""
-    info = storage.head(item.key)
+    info = storage.plain_head(item.key)
     if info is None or info.size != item.size:
         raise IntegrityError("upload of %s to %s could not be verified: the repository "
                              "reports %s bytes, %d expected"

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Repository storage: one interface (base.Storage), two backends."""
+"""Repository storage: one interface (base.Storage), two backends, and the wrapper
+that encrypts (sealed.Sealed)."""
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -17,5 +18,7 @@ def open_storage(settings, events=None):
     else:
         from .s3 import S3Storage  # boto3 is imported only when S3 is used
         storage = S3Storage(settings)
+    from .sealed import Sealed  # encrypts when the repository is encrypted
+    storage = Sealed(storage, settings)
     storage.events = events
     return storage

@@ -129,6 +129,16 @@ class Storage(object):
         """Ask for a readable copy of an archived object; True when it is readable now."""
         return True
 
+    def encrypted(self, cluster, create=True):
+        """Whether ``cluster``'s objects are encrypted (storage/sealed.py wraps every
+        backend open_storage returns); a bare backend never encrypts."""
+        return False
+
+    def plain_head(self, key):
+        """head() as the caller's bytes: an encrypted object's size and SHA-256 are those
+        of its plaintext (read to know them)."""
+        return self.head(key)
+
     def stored_sha256(self, key):
         """SHA-256 (hex) of a stored object: the recorded one, else (an object without
         one) the digest of its bytes as read, to compare with a local copy."""
