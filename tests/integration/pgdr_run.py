@@ -26,7 +26,8 @@ class Repo:
         self.settings = {"cluster": cluster_name, "workers": 2}
         self.secrets = {}
         for key, value in settings.items():
-            (self.secrets if key.endswith(("_access_key", "_secret_key")) else self.settings)[key] = value
+            (self.secrets if key.endswith(("_access_key", "_secret_key", "_passphrase"))
+             else self.settings)[key] = value
         self.write()
 
     @classmethod

@@ -109,14 +109,14 @@ def seal(data, object_key, key_id, data_key, segment_size=SEGMENT_SIZE):
 def parse_header(data, object_key):
     """(key id, header length, segment size, salt) of an encrypted object; IntegrityError
     decrypt_failed when it is not one this pgdr can read."""
-    if len(data) < _FIXED.size:
-        raise _damaged(object_key, "shorter than its header")
-    magic, version, algorithm, segment_size, name_length = _FIXED.unpack(data[:_FIXED.size])
-    if magic != MAGIC:
+    if not is_sealed(data):
         raise IntegrityError("object %s is not encrypted, in a repository whose objects all "
                              "are: it was not written by pgdr with the repository's key "
                              "(replaced by hand?) and is not trusted" % object_key,
                              code="object_not_encrypted", key=object_key)
+    if len(data) < _FIXED.size:
+        raise _damaged(object_key, "shorter than its header")
+    dummy, version, algorithm, segment_size, name_length = _FIXED.unpack(data[:_FIXED.size])
     if version != VERSION or algorithm != ALGORITHM:
         raise _damaged(object_key, "format version %d, algorithm %d: this pgdr reads "
                        "version %d, algorithm %d" % (version, algorithm, VERSION, ALGORITHM))

@@ -201,9 +201,14 @@ class Sealed(Storage):
         if not writing and not configured(self.settings) and cluster not in self._rings:
             return None
         with self._lock:
-            if cluster not in self._rings:
-                self._rings[cluster] = self._open_ring(cluster, writing)
-            return self._rings[cluster]
+            if cluster in self._rings:
+                return self._rings[cluster]
+            ring = self._open_ring(cluster, writing)
+            # A client with a key that found no record on a read asks again on its first
+            # write (which makes the record); every other answer is final.
+            if ring is not None or writing or not configured(self.settings):
+                self._rings[cluster] = ring
+            return ring
 
     def _open_ring(self, cluster, writing):
         record = self.read_record(cluster)
