@@ -71,8 +71,8 @@ def option_spec(option):
         entry["default"] = option.default
     if option.choices:
         entry["choices"] = list(option.choices)
-    if option.secret:
-        entry["no_log"] = True
+    # Declared either way: a name like encryption_kms_key is an id, not a secret.
+    entry["no_log"] = bool(option.secret)
     return entry
 
 

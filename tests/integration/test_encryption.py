@@ -37,8 +37,8 @@ def bucket_objects(seaweed, bucket, prefix="main/"):
 
 
 def etags(seaweed, bucket, prefix):
-    pages = seaweed.client().get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                        Prefix=prefix)
+    s3 = seaweed.client()
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return dict((o["Key"], o["ETag"]) for page in pages for o in page.get("Contents", ()))
 
 
@@ -58,8 +58,8 @@ def watch_arguments(stop, seen):
         time.sleep(0.02)
 
 
-def test_encrypted_round_trips_and_nothing_readable_in_the_bucket(pg_cluster, workdir,
-                                                                 seaweed, bucket):
+def test_encrypted_round_trips_and_nothing_readable_in_the_bucket(
+        pg_cluster, workdir, seaweed, bucket):
     pg, repo = encrypted_cluster(pg_cluster, workdir, seaweed, bucket)
     stop, seen = threading.Event(), []
     watcher = threading.Thread(target=watch_arguments, args=(stop, seen), daemon=True)

@@ -36,8 +36,8 @@ def run(settings, progress, dry_run=False):
                           % (cluster, storage.describe()), code="repository_not_encrypted",
                           stage="config")
     ring = storage.keyring(cluster, writing=True)
-    replaced = set(kind for kind, value in (("passphrase", new_passphrase),
-                                           ("kms", new_kms_key)) if value)
+    replaced = set(kind for kind, value in (("passphrase", new_passphrase), ("kms", new_kms_key))
+                   if value)
     current = ring.record["recipients"]
     kept = [r for r in current if r["type"] not in replaced]
     removed = [r for r in current if r["type"] in replaced]

@@ -22,10 +22,11 @@ from ..errors import ConfigError, Conflict, IntegrityError, NotFound
 from ..parallel import run_all
 from ..storage import open_storage
 from ..storage.base import file_sha256
+from ..storage.sealed import KEYS_DIR
 
 # Second-level names that hold pgdr's own objects (<cluster>/backup/..., <cluster>/wal/...,
-# <cluster>/snapshot/...).
-RESERVED = FOLDERS + ("wal",)
+# <cluster>/snapshot/..., <cluster>/keys/...: an encrypted cluster's keys).
+RESERVED = FOLDERS + ("wal", KEYS_DIR)
 MAX_LISTED = 10
 
 

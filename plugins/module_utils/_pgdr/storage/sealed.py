@@ -155,8 +155,8 @@ class Sealed(Storage):
         data = ring.open(key, data)  # object_not_encrypted when it is not
         if sha256 and hashlib.sha256(data).hexdigest() != sha256.lower():
             raise IntegrityError("object %s in %s decrypts to other bytes than its backup "
-                                 "recorded (SHA-256 %s... expected)" % (key, self.describe(),
-                                                                       sha256[:12]),
+                                 "recorded (SHA-256 %s... expected)"
+                                 % (key, self.describe(), sha256[:12]),
                                  code="checksum_mismatch", key=key)
         return data
 
@@ -181,8 +181,9 @@ class Sealed(Storage):
 
     def plain_head(self, key):
         info = self.inner.head(key)
-        if info is None or _is_key_object(key) or self.keyring(key.split("/")[0],
-                                                                 writing=False) is None:
+        if info is None or _is_key_object(key):
+            return info
+        if self.keyring(key.split("/")[0], writing=False) is None:
             return info
         data = self.get(key)
         return ObjectInfo(key, len(data), hashlib.sha256(data).hexdigest(), info.mtime)
