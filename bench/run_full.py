@@ -11,7 +11,12 @@ round (pgdr, pgBackRest, Barman, then pgdr on a posix repository), after one unt
 round; medians over the rounds are reported. Caches are dropped before every timed command
 when /proc/sys/vm/drop_caches is writable (all cold), else everything runs warm.
 
-Prints a table and writes bench/results/full-<date>-<time>.json. See docs/benchmarks.md.
+--encrypt compares client-side encryption instead (no Barman): pgdr and pgBackRest, each
+plain and encrypted (pgdr: encryption_passphrase, AES-256-GCM; pgBackRest: repo1-cipher-type
+aes-256-cbc), one bucket each, secrets in 0600 files; the docs' charts are left alone.
+
+Prints a table and writes bench/results/full-<date>-<time>.json (encrypt-... with
+--encrypt). See docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -36,9 +42,16 @@ from common import (BARMAN_VENV, BENCH, MB, PGBACKREST, PGDR, REGION, STANZA,  #
 
 PG_VERSION = 15
 S3_TOOLS = ("pgdr", "pgbackrest", "barman")
-BUCKETS = {"pgdr": "bench-pgdr", "pgbackrest": "bench-pgbackrest", "barman": "bench-barman"}
+BUCKETS = {"pgdr": "bench-pgdr", "pgbackrest": "bench-pgbackrest", "barman": "bench-barman",
+           "pgdr-enc": "bench-pgdr-enc", "pgbackrest-enc": "bench-pgbackrest-enc"}
 LABELS = {"pgdr": "pgdr (S3)", "pgbackrest": pgbackrest_label(), "barman": "Barman cloud",
-          "pgdr-posix": "pgdr (posix)"}
+          "pgdr-posix": "pgdr (posix)", "pgdr-enc": "pgdr (S3, aes)",
+          "pgbackrest-enc": f"{pgbackrest_label()} aes"}
+TOOLS = "pgdr,pgbackrest,barman,pgdr-posix"
+ENCRYPT_TOOLS = "pgdr,pgdr-enc,pgbackrest,pgbackrest-enc"
+# ratios A/B reported when both ran
+PAIRS = (("pgdr", "pgbackrest"), ("pgdr", "barman"), ("pgdr-enc", "pgdr"),
+         ("pgdr-enc", "pgbackrest-enc"), ("pgbackrest-enc", "pgbackrest"))
 
 # --------------------------------------------------------------------------- tools
 class Tool:
@@ -62,11 +75,14 @@ class Tool:
 class PgBackRest(Tool):
     name = "pgbackrest"
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, encrypt: bool = False):
         super().__init__(ctx)
-        self.dir = make_pg_dir(ctx.work / "pgbackrest")
-        self.conf = pgbackrest_config(ctx, self.dir, BUCKETS["pgbackrest"], ctx.pg,
-                                      before="repo1-retention-full=9999\n",
+        self.name = "pgbackrest-enc" if encrypt else "pgbackrest"
+        self.dir = make_pg_dir(ctx.work / self.name)
+        cipher = (f"repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={ctx.passphrase}\n"
+                  if encrypt else "")
+        self.conf = pgbackrest_config(ctx, self.dir, BUCKETS[self.name], ctx.pg,
+                                      before=f"repo1-retention-full=9999\n{cipher}",
                                       after="start-fast=y\narchive-check=y\n")
 
     def base(self) -> list:
@@ -140,17 +156,16 @@ class Barman(Tool):
 class Pgdr(Tool):
     name = "pgdr"
 
-    def __init__(self, ctx, posix: bool = False):
+    def __init__(self, ctx, posix: bool = False, encrypt: bool = False):
         super().__init__(ctx)
         self.posix = posix
-        if posix:
-            self.name = "pgdr-posix"
+        self.name = "pgdr-posix" if posix else "pgdr-enc" if encrypt else "pgdr"
         self.dir = make_pg_dir(ctx.work / self.name)
         self.conf = self.dir / "pgdr.ini"
         self.creds = self.dir / "credentials.ini"
         a = ctx.args
         repo = (f"repo_type = posix\nrepo_path = {make_pg_dir(self.dir / 'repo')}\n" if posix
-                else f"repo_type = s3\ns3_bucket = {BUCKETS['pgdr']}\n"
+                else f"repo_type = s3\ns3_bucket = {BUCKETS[self.name]}\n"
                      f"s3_endpoint = {ctx.pgdr_endpoint}\ns3_region = {REGION}\n")
         if not posix and ctx.pgdr_endpoint.startswith("https"):
             repo += f"s3_ca_bundle = {ctx.ca_bundle}\n"
@@ -160,7 +175,8 @@ class Pgdr(Tool):
                "fast_checkpoint = true\n")
         write_private(self.conf, cfg)
         write_private(self.creds, f"[pgdr]\ns3_access_key = {ctx.sw.access_key}\n"
-                                  f"s3_secret_key = {ctx.sw.secret_key}\n")
+                                  f"s3_secret_key = {ctx.sw.secret_key}\n"
+                      + (f"encryption_passphrase = {ctx.passphrase}\n" if encrypt else ""))
 
     def env(self) -> dict:
         return {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_"))}
@@ -275,7 +291,7 @@ def one_round(ctx: Ctx, tools: list[Tool], rnd: int, timed_round: bool) -> dict:
             "stored_bytes": after_bytes - before_bytes, "objects": after_n - before_n,
             "requests": (after_req - before_req) if after_req is not None else None,
             **({"tool_report": b["tool_report"]} if "tool_report" in b else {})}
-        log(f"  backup  {t.name:11s} {b['seconds']:7.2f} s  cpu {b['cpu_seconds']:6.2f} s  "
+        log(f"  backup  {t.name:14s} {b['seconds']:7.2f} s  cpu {b['cpu_seconds']:6.2f} s  "
             f"stored {(after_bytes - before_bytes) / MB:8.1f} MB  id {b['id']}")
     for t in tools:  # restores, same order
         target = ctx.work / f"restore-{t.name}"
@@ -291,13 +307,13 @@ def one_round(ctx: Ctx, tools: list[Tool], rnd: int, timed_round: bool) -> dict:
             "cpu_seconds": round(r["cpu_seconds"], 2), "restored_bytes": du_bytes(target),
             "peak_rss_bytes": r["peak_rss_bytes"],
             "requests": (after_req - before_req) if after_req is not None else None}
-        log(f"  restore {t.name:11s} {r['seconds']:7.2f} s  (command {r['command_seconds']:.2f} s)"
+        log(f"  restore {t.name:14s} {r['seconds']:7.2f} s  (command {r['command_seconds']:.2f} s)"
             f"  cpu {r['cpu_seconds']:6.2f} s")
     for t in tools:  # verification, untimed
         target = ctx.work / f"restore-{t.name}"
         v = verify_restore(ctx, t, target)
         res[t.name]["verify"] = v
-        log(f"  verify  {t.name:11s} ok={v['ok']}  recovery {v.get('recovery_seconds')} s")
+        log(f"  verify  {t.name:14s} ok={v['ok']}  recovery {v.get('recovery_seconds')} s")
         shutil.rmtree(target, ignore_errors=True)
     return res
 
@@ -332,15 +348,13 @@ def summarize(ctx: Ctx, rounds: list[dict], names: list[str]) -> dict:
             "verified": all(x["verify"]["ok"] for x in rs),
         }
     ratios = {}
-    if "pgdr" in summary:
-        p = summary["pgdr"]
-        for other in ("pgbackrest", "barman"):
-            if other in summary:
-                o = summary[other]
-                ratios[f"pgdr/{other}"] = {
-                    "backup_throughput": p["backup_mb_s"] / o["backup_mb_s"],
-                    "stored_size": p["stored_bytes"] / o["stored_bytes"],
-                    "restore_time": p["restore_seconds"] / o["restore_seconds"]}
+    for a, b in PAIRS:
+        if a in summary and b in summary:
+            p, o = summary[a], summary[b]
+            ratios[f"{a}/{b}"] = {
+                "backup_throughput": p["backup_mb_s"] / o["backup_mb_s"],
+                "stored_size": p["stored_bytes"] / o["stored_bytes"],
+                "restore_time": p["restore_seconds"] / o["restore_seconds"]}
     return {"tools": summary, "ratios": ratios}
 
 
@@ -350,7 +364,8 @@ def print_table(ctx: Ctx, summ: dict) -> str:
     w(f"data: pgbench -s {ctx.args.scale}, {ctx.data_bytes / MB:.0f} MB (sum of "
       f"pg_database_size); {ctx.args.rounds} rounds, medians; caches "
       f"{'dropped before each timed command' if ctx.drop else 'warm'}")
-    hdr = (f"{'tool':16s} {'backup s':>9s} {'MB/s':>7s} {'cpu s':>6s} {'stored MB':>10s} "
+    lw = max(16, *(len(LABELS.get(n, n)) for n in summ["tools"]))
+    hdr = (f"{'tool':{lw}s} {'backup s':>9s} {'MB/s':>7s} {'cpu s':>6s} {'stored MB':>10s} "
            f"{'req':>6s} {'restore s':>10s} {'MB/s':>7s} {'cpu s':>6s} {'req':>6s} "
            f"{'RSS MB b/r':>11s} ok")
     w(hdr)
@@ -360,7 +375,7 @@ def print_table(ctx: Ctx, summ: dict) -> str:
         return format(v, fmt) if v is not None else "-"
 
     for n, s in summ["tools"].items():
-        w(f"{LABELS.get(n, n):16s} {s['backup_seconds']:9.2f} {s['backup_mb_s']:7.1f} "
+        w(f"{LABELS.get(n, n):{lw}s} {s['backup_seconds']:9.2f} {s['backup_mb_s']:7.1f} "
           f"{f(s['backup_cpu_seconds'], '6.1f'):>6s} {s['stored_bytes'] / MB:10.1f} "
           f"{f(s['backup_requests'], '6.0f'):>6s} {s['restore_seconds']:10.2f} "
           f"{s['restore_mb_s']:7.1f} {f(s['restore_cpu_seconds'], '6.1f'):>6s} "
@@ -381,8 +396,10 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=int, default=50, help="pgbench scale (default 50, ~750 MB)")
     ap.add_argument("--workers", type=int, default=2, help="parallelism of every tool (2)")
     ap.add_argument("--level", type=int, default=3, help="zstd level, pgdr and pgBackRest (3)")
-    ap.add_argument("--tools", default="pgdr,pgbackrest,barman,pgdr-posix",
-                    help="comma list, in the order they alternate")
+    ap.add_argument("--tools", help=f"comma list, in the order they alternate (default "
+                                     f"{TOOLS}; with --encrypt {ENCRYPT_TOOLS})")
+    ap.add_argument("--encrypt", action="store_true",
+                    help="client-side encryption: each tool plain and encrypted, no Barman")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed first round")
     ap.add_argument("--warm", action="store_true", help="do not drop caches")
     ap.add_argument("--pgdr-http", action="store_true",
@@ -396,7 +413,8 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         print("run_full.py: run as root (runuser, drop_caches, apt)", file=sys.stderr)
         return 1
-    names = [n.strip() for n in args.tools.split(",") if n.strip()]
+    tools_arg = args.tools or (ENCRYPT_TOOLS if args.encrypt else TOOLS)
+    names = [n.strip() for n in tools_arg.split(",") if n.strip()]
     compile_engine()  # as the agent role does on nodes
     if not args.skip_setup:
         subprocess.run(["bash", str(BENCH / "setup.sh")], check=True)
@@ -410,11 +428,12 @@ def main(argv=None) -> int:
     ctx.work = make_workdir(args.workdir, stamp)
     ctx.load_start = load_average()
     ctx.drop = (not args.warm) and can_drop_caches()
+    ctx.passphrase = secrets.token_urlsafe(32)  # the encrypted tools' secret, in 0600 files
 
     sw = None
     pg = None
     try:
-        sw = start_seaweed(ctx, BUCKETS.values())
+        sw = start_seaweed(ctx, [BUCKETS[n] for n in names if n in BUCKETS])
         ctx.metrics = Metrics(sw)
         ctx.pgdr_endpoint = sw.endpoint if args.pgdr_http else sw.https_endpoint
 
@@ -428,14 +447,16 @@ def main(argv=None) -> int:
         for n in names:
             tools.append({"pgdr": lambda: Pgdr(ctx), "pgbackrest": lambda: PgBackRest(ctx),
                           "barman": lambda: Barman(ctx),
-                          "pgdr-posix": lambda: Pgdr(ctx, posix=True)}[n]())
-        pgbr = next((t for t in tools if t.name == "pgbackrest"), None)
-        # archive_command: pgBackRest's archive-push (its backups need it, and its `check`
-        # wants to see "pgbackrest" in the command) plus a local copy of every segment, from
-        # which every other tool's restore verification replays
+                          "pgdr-posix": lambda: Pgdr(ctx, posix=True),
+                          "pgdr-enc": lambda: Pgdr(ctx, encrypt=True),
+                          "pgbackrest-enc": lambda: PgBackRest(ctx, encrypt=True)}[n]())
+        # archive_command: every pgBackRest stanza's archive-push (its backups need it, and
+        # its `check` wants to see "pgbackrest" in the command) plus a local copy of every
+        # segment, from which every other tool's restore verification replays
         copy = (f"cp %p {ctx.walcopy}/%f.tmp && mv {ctx.walcopy}/%f.tmp {ctx.walcopy}/%f")
-        archive_command = (f"{PGBACKREST} --config={pgbr.conf} --stanza={STANZA} "
-                           f"archive-push %p && {copy}") if pgbr else copy
+        archive_command = "".join(f"{PGBACKREST} --config={t.conf} --stanza={STANZA} "
+                                  "archive-push %p && " for t in tools
+                                  if isinstance(t, PgBackRest)) + copy
         pg.init({"archive_mode": True, "archive_command": archive_command,
                  "max_wal_size": "1GB", "checkpoint_timeout": "30min"})
         pg.start()
@@ -472,11 +493,14 @@ def main(argv=None) -> int:
                          "warmup_round": not args.no_warmup,
                          "transport": {"pgbackrest": "https", "barman": "https",
                                        "pgdr": "http" if args.pgdr_http else "https"},
-                         "order": names},
+                         "order": names,
+                         **({"encryption": {"pgdr-enc": "aes-256-gcm (encryption_passphrase)",
+                                            "pgbackrest-enc": "aes-256-cbc"}}
+                            if args.encrypt else {})},
             "data_bytes": ctx.data_bytes, "pgdata_bytes": ctx.pgdata_bytes,
             "summary": summ, "rounds": rounds, "table": table,
         }
-        write_result(result, args.out, "full", stamp)
+        write_result(result, args.out, "encrypt" if args.encrypt else "full", stamp)
         return 0
     finally:
         tear_down(ctx, sw, [pg])

@@ -170,7 +170,7 @@ def test_faults_are_refused_before_anything_is_written(pg_cluster, workdir, seaw
                     (pieces[0].split("/", 1)[1],))
     damage.undo()
     # the data key record of the diff deleted: its restore refuses, the full still restores
-    record = "main/keys/data/backup-%s.json" % diff
+    record = damage.keys("main/keys/data/backup-%s." % diff)[0]
     saved = damage.s3.get_object(Bucket=bucket, Key=record)
     damage.s3.delete_object(Bucket=bucket, Key=record)
     restore_refused(repo, workdir, "no-data-key", diff, 5,

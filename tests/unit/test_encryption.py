@@ -84,8 +84,8 @@ def test_sealed_repository_stores_only_ciphertext_and_reads_back(tmp_path):
     raw = (tmp_path / "repo" / OBJ).read_bytes()
     assert raw.startswith(crypt.MAGIC) and b"secret rows" not in raw
     ids = [f for f in files(tmp_path) if f.startswith("c/keys/data/") and f.endswith(".json")]
-    assert ids == ["c/keys/data/backup-20260101T000000Z-full.json",
-                   "c/keys/data/wal-0000000100000000.json"]
+    assert [i.rsplit(".", 2)[0] for i in ids] == ["c/keys/data/backup-20260101T000000Z-full",
+                                                  "c/keys/data/wal-0000000100000000"]
     for name in files(tmp_path):
         assert b"correct horse" not in (tmp_path / "repo" / name).read_bytes()
     # plaintext size and SHA-256 for callers that compare with a local file
@@ -142,7 +142,7 @@ def test_a_missing_or_moved_data_key_is_refused(tmp_path):
     with pytest.raises(IntegrityError) as info:
         fresh.get(PIECE)
     assert info.value.code == "decrypt_failed" and PIECE in info.value.msg
-    fresh.inner.delete([sealed.data_key_record("c", "backup-20260101T000000Z-full")])
+    fresh.inner.delete([i.key for i in fresh.list("c/keys/data/backup-")])
     with pytest.raises(IntegrityError) as info:
         repo(tmp_path, encryption_passphrase="p").get(OBJ)
     assert info.value.code == "data_key_missing"
@@ -225,9 +225,47 @@ def test_rotation_refuses_a_plaintext_repository_and_nothing_to_rotate(tmp_path)
     assert info.value.code == "config_missing"
 
 
-def test_key_ids_follow_the_repository_layout():
-    assert sealed.key_id_of(OBJ) == "backup-20260101T000000Z-full"
-    assert sealed.key_id_of("c/snapshot/X-snapshot/manifest.json") == "backup-X-snapshot"
-    assert sealed.key_id_of(WAL) == "wal-0000000100000000"
-    assert sealed.key_id_of("c/wal/history/00000002.history") == "wal-history"
-    assert sealed.key_id_of("c/lock/backup.json", now=0) == "misc-197001"
+def test_key_scopes_follow_the_repository_layout():
+    assert sealed.scope_of(OBJ) == "backup-20260101T000000Z-full"
+    assert sealed.scope_of("c/snapshot/X-snapshot/manifest.json") == "backup-X-snapshot"
+    assert sealed.scope_of(WAL) == "wal-0000000100000000"
+    assert sealed.scope_of("c/wal/history/00000002.history") == "wal-history"
+    assert sealed.scope_of("c/lock/backup.json", now=0) == "misc-197001"
+
+
+def test_concurrent_writers_never_share_a_data_key_record(tmp_path):
+    """Two nodes sealing the same scope at once (a month's leases, a WAL period): each
+    makes its own data key, so no server's if_absent semantics can replace one."""
+    first = repo(tmp_path, encryption_passphrase="p")
+    second = repo(tmp_path, encryption_passphrase="p")
+    first.put("c/lock/a.json", b"first")
+    second.put("c/lock/b.json", b"second")
+    assert len(first.list("c/keys/data/misc-")) == 2
+    third = repo(tmp_path, encryption_passphrase="p")
+    assert third.get("c/lock/a.json") == b"first" and third.get("c/lock/b.json") == b"second"
+
+
+def test_a_writer_opened_before_a_rotation_seals_nothing_under_a_stale_record(tmp_path):
+    old = repo(tmp_path, encryption_passphrase="old")
+    old.put(WAL, b"wal")  # opened, with its WAL key made
+    rotate(tmp_path, encryption_passphrase="old", new_encryption_passphrase="new")
+    before = files(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        old.put(OBJ, b"rows")  # a new data key: the record it reads again has "new" only
+    assert info.value.code == "encryption_key_wrong"
+    assert [f for f in files(tmp_path) if f not in before and "/keys/" not in f] == []
+
+
+def test_a_sha256_that_does_not_match_is_refused_and_large_files_are_streamed(tmp_path):
+    st = repo(tmp_path, encryption_passphrase="p")
+    with pytest.raises(IntegrityError) as info:
+        st.put(OBJ, b"rows", sha256="0" * 64)
+    assert info.value.code == "src_changed" and not (tmp_path / "repo" / OBJ).exists()
+    big = tmp_path / "dump"
+    big.write_bytes(os.urandom(3 * crypt.SEGMENT_SIZE + 5))
+    import hashlib
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    assert st.put_file("c/dumps/dump", str(big), sha256=digest) is True
+    assert st.put_file("c/dumps/dump", str(big), sha256=digest, if_absent=True) is False
+    assert repo(tmp_path, encryption_passphrase="p").get("c/dumps/dump") == big.read_bytes()
+    assert st.stored_sha256("c/dumps/dump") == digest

@@ -23,6 +23,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import io
 import os
 import struct
 
@@ -93,17 +94,26 @@ def _nonce(index, last):
 
 def seal(data, object_key, key_id, data_key, segment_size=SEGMENT_SIZE):
     """The encrypted form of ``data`` stored at ``object_key``."""
+    parts = []
+    seal_stream(io.BytesIO(data), parts.append, object_key, key_id, data_key, segment_size)
+    return b"".join(parts)
+
+
+def seal_stream(source, write, object_key, key_id, data_key, segment_size=SEGMENT_SIZE):
+    """Encrypt what ``source`` (a binary file) holds, handing the encrypted object to
+    ``write`` piece by piece: one segment in memory at a time."""
     salt = os.urandom(SALT)
     header = _header(key_id, salt, segment_size)
     aad = header + object_key.encode("utf-8")
     cipher = _object_cipher(data_key, salt)
-    view = memoryview(data)
-    parts = [header]
-    count = max(1, -(-len(data) // segment_size))
-    for index in range(count):
-        chunk = bytes(view[index * segment_size:(index + 1) * segment_size])
-        parts.append(cipher.encrypt(_nonce(index, index == count - 1), chunk, aad))
-    return b"".join(parts)
+    write(header)
+    chunk, index = source.read(segment_size), 0
+    while True:
+        following = source.read(segment_size) if len(chunk) == segment_size else b""
+        write(cipher.encrypt(_nonce(index, not following), chunk, aad))
+        if not following:
+            return
+        chunk, index = following, index + 1
 
 
 def parse_header(data, object_key):

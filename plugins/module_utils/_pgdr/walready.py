@@ -112,9 +112,12 @@ def _stamp(path):
 
 def _environment(environ):
     """A digest (values may be secrets) of the PGDR_* and AWS_* variables, or "-"
-    (PGDR_LAUNCHER, which every launcher sets, only names the launcher)."""
+    (PGDR_LAUNCHER, which every launcher sets, only names the launcher). Passphrases
+    are left out: a fast digest of one, kept in the data directory, would let it be
+    guessed without scrypt's cost, and the WAL a prefetcher made ready is the same."""
     pairs = sorted("%s=%s" % (k, v) for k, v in environ.items()
-                   if k.startswith(("PGDR_", "AWS_")) and k != "PGDR_LAUNCHER")
+                   if k.startswith(("PGDR_", "AWS_")) and k != "PGDR_LAUNCHER"
+                   and not k.endswith("PASSPHRASE"))
     if not pairs:
         return "-"
     import hashlib  # only when such variables are set: it costs the fast path a millisecond

@@ -31,7 +31,7 @@ def run(settings, progress, dry_run=False):
                           "new_encryption_kms_key (the recipient that replaces the "
                           "current one of its kind)", code="config_missing", stage="config")
     storage = open_storage(settings, events=progress.event)
-    if not storage.encrypted(cluster):
+    if not storage.encrypted(cluster, create=False):  # a mistyped cluster gets no record
         raise ConfigError("cluster %s in %s is not encrypted: there is no key to rotate"
                           % (cluster, storage.describe()), code="repository_not_encrypted",
                           stage="config")

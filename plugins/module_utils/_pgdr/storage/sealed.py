@@ -8,10 +8,12 @@ decrypts, so no verb knows about keys. Per cluster, ``<cluster>/keys/repository.
 says the repository is encrypted and lists its recipients; ``<cluster>/keys/data/<id>.json``
 holds one data key, wrapped for each recipient. Everything else is encrypted:
 
-    <cluster>/backup/<id>/..., <cluster>/snapshot/<id>/...   data key  backup-<id>
-    <cluster>/wal/<timeline + log>/...                       data key  wal-<timeline + log>
-    <cluster>/wal/history/...                                data key  wal-history
-    anything else (leases, drill reports, uploads, probes)   data key  misc-<YYYYMM>
+    <cluster>/backup/<id>/..., <cluster>/snapshot/<id>/...   data key  backup-<id>.<r>
+    <cluster>/wal/<timeline + log>/...                       data key  wal-<timeline + log>.<r>
+    <cluster>/wal/history/...                                data key  wal-history.<r>
+    anything else (leases, drill reports, uploads, probes)   data key  misc-<YYYYMM>.<r>
+
+(<r>: 16 random hex digits, one per writing process.)
 
 The SHA-256s that callers pass and expect (manifests' ``stored_sha256``) are those of the
 plaintext; the backend records the ciphertext's, so a damaged object is still re-read
@@ -26,21 +28,25 @@ __metaclass__ = type
 import hashlib
 import json
 import re
+import tempfile
 import threading
 import time
 
 from .. import crypt
 from ..errors import ConfigError, Conflict, IntegrityError, NotFound, RepositoryError
-from .base import ObjectInfo, Storage
+from .base import ObjectInfo, Storage, file_sha256
 
 KEYS_DIR = "keys"
 RECORD = "repository.json"
 DATA_KEYS = "data"
 FORMAT = 1
+PLAIN_RECHECK = 60
 # Folders a new encrypted repository may already hold: its keys, and check probes.
 EMPTY_FOLDERS = (KEYS_DIR, "check")
-# KMS answers meaning "not wrapped by this key", as opposed to "KMS is unusable".
-KMS_NOT_THIS_KEY = ("IncorrectKeyException", "InvalidCiphertextException")
+# KMS answers meaning "this key does not open it" (another key, a key disabled, deleted
+# or not ours to use), as opposed to "KMS cannot be reached" (kms_failed).
+KMS_NOT_THIS_KEY = ("IncorrectKeyException", "InvalidCiphertextException", "NotFoundException",
+                    "DisabledException", "KMSInvalidStateException", "AccessDeniedException")
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _WAL_DIR = re.compile(r"^[0-9A-F]{16}$")
 
@@ -53,8 +59,9 @@ def data_key_record(cluster, key_id):
     return "%s/%s/%s/%s.json" % (cluster, KEYS_DIR, DATA_KEYS, key_id)
 
 
-def key_id_of(key, now=None):
-    """Which data key encrypts the object at ``key`` (see the module's table)."""
+def scope_of(key, now=None):
+    """Which data keys encrypt the object at ``key`` (see the module's table); each
+    writing process makes its own, ``<scope>.<random>``."""
     parts = key.split("/")
     if len(parts) >= 3 and parts[1] in ("backup", "snapshot"):
         return "backup-%s" % parts[2]
@@ -71,6 +78,15 @@ def _is_key_object(key):
     return len(parts) >= 2 and parts[1] == KEYS_DIR
 
 
+def same_kms_key(recorded, configured_key):
+    """Whether the configured KMS key is the recipient's: the same id, ARN or alias, or
+    an ARN and the bare id of one key."""
+    if not recorded or not configured_key:
+        return False
+    return (recorded == configured_key or recorded.split("/")[-1] == configured_key
+            or configured_key.split("/")[-1] == recorded)
+
+
 def configured(settings):
     return bool(settings.encryption_passphrase or settings.encryption_kms_key)
 
@@ -82,6 +98,7 @@ class Sealed(Storage):
         self.inner = inner
         self.settings = settings
         self._rings = {}
+        self._asked = {}
         self._lock = threading.Lock()
 
     # -- what passes through -------------------------------------------------------------
@@ -128,6 +145,8 @@ class Sealed(Storage):
         ring = None if _is_key_object(key) else self.keyring(key.split("/")[0], writing=True)
         if ring is None:
             return self.inner.put(key, data, sha256=sha256, if_absent=if_absent)
+        if sha256 and hashlib.sha256(data).hexdigest() != sha256.lower():
+            raise _changed(key, "its bytes")
         try:
             return self.inner.put(key, ring.seal(key, data), if_absent=if_absent)
         except Conflict:
@@ -137,10 +156,25 @@ class Sealed(Storage):
             raise
 
     def put_file(self, key, path, sha256=None, if_absent=False):
-        if _is_key_object(key) or self.keyring(key.split("/")[0], writing=True) is None:
+        ring = None if _is_key_object(key) else self.keyring(key.split("/")[0], writing=True)
+        if ring is None:
             return self.inner.put_file(key, path, sha256=sha256, if_absent=if_absent)
-        with open(path, "rb") as handle:
-            return self.put(key, handle.read(), sha256=sha256, if_absent=if_absent)
+        if sha256 and file_sha256(path) != sha256.lower():
+            raise _changed(key, path)
+        # Sealed into a temporary file, one segment at a time: large uploads keep the
+        # backend's multipart transfer and never sit whole in memory.
+        key_id, secret = ring.writer_key(key)
+        with tempfile.NamedTemporaryFile(prefix="pgdr-sealed-") as sealed_copy:
+            with open(path, "rb") as source:
+                crypt.seal_stream(source, sealed_copy.write, key, key_id, secret,
+                                  ring.segment_size)
+            sealed_copy.flush()
+            try:
+                return self.inner.put_file(key, sealed_copy.name, if_absent=if_absent)
+            except Conflict:
+                if self.stored_sha256(key) == file_sha256(path):
+                    return False
+                raise
 
     def get(self, key, sha256=None):
         if _is_key_object(key):
@@ -202,14 +236,22 @@ class Sealed(Storage):
         if not writing and not configured(self.settings) and cluster not in self._rings:
             return None
         with self._lock:
-            if cluster in self._rings:
+            if cluster in self._rings and not self._stale(cluster):
                 return self._rings[cluster]
             ring = self._open_ring(cluster, writing)
             # A client with a key that found no record on a read asks again on its first
             # write (which makes the record); every other answer is final.
             if ring is not None or writing or not configured(self.settings):
                 self._rings[cluster] = ring
+                self._asked[cluster] = time.monotonic()
             return ring
+
+    def _stale(self, cluster):
+        """A plaintext answer is asked again after PLAIN_RECHECK seconds: a long-lived
+        writer without a key (the wal-push worker) learns that a keyed client made the
+        cluster encrypted, and refuses from then on."""
+        return (self._rings[cluster] is None
+                and time.monotonic() - self._asked[cluster] > PLAIN_RECHECK)
 
     def _open_ring(self, cluster, writing):
         record = self.read_record(cluster)
@@ -259,12 +301,19 @@ class Sealed(Storage):
 
 
 class Keyring(object):
-    """One cluster's data keys, opened through the recipients this client holds."""
+    """One cluster's data keys, opened through the recipients this client holds.
+
+    Every process makes its own data key per scope (``<scope>.<random>``): two writers
+    never write the same key record, so no server's handling of concurrent if_absent
+    writes can make one of them seal objects under a key that is then replaced."""
 
     def __init__(self, sealed, cluster, record, recipients):
         self.sealed, self.storage, self.cluster = sealed, sealed.inner, cluster
         self.recipients = recipients
         self.record, self.opened = None, {}
+        self._keys = {}      # key id -> secret, for reading and writing
+        self._writing = {}   # scope -> this process's key id
+        self._lock = threading.Lock()
         self.use(record)
 
     def use(self, record):
@@ -273,25 +322,31 @@ class Keyring(object):
             self.opened = self.recipients.open(record["recipients"], self.storage.describe())
         self.record = record
         self.segment_size = int(record.get("segment_size", crypt.SEGMENT_SIZE))
-        self._keys = {}
-        self._lock = threading.Lock()
 
     def seal(self, key, data):
-        key_id = key_id_of(key)
-        return crypt.seal(data, key, key_id, self.data_key(key_id, create=True),
-                          self.segment_size)
+        key_id, secret = self.writer_key(key)
+        return crypt.seal(data, key, key_id, secret, self.segment_size)
+
+    def writer_key(self, key):
+        """(key id, secret) this process seals the object at ``key`` with."""
+        with self._lock:
+            scope = scope_of(key)
+            if scope not in self._writing:
+                key_id = "%s.%s" % (scope, crypt.new_key()[:8].hex())
+                self._keys[key_id] = self._create(key_id)
+                self._writing[scope] = key_id
+            key_id = self._writing[scope]
+            return key_id, self._keys[key_id]
 
     def open(self, key, data):
         key_id = crypt.parse_header(data, key)[0]
-        return crypt.open_sealed(data, key, self.data_key(key_id))
-
-    def data_key(self, key_id, create=False):
         with self._lock:
             if key_id not in self._keys:
-                self._keys[key_id] = self._load(key_id, create)
-            return self._keys[key_id]
+                self._keys[key_id] = self._load(key_id)
+            secret = self._keys[key_id]
+        return crypt.open_sealed(data, key, secret)
 
-    def _load(self, key_id, create):
+    def _load(self, key_id):
         if not _KEY_ID.match(key_id):
             raise IntegrityError("data key id %r is not one pgdr writes" % key_id,
                                  code="decrypt_failed")
@@ -299,41 +354,44 @@ class Keyring(object):
         try:
             record = json.loads(self.storage.get(where).decode("utf-8"))
         except NotFound:
-            if not create:
-                raise IntegrityError("data key %s is missing from %s (%s): the objects it "
-                                     "encrypts cannot be read" % (key_id, self.storage.describe(),
-                                                                  where),
-                                     code="data_key_missing", key=where)
-            return self._create(key_id, where)
+            raise IntegrityError("data key %s is missing from %s (%s): the objects it "
+                                 "encrypts cannot be read" % (key_id, self.storage.describe(),
+                                                              where),
+                                 code="data_key_missing", key=where)
         except ValueError as exc:
             raise IntegrityError("data key record %s cannot be read: %s" % (where, exc),
                                  code="data_key_missing", key=where)
         return self.unwrap(key_id, record)
 
-    def _create(self, key_id, where):
-        # The record again: a rotation since this process opened it changes who a new
-        # key is wrapped for.
-        self.use(self.sealed.read_record(self.cluster) or self.record)
+    def _create(self, key_id):
+        """A new data key, stored wrapped for every recipient of the record as it is once
+        the key is stored: a rotation that started meanwhile either lists this key (and
+        wraps it for its new recipient) or shows here, before anything is sealed."""
+        where = data_key_record(self.cluster, key_id)
         secret = crypt.new_key()
-        record = {"format": FORMAT, "key_id": key_id,
-                  "wrapped": dict((rid, opener.wrap(secret, self.context(key_id)))
-                                  for rid, opener in self.wrappers())}
-        try:
-            self.storage.put(where, encode_record(record), if_absent=True)
-        except Conflict:  # made at the same moment by another process: use theirs
-            return self.unwrap(key_id, json.loads(self.storage.get(where).decode("utf-8")))
-        return secret
+        wrapped_for = None
+        for dummy in range(3):
+            self.use(self.sealed.read_record(self.cluster) or self.record)
+            if wrapped_for == self.record["recipients"]:
+                return secret
+            record = {"format": FORMAT, "key_id": key_id,
+                      "wrapped": dict((rid, opener.wrap(secret, self.context(key_id)))
+                                      for rid, opener in self.wrappers())}
+            self.storage.put(where, encode_record(record), if_absent=wrapped_for is None)
+            wrapped_for = self.record["recipients"]
+        raise ConfigError("the recipients of %s kept changing while data key %s was made: "
+                          "a key rotation is running; try again when it has finished"
+                          % (self.storage.describe(), key_id), code="encryption_key_wrong",
+                          stage="config")
 
     def wrappers(self):
-        """(recipient id, opener) of every recipient of the record, for new data keys:
-        a recipient this client cannot open (the other party's KMS key) is still one a
-        new key must be wrapped for, so only recipients that can wrap without their
-        secret would do; pgdr requires them all to be open."""
+        """(recipient id, opener) of every recipient of the record: a new data key is
+        wrapped for all of them, so this client must open them all."""
         missing = [r["id"] for r in self.record["recipients"] if r["id"] not in self.opened]
         if missing:
             raise ConfigError("a new data key must be wrapped for every recipient of the "
                               "repository, and this client cannot use %s: configure it too "
-                              "(docs/encryption.md)" % ", ".join(missing),
+                              "(docs/encryption.md); nothing was written" % ", ".join(missing),
                               code="encryption_key_wrong", stage="config")
         return sorted(self.opened.items())
 
@@ -379,7 +437,7 @@ class Recipients(object):
             opener = None
             if record.get("type") == "passphrase" and self.passphrase:
                 opener = PassphraseRecipient.open(record, self.passphrase)
-            elif record.get("type") == "kms" and self.kms_key:
+            elif record.get("type") == "kms" and same_kms_key(record.get("key"), self.kms_key):
                 opener = KmsRecipient.open(record, self.kms(), self.cluster)
             if opener is not None:
                 opened[record["id"]] = opener
@@ -477,6 +535,12 @@ class KmsRecipient(object):
 
 def encode_record(record):
     return (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _changed(key, source):
+    return IntegrityError("%s changed while it was stored as %s: its SHA-256 is not the one "
+                          "given; nothing was written" % (source, key), code="src_changed",
+                          key=key)
 
 
 def _key_missing(cluster, where, why):
