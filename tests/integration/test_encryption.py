@@ -9,8 +9,9 @@ import os
 import threading
 import time
 
+from lab.lab import free_port
 from tests.integration.pgdr_run import (archive_everything, archiving_cluster,
-                                        checksums, restore_rows, write_rows)
+                                        checksums, postgres_dir, restore_rows, write_rows)
 from tests.integration.test_faults_corruption import (SMALL, Damage, backup, restore_exact,
                                                       restore_refused, verify_fails)
 
@@ -223,6 +224,13 @@ def test_rotation_restores_old_backups_with_only_the_new_key(pg_cluster, workdir
     restore_exact(repo, workdir, "new-key", "latest", expected)
     code, out, err = repo.run("verify")
     assert code == 0, err
+    # a drill decrypts too: it restores, checks and records its report, encrypted
+    scratch = postgres_dir(workdir / "drill") / "data"
+    code, out, err = repo.run("drill", "--target", scratch, "--drill-port", free_port(),
+                              "--point", "latest", "--pg-bindir", pg.bindir)
+    assert code == 0 and out["success"] is True, err
+    reports = bucket_objects(seaweed, bucket, "main/drill/")
+    assert reports and all(body.startswith(MAGIC) for body in reports.values()), reports.keys()
 
 
 def checksums_of_stopped(pg):
