@@ -100,6 +100,27 @@ def test_upload_check_mode_then_idempotent(run_module, repo, tmp_path):
     assert reserved["error_code"] == "dest_reserved"
 
 
+def test_encrypted_upload_is_idempotent_and_never_shows_the_passphrase(
+        run_module, repo, tmp_path):
+    src = tmp_path / "dump.sql"
+    src.write_text("INSERT INTO secrets VALUES ('row');\n")
+    args = dict(repo, src=str(src), dest="main/dumps/", encryption_passphrase="vault-pass-9q")
+    results = [run_module(s3_backup_upload, args, check_mode=True)]
+    assert results[0]["changed"] is True and os.listdir(repo["repo_path"]) == []
+    results.append(run_module(s3_backup_upload, args))
+    assert results[-1]["changed"] is True
+    stored = open(os.path.join(repo["repo_path"], "main/dumps/dump.sql"), "rb").read()
+    assert stored.startswith(b"PGDRENC") and b"secrets" not in stored
+    results.append(run_module(s3_backup_upload, args))
+    assert results[-1]["changed"] is False and results[-1]["unchanged"] == ["main/dumps/dump.sql"]
+    results.append(run_module(s3_backup_upload, dict(args, encryption_passphrase="guess")))
+    assert results[-1]["failed"] is True and results[-1]["error_code"] == "encryption_key_wrong"
+    results.append(run_module(s3_backup_upload, dict(args, encryption_passphrase=None)))
+    assert results[-1]["error_code"] == "encryption_key_missing"
+    for result in results:
+        assert "vault-pass-9q" not in json.dumps(result) and "guess" not in json.dumps(result)
+
+
 @pytest.mark.skipif(not shutil.which("ansible", path=os.path.dirname(sys.executable)),
                     reason="the ansible CLI is not installed beside this Python")
 def test_ansiballz_payload_is_complete(collections_root, repo, tmp_path):

@@ -208,7 +208,7 @@ class Sealed(Storage):
         return data
 
     def stored_sha256(self, key):
-        if _is_key_object(key) or self.keyring(key.split("/")[0], writing=False) is None:
+        if _is_key_object(key) or self._compare_ring(key) is None:
             return self.inner.stored_sha256(key)
         info = self.plain_head(key)
         return None if info is None else info.sha256
@@ -217,10 +217,16 @@ class Sealed(Storage):
         info = self.inner.head(key)
         if info is None or _is_key_object(key):
             return info
-        if self.keyring(key.split("/")[0], writing=False) is None:
+        if self._compare_ring(key) is None:
             return info
         data = self.get(key)
         return ObjectInfo(key, len(data), hashlib.sha256(data).hexdigest(), info.mtime)
+
+    def _compare_ring(self, key):
+        """The keyring for comparing a stored object with a local one, before a write: a
+        client without a key asks whether the cluster is encrypted (and is refused when it
+        is), a client with one never makes a record for it (check mode writes nothing)."""
+        return self.keyring(key.split("/")[0], writing=not configured(self.settings))
 
     def encrypted(self, cluster, create=True):
         """Whether ``cluster``'s objects are encrypted; opens its keys (and refuses as
