@@ -33,5 +33,5 @@ def test_setup_installs_the_agent_from_a_wheelhouse_without_an_index(
         copied = sorted(p.name for p in (node.prefix / "wheelhouse").iterdir())
         assert copied == sorted(p.name for p in wheelhouse.iterdir())
         probe = as_postgres(node.venv / "bin" / "python", "-c",
-                            "import boto3, botocore, psycopg2, zstandard")
+                            "import boto3, botocore, psycopg2, zstandard, cryptography")
         assert probe.returncode == 0, probe.stderr

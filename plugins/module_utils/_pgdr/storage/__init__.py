@@ -7,6 +7,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+# Imported with this package, not on first use: a staged restore calls open_storage in a
+# child forked to the cluster's OS user, which cannot read a module's root-owned payload.
+from .sealed import Sealed  # encrypts when the repository is encrypted
+
 
 def open_storage(settings, events=None):
     """The backend that ``settings.repo_type`` names, not yet contacted. ``events``
@@ -18,7 +22,6 @@ def open_storage(settings, events=None):
     else:
         from .s3 import S3Storage  # boto3 is imported only when S3 is used
         storage = S3Storage(settings)
-    from .sealed import Sealed  # encrypts when the repository is encrypted
     storage = Sealed(storage, settings)
     storage.events = events
     return storage
