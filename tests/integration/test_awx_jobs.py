@@ -39,7 +39,8 @@ class Controller:
         credential's inputs)."""
         kind = self.content["controller_credential_types"][0]
         inputs = {"access_key": self.node.seaweed.access_key,
-                  "secret_key": self.node.seaweed.secret_key, "session_token": ""}
+                  "secret_key": self.node.seaweed.secret_key, "session_token": "",
+                  "encryption_passphrase": ""}
         env = {}
         for name, template in kind["injectors"]["env"].items():
             field = template.split("{{")[1].split("}}")[0].split("|")[0].strip()
