@@ -43,6 +43,12 @@ description:
     server on the port must run from O(target) (V(restore_wrong_server)) with the
     postmaster pid recover recorded (V(restore_copy_restarted)). The record carries that
     pid, which cutover compares with the running one.
+  - V(cutover), V(rollback) and V(standby) never act on a Patroni member's data directory
+    (one holding C(patroni.dynamic.json)) while Patroni runs on the node - Patroni would
+    start the server again, fail over or rebuild the member into the directory being moved -
+    and fail first with V(restore_patroni_running). With Patroni stopped on every member and
+    the cluster removed from the DCS they run, and Patroni takes over the promoted cluster
+    when it starts (docs/patroni.md).
   - Runs as root (the state file is root's, 0600, because cutover acts on it, and a state
     file that is a link or another user's is refused); pg_ctl, the restore and the
     connections to the copy run as O(os_user).

@@ -19,8 +19,8 @@ import yaml
 
 from lab.lab import REPO, PgCluster, free_port, pg_bindir
 from tests.integration.pgdr_run import (PGDR, Repo, archive_everything, checksums,
-                                        postgres_dir, restore_rows, wait_until_promoted,
-                                        write_rows)
+                                        postgres_dir, restore_args, restore_rows,
+                                        wait_until_promoted, write_rows)
 
 PATRONI = REPO / ".venv" / "bin" / "patroni"
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -664,36 +664,60 @@ def test_patroni_config_sends_the_rest_api_credentials(workdir, etcd):
         member.stop()
 
 
+def _replicates_and_archives(leader, replica):
+    """A new row on the leader reaches the replica; the segment then archived."""
+    leader.pg.psql("INSERT INTO ticks (k) VALUES (41)")
+    deadline = time.time() + 60
+    while replica.pg.psql("SELECT count(*) FROM ticks") != "41":
+        assert time.time() < deadline, "the replica does not follow the new leader"
+        time.sleep(0.5)
+    return archive_everything(leader.pg)
+
+
+def _two_members(workdir, etcd, seaweed, bucket):
+    """The repository, two members (not started) that build replicas from it, and the
+    settings of a backup on a member."""
+    repo, archive, fetch = _archiving_repo(workdir, seaweed, bucket)
+    members = [Member(workdir, "pg1", etcd, archive, fetch, replica_from=repo),
+               Member(workdir, "pg2", etcd, archive, fetch, replica_from=repo)]
+    settings = dict(repo.settings, **repo.secrets)
+    settings.pop("cluster")
+    settings["cluster_name"] = "patroni"
+    return repo, members, settings
+
+
+def _a_mistake_after_a_restore_point(members, settings):
+    """Two members started (pg1 leads); rows 1-20, a backup (from the replica), rows
+    21-40, the restore point before_the_mistake, then rows 41-60: the mistake."""
+    leader, replica = members
+    leader.start()
+    wait_for(members, leader="pg1")
+    replica.start()
+    wait_for(members, leader="pg1", replicas=("pg2",))
+    leader.pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, "
+                   "at timestamptz DEFAULT clock_timestamp())")
+    stamps = {}
+    write_rows(leader.pg, 1, 20, stamps)
+    took, reasons = _one_backup(members, settings)
+    assert took == ["pg2"], reasons
+    write_rows(leader.pg, 21, 40, stamps)
+    leader.pg.psql("SELECT pg_create_restore_point('before_the_mistake')")
+    write_rows(leader.pg, 41, 60, stamps)  # the mistake
+
+
 def test_pitr_of_a_whole_patroni_cluster_from_the_repository(workdir, etcd, seaweed, bucket):
     """The PITR of a Patroni cluster as docs/patroni.md gives it: stop every member, remove
     the cluster from the DCS, set the data directories aside, start the leader with
     bootstrap.method pgdr at the point, then the replicas, which Patroni builds from the
     repository. Ends with exactly the rows before the point on both members, replication
     working, and the new timeline archived."""
-    repo, archive, fetch = _archiving_repo(workdir, seaweed, bucket)
-    members = [Member(workdir, "pg1", etcd, archive, fetch, replica_from=repo),
-               Member(workdir, "pg2", etcd, archive, fetch, replica_from=repo)]
+    repo, members, settings = _two_members(workdir, etcd, seaweed, bucket)
     leader, replica = members
-    settings = dict(repo.settings, **repo.secrets)
-    settings.pop("cluster")
-    settings["cluster_name"] = "patroni"
     try:
-        leader.start()
-        wait_for(members, leader="pg1")
-        replica.start()
-        wait_for(members, leader="pg1", replicas=("pg2",))
-        leader.pg.psql("CREATE TABLE ticks (k int PRIMARY KEY, "
-                       "at timestamptz DEFAULT clock_timestamp())")
-        stamps = {}
-        write_rows(leader.pg, 1, 20, stamps)
-        took, reasons = _one_backup(members, settings)
-        assert took == ["pg2"], reasons
+        _a_mistake_after_a_restore_point(members, settings)
         code, info, err = repo.run("info")
         assert code == 0, err
         first_backup = info["backups"][-1]["id"]
-        write_rows(leader.pg, 21, 40, stamps)
-        leader.pg.psql("SELECT pg_create_restore_point('before_the_mistake')")
-        write_rows(leader.pg, 41, 60, stamps)  # the mistake
         took, reasons = _one_backup(members, settings)  # the nightly backup, after it
         assert took == ["pg2"], reasons
         archive_everything(leader.pg)
@@ -701,12 +725,7 @@ def test_pitr_of_a_whole_patroni_cluster_from_the_repository(workdir, etcd, seaw
         started = time.time()
         replica.stop()
         leader.stop()
-        removed = subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(PATRONI.parent / "patronictl"), "-c",
-             str(leader.config), "remove", "pgdrtest"],
-            input="pgdrtest\nYes I am aware\npg1\n", capture_output=True, text=True,
-            timeout=60, check=False)
-        assert removed.returncode == 0, removed.stdout + removed.stderr
+        _remove_from_dcs(leader)
         for member in members:  # kept, as the staged restore keeps pre-restore data
             member.pg.datadir.rename(member.pg.datadir.with_name("data.before-pitr"))
         leader.bootstrap_next_from(repo, "name:before_the_mistake")
@@ -728,13 +747,99 @@ def test_pitr_of_a_whole_patroni_cluster_from_the_repository(workdir, etcd, seaw
         assert "replica has been created using pgdr" in replica_log.read_text()[seen:]
         built = json.loads((replica.pg.datadir / "pgdr_restore.json").read_text())
         assert built["backup_id"] == first_backup, (built["backup_id"], first_backup)
-        leader.pg.psql("INSERT INTO ticks (k) VALUES (41)")
-        deadline = time.time() + 60
-        while replica.pg.psql("SELECT count(*) FROM ticks") != "41":
-            assert time.time() < deadline, "the replica does not follow the new leader"
-            time.sleep(0.5)
-        segment = archive_everything(leader.pg)
+        segment = _replicates_and_archives(leader, replica)
         assert int(segment[:8], 16) >= 2, segment  # the new timeline is archived
     finally:
+        for member in members:
+            member.stop()
+
+
+def _restore_stage(repo, stage, state_file, target, *extra):
+    """`pgdr restore-stage STAGE` as root, as pg_restore_stage runs it: (code, JSON, err)."""
+    res = subprocess.run([str(PGDR), "restore-stage", stage, "--config", str(repo.config),
+                          "--credentials", str(repo.credentials), "--json", "--state-file",
+                          str(state_file), "--target", str(target), "--pg-host", "127.0.0.1",
+                          "--pg-user", "postgres", "--timeout", "180", *map(str, extra)],
+                         capture_output=True, text=True, cwd="/", check=False, timeout=300)
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    return res.returncode, json.loads(lines[-1]) if lines else None, res.stderr
+
+
+def _remove_from_dcs(member):
+    removed = subprocess.run(
+        ["runuser", "-u", "postgres", "--", str(PATRONI.parent / "patronictl"), "-c",
+         str(member.config), "remove", member.scope],
+        input="%s\nYes I am aware\n%s\n" % (member.scope, member.name),
+        capture_output=True, text=True, timeout=60, check=False)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+
+
+def test_a_staged_restore_of_a_patroni_leader_is_verified_then_taken_over_by_patroni(
+        workdir, etcd, seaweed, bucket):
+    """The staged restore on a Patroni cluster: plan, stage, recover and verify beside the
+    running leader; the cutover is refused while Patroni runs (nothing stops or moves);
+    with Patroni stopped on both members and the cluster removed from the DCS, the
+    verified copy is cut over and promoted, Patroni takes it over as leader, and the
+    replica, its directory set aside, is built again from the repository. Both end with
+    exactly the rows before the point, replicating, the new timeline archived."""
+    repo, members, settings = _two_members(workdir, etcd, seaweed, bucket)
+    leader, replica = members
+    staging = leader.home / "data.staging"
+    state_file = workdir / "pg1-restore.json"
+    live = ["--live-data", leader.pg.datadir, "--pg-port", leader.pg.port,
+            "--archive-timeout", 60]
+    copy = None
+    try:
+        _a_mistake_after_a_restore_point(members, settings)
+        archive_everything(leader.pg)
+
+        copy, copy_settings = restore_args(15, staging)
+        code, _plan, err = _restore_stage(repo, "plan", state_file, staging, *live,
+                                          "--point", "name:before_the_mistake",
+                                          "--target-action", "pause", "--port", copy.port)
+        assert code == 0, err
+        for stage in ("stage", "recover", "verify"):
+            code, done, err = _restore_stage(repo, stage, state_file, staging,
+                                             *(copy_settings if stage == "stage" else ()))
+            assert code == 0, (stage, err)
+        assert copy.psql("SELECT count(*), max(k) FROM ticks") == "40|40"
+
+        # while Patroni runs, the cutover stops nothing and moves nothing
+        before = (leader.pg.datadir.stat().st_ino, staging.stat().st_ino)
+        code, _out, err = _restore_stage(repo, "cutover", state_file, staging, *live)
+        assert code == 2 and "[restore_patroni_running]" in err, (code, err)
+        assert (leader.pg.datadir.stat().st_ino, staging.stat().st_ino) == before
+        assert members_view(leader)["pg1"]["role"] == "leader"
+        assert leader.pg.psql("SELECT count(*) FROM ticks") == "60"
+        assert copy.psql("SELECT pg_is_in_recovery()") == "t"
+
+        started = time.time()
+        replica.stop()
+        leader.stop()
+        _remove_from_dcs(leader)
+        code, done, err = _restore_stage(repo, "cutover", state_file, staging, *live)
+        assert code == 0, err
+        cut = done["restore_state"]["cutover"]
+        assert cut["phase"] == "done" and cut["archived"], cut
+        assert leader.pg.psql("SELECT count(*), max(k) FROM ticks") == "40|40"
+        leader.start()  # Patroni takes over the promoted cluster
+        wait_for(members, leader="pg1", timeout=180)
+        replica.pg.datadir.rename(replica.pg.datadir.with_name("data.before-pitr"))
+        seen = (replica.home / "patroni.log").stat().st_size
+        replica.start()
+        wait_for(members, leader="pg1", replicas=("pg2",), timeout=180)
+        print("patroni staged PITR: both members back %.1f s after the first stop"
+              % (time.time() - started))
+        for member in members:
+            assert member.pg.psql("SELECT count(*), min(k), max(k) FROM ticks") == "40|1|40", \
+                member.name
+        log = (replica.home / "patroni.log").read_text()[seen:]
+        assert "replica has been created using pgdr" in log
+        segment = _replicates_and_archives(leader, replica)
+        assert int(segment[:8], 16) == cut["timeline"], (segment, cut)
+        assert not (leader.pg.datadir / "recovery.signal").exists()
+    finally:
+        if copy is not None:
+            copy.stop()
         for member in members:
             member.stop()

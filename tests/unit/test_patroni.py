@@ -124,3 +124,25 @@ def test_auto_where_something_else_answers_is_an_error_not_a_silent_fallback(mon
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_patroni_daemons_are_found_by_their_command_line(tmp_path):
+    """The staged restore's guard looks for Patroni itself (its console script or
+    ``python -m patroni``), never for patronictl or a server that only mentions it."""
+    commands = {"10": ["/usr/bin/python3", "/usr/local/bin/patroni", "/etc/patroni.yml"],
+                "11": ["/usr/bin/python3", "/usr/local/bin/patronictl", "list"],
+                "12": ["python3", "-m", "patroni", "/etc/patroni.yml"],
+                "13": ["postgres", "-D", "/var/lib/postgresql/patroni"],
+                "14": ["/opt/patroni/bin/patroni", "patroni.yml"]}
+    for pid, argv in commands.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "cmdline").write_bytes(("\0".join(argv) + "\0").encode())
+    (tmp_path / "15").mkdir()  # a process that ended meanwhile: no cmdline left
+    (tmp_path / "self").mkdir()
+    assert patroni.daemons(str(tmp_path)) == [10, 12, 14]
+
+
+def test_a_patroni_data_directory_is_known_by_its_dynamic_configuration(tmp_path):
+    assert not patroni.manages(str(tmp_path))
+    (tmp_path / "patroni.dynamic.json").write_text("{}")
+    assert patroni.manages(str(tmp_path))

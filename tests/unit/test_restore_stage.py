@@ -228,3 +228,30 @@ def test_recover_refuses_a_copy_restored_to_shut_down_at_the_point(world):
         world.run("recover")
     assert caught.value.code == "restore_action_shutdown" and "pause" in caught.value.msg
     assert world.seen == [] and world.read()["verified"] == BEFORE["verified"]
+
+
+def test_a_cutover_under_a_running_patroni_stops_and_moves_nothing(world, tmp_path, monkeypatch):
+    """A Patroni member's directory is never stopped or moved behind Patroni's back: it
+    would start the server again or fail over. Refused before anything stops, check mode
+    included; with Patroni stopped the same checks pass."""
+    live = tmp_path / "main"
+    live.mkdir()
+    (live / "PG_VERSION").write_text("15\n")
+    (live / "patroni.dynamic.json").write_text("{}")
+    (tmp_path / "copy").mkdir()
+    verified = dict(BEFORE, verified=dict(BEFORE["verified"], postmaster_pid=4242))
+    world.write(verified)
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [31337])
+    for dry_run in (True, False):
+        with pytest.raises(errors.ConfigError) as caught:
+            world.run("cutover", dry_run=dry_run, live_data=str(live))
+        assert caught.value.code == "restore_patroni_running"
+        assert "31337" in caught.value.msg and "patronictl remove" in caught.value.msg
+        assert world.seen == [] and world.read() == verified
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "copy.restore.json", "main"]
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [])
+    monkeypatch.setattr(stage.Step, "as_user", lambda _step, function, *args: function(*args))
+    monkeypatch.setattr(stage, "_server_state", lambda _settings: PAUSED)
+    monkeypatch.setattr(stage, "require_copy", lambda *a, **k: None)
+    result = world.run("cutover", dry_run=True, live_data=str(live))
+    assert result["changed"] and result["cutover"]["data"] == str(live)

@@ -105,3 +105,21 @@ def test_the_backup_id_is_the_plan_s_not_a_flag(tmp_path):
     code, _out, err = pgdr("plan", "--backup-id", "20261205T100000F", "--state-file",
                            str(tmp_path / "s.json"), "--target", str(tmp_path / "t"))
     assert code == 2 and "[usage_invalid]" in err and "--backup-id" in err
+
+
+def test_a_rollback_of_a_patroni_member_while_patroni_runs_moves_nothing(tmp_path,
+                                                                         monkeypatch):
+    live, kept = tmp_path / "main", tmp_path / "main.pre-restore-20261205T100000Z"
+    for directory in (live, kept):
+        directory.mkdir()
+        (directory / "PG_VERSION").write_text("15\n")
+        (directory / "patroni.dynamic.json").write_text("{}")
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [4321])
+    before = tree(tmp_path)
+    code, out, err = pgdr("rollback", "--state-file", str(tmp_path / "s.json"), "--target",
+                          str(tmp_path / "main.staging"), "--live-data", str(live),
+                          "--rollback-from", str(kept))
+    assert code == 2 and out == ""
+    assert err.startswith("pgdr restore-stage: error [restore_patroni_running]: no rollback: ")
+    assert "4321" in err and err.count("\n") == 1
+    assert tree(tmp_path) == before

@@ -259,6 +259,8 @@ CODES = {
     "restore_standby_clone_failed": "standbys: pg_basebackup from the new primary failed",
     "restore_standby_not_streaming": "standbys: the rebuilt standby started but does not "
                                      "stream from the new primary on its timeline",
+    "restore_patroni_running": "cutover, rollback, standbys: Patroni runs on the node and "
+                               "manages the directory, so nothing stops or moves",
     "restore_stop_failed": "cutover, rollback: a cluster did not stop, so nothing was moved",
     "restore_service_failed": "cutover, rollback: the service manager failed to stop or start",
     "restore_start_failed": "cutover, rollback, standby: pg_ctl could not start the cluster "

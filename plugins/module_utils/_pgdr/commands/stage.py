@@ -43,7 +43,7 @@ from . import restore
 from .. import atomicfile
 from ..errors import ConfigError, ObjectiveMissed, PgdrError, PostgresError
 from ..options import OPTIONS
-from ..postgres import instance, osuser, ownfiles
+from ..postgres import instance, osuser, ownfiles, patroni
 from ..progress import Progress
 from ..restorestate import RestoreState
 
@@ -390,6 +390,7 @@ def _cutover(step):
         if done.get("backup_id") == plan.get("backup_id"):
             return {"changed": False, "cutover": done}
     live = _cutover_checks(step)
+    refuse_under_patroni(live, "cutover")
     now = step.as_user(_server_state, step.settings)
     _require_verified_copy(step, now)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -458,6 +459,27 @@ def _device(path, stage):
     except OSError as exc:
         raise ConfigError("no %s: %s cannot be read (%s)" % (stage, path, exc.strerror),
                           code="restore_cutover_blocked", stage=stage)
+
+
+def refuse_under_patroni(data, stage):
+    """A Patroni member's data directory is never stopped, moved or rebuilt while Patroni
+    runs on the node: Patroni would start the server again, fail over to another member,
+    or build a replica into the directory being moved. With Patroni stopped on every
+    member and the cluster removed from the DCS, the stages run, and Patroni takes over
+    the promoted cluster when it starts (docs/patroni.md)."""
+    if not patroni.manages(data):
+        return
+    running = patroni.daemons()
+    if running:
+        raise ConfigError(
+            "no %s: Patroni manages %s (it holds %s) and Patroni runs on this node (pid %s); "
+            "pgdr never stops or moves a Patroni member behind Patroni's back. Stop Patroni "
+            "on every member (replicas first), remove the cluster from the DCS (patronictl "
+            "remove), then run the %s again (docs/patroni.md, PITR of a whole Patroni "
+            "cluster): nothing was changed"
+            % (stage, data, patroni.MANAGED_MARKER, ", ".join(str(pid) for pid in running),
+               stage),
+            code="restore_patroni_running", stage=stage, data=data)
 
 
 def _server_state(settings):
@@ -652,6 +674,8 @@ def _rollback(step):
             code="restore_rollback_missing", stage="rollback")
     here = [path for path in (os.path.dirname(live), live, back_from) if os.path.lexists(path)]
     _require_one_filesystem(here, "rollback")
+    for path in here[1:]:
+        refuse_under_patroni(path, "rollback")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     record = {"phase": "moving", "at": stamp, "from": back_from, "cutover_at": cut.get("at"),
               "kept": "%s.rolled-back-%s" % (live, stamp)}
@@ -721,6 +745,7 @@ def _standby(step):
     if (rebuilt_for and done.get("for") == rebuilt_for and done.get("primary") == primary
             and os.path.isfile(os.path.join(data, "PG_VERSION"))):
         return {"changed": False, "standby": done}
+    refuse_under_patroni(data, "standbys")
     source = params.get("standby_source") or "repository"
     if source == "primary" and os.path.lexists(data):  # renamed aside: one filesystem
         _require_one_filesystem((os.path.dirname(data), data), "standbys")

@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import base64
 import json
+import os
 import socket
 
 try:
@@ -32,6 +33,8 @@ REPLICA_ROLES = ("replica", "sync_standby", "quorum_standby")
 HEALTHY_REPLICA_STATES = ("streaming", "running")
 # a member tag of ours (Patroni keeps any tag): never back up from this member
 NOBACKUP_TAG = "nobackup"
+# Patroni keeps a copy of its dynamic configuration in the data directory it manages
+MANAGED_MARKER = "patroni.dynamic.json"
 
 
 class _NotPatroni(Exception):
@@ -247,3 +250,26 @@ def credentials(settings):
     if not settings.patroni_username:
         return None
     return (settings.patroni_username, settings.patroni_password or "")
+
+
+def manages(data_dir):
+    """Whether Patroni manages the cluster in ``data_dir`` (running or not)."""
+    return os.path.isfile(os.path.join(data_dir, MANAGED_MARKER))
+
+
+def daemons(proc_root="/proc"):
+    """The pids of the Patroni daemons running on this node (``patroni CONFIG``, its
+    console script or ``python -m patroni``; patronictl is not one)."""
+    found = []
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc_root, entry, "cmdline"), "rb") as handle:
+                argv = handle.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        names = [os.path.basename(arg) for arg in argv[:2]]
+        if "patroni" in names or argv[1:3] == ["-m", "patroni"]:
+            found.append(int(entry))
+    return sorted(found)
