@@ -1,9 +1,12 @@
 """A real Patroni cluster (Patroni from PyPI, etcd from Debian, PostgreSQL 15) of three
 members on 127.0.0.1: the same `pgdr backup --backup-from prefer-standby` on every member
 gives exactly one backup, from the replica Patroni's member list designates; after the
-leader is killed (-9, Patroni and PostgreSQL), Patroni fails over, archiving continues from
-the new leader with no gap, the next backup runs on the new topology with no config change,
-and a restore to latest holds every row committed before and after the failover."""
+leader is killed (-9, Patroni and PostgreSQL) under pgbench load, Patroni fails over,
+archiving continues from the new leader with no gap (verify's WAL continuity check), the
+next backup runs on the new topology with no config change, a restore to latest holds
+every row committed before and after the failover, and one to a time after it exactly the
+rows committed up to that time. Also the staged and the bootstrap PITR of a Patroni
+cluster."""
 import json
 import re
 import os
@@ -377,11 +380,21 @@ def test_patroni_designates_one_member_and_survives_a_failover(patroni_cluster, 
     took, reasons = _one_backup(members, repo_settings)
     assert took == ["pg2"], reasons  # the replica first by name; pg3 and the leader skip
     assert "replica pg2" in reasons["pg1"] and "replica pg2" in reasons["pg3"]
+    code, info, err = archive_repo.run("info")
+    assert code == 0, err
+    before_failover = info["backups"][-1]["id"]
 
     write_rows(leader.pg, 51, 100, stamps)
     archive_everything(leader.pg)
+    # the leader dies under load: pgbench writes until the kill
+    load = subprocess.Popen(
+        [str(leader.pg.bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(leader.pg.port),
+         "-U", "postgres", "-c", "2", "-T", "60", "bench"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3)
     killed_at = time.time()
     leader.kill()
+    load.wait(60)
     survivors = [by_name["pg2"], by_name["pg3"]]
     new_leader = wait_for(survivors, timeout=120, not_leader="pg1")
     failover_seconds = time.time() - killed_at
@@ -403,11 +416,24 @@ def test_patroni_designates_one_member_and_survives_a_failover(patroni_cluster, 
 
     rows, restored = restore_rows(archive_repo, workdir, "after-failover", "--point", "latest")
     assert rows == 150, "the restore to latest lost rows committed around the failover"
+    # a time after the failover: exactly the rows committed up to it, across the timelines
+    rows_at, _ = restore_rows(archive_repo, workdir, "at-125", "--point",
+                              "time:" + stamps[125]["commit"].isoformat())
+    assert rows_at == 125, rows_at
+    # the WAL gap check: from the backup before the failover, every segment up to the end
+    # of the archive is there, across the switch to the new leader's timeline
+    code, verified, err = archive_repo.run("verify", "--backup-id", before_failover,
+                                           "--verify-wal", "list")
+    assert code == 0, err
+    continuity = verified["wal"]["continuity"][-1]
+    assert continuity["missing"] == 0 and continuity["timeline"] >= 2, continuity
     print("patroni: replica built by pg_basebackup %.1f s, from the repository %.1f s; "
           "failover %.1f s, next backup done %.1f s after the kill (by %s); "
-          "restore to latest holds %d/150 rows, timeline %s" % (
+          "restore to latest holds %d/150 rows, timeline %s; WAL gap check from %s: %s to "
+          "%s, %d missing" % (
               built["pg2"], built["pg3"], failover_seconds, backup_after_failover, took[0], rows,
-              restored.get("plan", {}).get("timeline") if restored else None))
+              restored.get("plan", {}).get("timeline") if restored else None, before_failover,
+              continuity["first"], continuity["last"], continuity["missing"]))
 
     # a standby follows its primary from the newest backup: any other point is refused
     # before anything is written
