@@ -269,3 +269,42 @@ def test_a_sha256_that_does_not_match_is_refused_and_large_files_are_streamed(tm
     assert st.put_file("c/dumps/dump", str(big), sha256=digest, if_absent=True) is False
     assert repo(tmp_path, encryption_passphrase="p").get("c/dumps/dump") == big.read_bytes()
     assert st.stored_sha256("c/dumps/dump") == digest
+
+
+def test_expire_removes_an_expired_backups_data_keys_and_nothing_else(tmp_path):
+    """Crypto-shredding: with its data keys gone, a copy of an expired backup's objects
+    left anywhere (an old version in a versioned bucket) can no longer be read. The kept
+    backup, the WAL and their keys stay, and read back."""
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr import catalog
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.catalog import Catalog
+    from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.commands import expire
+    values = dict(repo_type="posix", repo_path=str(tmp_path / "repo"), cluster="c",
+                  encryption_passphrase="p")
+    st = repo(tmp_path, encryption_passphrase="p")
+    ids = ("20260101T000000Z-full", "20260102T000000Z-full")
+    for backup_id, start in zip(ids, ("000000010000000000000002", "000000010000000000000005")):
+        st.put("c/backup/%s/data/base/1/1.zst" % backup_id, b"rows of " + backup_id.encode())
+        catalog.write_manifest(st, "c", {
+            "format": catalog.FORMAT, "id": backup_id, "cluster": "c", "type": "full",
+            "chain": [backup_id], "timeline": 1, "start_wal": start,
+            "stop_time": "2026-01-0%sT00:00:00Z" % backup_id[7]})
+    st.put("c/wal/0000000100000000/000000010000000000000005", b"wal")
+    root = tmp_path / "repo"
+    old_copy = dict((name, (root / name).read_bytes()) for name in files(tmp_path)
+                    if name.startswith("c/backup/%s/" % ids[0]))
+    result = expire.run(options.resolve(dict(values, retention_full=1), environ={}), Progress())
+    assert result["expired"] == [ids[0]]
+    left = files(tmp_path)
+    assert not [f for f in left if ids[0] in f], left
+    assert len([f for f in left if f.startswith("c/keys/data/backup-%s." % ids[1])]) == 1
+    assert len([f for f in left if f.startswith("c/keys/data/wal-")]) == 1
+    again = repo(tmp_path, encryption_passphrase="p")
+    assert again.get("c/backup/%s/data/base/1/1.zst" % ids[1]) == b"rows of " + ids[1].encode()
+    assert [m["id"] for m in Catalog(again, "c").scan()[0]] == [ids[1]]
+    # the expired backup's objects, put back as old versions would be: unreadable now
+    for name, body in old_copy.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(body)
+    with pytest.raises(PgdrError) as info:
+        again.get("c/backup/%s/data/base/1/1.zst" % ids[0])
+    assert info.value.code == "data_key_missing"

@@ -106,9 +106,8 @@ def _repository(settings, storage):
                              % (key, storage.describe()), code="check_probe_mismatch",
                              stage="check")
     ring = storage.keyring(settings.cluster, writing=False)
-    return "wrote, read back and deleted %s%s" % (key, "" if ring is None else (
-        ", encrypted (recipients %s; this client opens %s)"
-        % (", ".join(r["id"] for r in ring.record["recipients"]), ", ".join(sorted(ring.opened)))))
+    return "wrote, read back and deleted %s%s" % (
+        key, "" if ring is None else ", encrypted (%s)" % ring.describe())
 
 
 def _postgres(settings, state):

@@ -26,6 +26,7 @@ from ..catalog import MANIFEST, SNAPSHOT_INTENT, Catalog, backup_prefix, is_snap
 from ..errors import IntegrityError, NotFound, PgdrError, RepositoryError
 from ..lease import Lease
 from ..storage import open_storage
+from ..storage.sealed import backup_keys_prefix
 
 
 def id_time(backup_id):
@@ -182,7 +183,9 @@ def remove_orphans(storage, settings, found, progress):
 
 
 def remove(storage, cluster, backup_id, objects, progress):
-    """Delete a backup's objects, its manifest first (never offered half-deleted)."""
+    """Delete a backup's objects, its manifest first (never offered half-deleted), then,
+    in an encrypted cluster, its data keys: a copy of its objects left anywhere (an old
+    version in a versioned bucket, a replica of the bucket) can no longer be read."""
     prefix = backup_prefix(cluster, backup_id)
     manifest = prefix + MANIFEST
     rest = [o.key for o in objects if o.key != manifest]
@@ -191,7 +194,11 @@ def remove(storage, cluster, backup_id, objects, progress):
     storage.delete(rest[:half])
     faultpoint.reached("expire.mid_delete")
     storage.delete(rest[half:])
-    progress.event("removed backup %s (%d objects)" % (backup_id, len(rest)))
+    keys = [o.key for o in storage.list(backup_keys_prefix(cluster, backup_id))]
+    if keys:
+        storage.delete(keys)
+    progress.event("removed backup %s (%d objects%s)" % (
+        backup_id, len(rest), ", %d data key(s)" % len(keys) if keys else ""))
 
 
 def run(settings, progress, dry_run=False):

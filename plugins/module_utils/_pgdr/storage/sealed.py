@@ -59,6 +59,11 @@ def data_key_record(cluster, key_id):
     return "%s/%s/%s/%s.json" % (cluster, KEYS_DIR, DATA_KEYS, key_id)
 
 
+def backup_keys_prefix(cluster, backup_id):
+    """Where the data key records of one backup's objects (scope backup-<id>) start."""
+    return "%s/%s/%s/backup-%s." % (cluster, KEYS_DIR, DATA_KEYS, backup_id)
+
+
 def scope_of(key, now=None):
     """Which data keys encrypt the object at ``key`` (see the module's table); each
     writing process makes its own, ``<scope>.<random>``."""
@@ -149,11 +154,8 @@ class Sealed(Storage):
             raise _changed(key, "its bytes")
         try:
             return self.inner.put(key, ring.seal(key, data), if_absent=if_absent)
-        except Conflict:
-            # Each write draws a new salt: the same plaintext already there is a retry.
-            if self.get(key) == data:
-                return False
-            raise
+        except Conflict as exc:
+            return self._retried(key, hashlib.sha256(data).hexdigest(), exc)
 
     def put_file(self, key, path, sha256=None, if_absent=False):
         ring = None if _is_key_object(key) else self.keyring(key.split("/")[0], writing=True)
@@ -171,10 +173,16 @@ class Sealed(Storage):
             sealed_copy.flush()
             try:
                 return self.inner.put_file(key, sealed_copy.name, if_absent=if_absent)
-            except Conflict:
-                if self.stored_sha256(key) == file_sha256(path):
-                    return False
-                raise
+            except Conflict as exc:
+                return self._retried(key, file_sha256(path), exc)
+
+    def _retried(self, key, sha256, conflict):
+        """An if_absent write found the object there. Each write draws a new salt, so the
+        stored bytes never equal the new ones: the same plaintext there is a retry of a
+        write whose answer was lost (False), other bytes are the Conflict."""
+        if self.stored_sha256(key) == sha256:
+            return False
+        raise conflict
 
     def get(self, key, sha256=None):
         if _is_key_object(key):
@@ -328,6 +336,11 @@ class Keyring(object):
             self.opened = self.recipients.open(record["recipients"], self.storage.describe())
         self.record = record
         self.segment_size = int(record.get("segment_size", crypt.SEGMENT_SIZE))
+
+    def describe(self):
+        """The recipients the record names, and which of them this client opened."""
+        return "recipients %s; this client opens %s" % (
+            ", ".join(r["id"] for r in self.record["recipients"]), ", ".join(sorted(self.opened)))
 
     def seal(self, key, data):
         key_id, secret = self.writer_key(key)
