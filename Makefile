@@ -14,7 +14,7 @@ setup:
 test: setup
 	bash tests/sanity.sh
 	bash scripts/molecule.sh
-	$(PY) -m pytest tests/unit tests/integration -q --timeout=900
+	$(PY) -m pytest tests/unit tests/integration -q --timeout=900 --durations=25
 
 unit: setup
 	$(PY) -m pytest tests/unit -q

@@ -417,8 +417,8 @@ def test_patroni_designates_one_member_and_survives_a_failover(patroni_cluster, 
     rows, restored = restore_rows(archive_repo, workdir, "after-failover", "--point", "latest")
     assert rows == 150, "the restore to latest lost rows committed around the failover"
     # a time after the failover: exactly the rows committed up to it, across the timelines
-    rows_at, _ = restore_rows(archive_repo, workdir, "at-125", "--point",
-                              "time:" + stamps[125]["commit"].isoformat())
+    rows_at, dummy = restore_rows(archive_repo, workdir, "at-125", "--point",
+                                  "time:" + stamps[125]["commit"].isoformat())
     assert rows_at == 125, rows_at
     # the WAL gap check: from the backup before the failover, every segment up to the end
     # of the archive is there, across the switch to the new leader's timeline
