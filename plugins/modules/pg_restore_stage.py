@@ -404,8 +404,8 @@ events:
 cutover:
   description: V(cutover) - what was recorded - C(phase) (V(done)), C(at), C(kept) (the old
     data directory), C(point), C(backup_id), C(timeline), C(archive_mode), C(archived) (the
-    segment that reached the repository, or null); in check mode C(data), C(kept),
-    C(port), C(point).
+    segment that reached the repository, or null), C(patroni) (true when Patroni manages the
+    cluster - start it on the node next); in check mode C(data), C(kept), C(port), C(point).
   returned: stage is cutover
   type: dict
   sample: {phase: done, at: 20261205T140000Z, kept: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,

@@ -387,6 +387,7 @@ def test_patroni_designates_one_member_and_survives_a_failover(patroni_cluster, 
     write_rows(leader.pg, 51, 100, stamps)
     archive_everything(leader.pg)
     # the leader dies under load: pgbench writes until the kill
+    history = int(leader.pg.psql("SELECT count(*) FROM pgbench_history", db="bench"))
     load = subprocess.Popen(
         [str(leader.pg.bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(leader.pg.port),
          "-U", "postgres", "-c", "2", "-T", "60", "bench"],
@@ -400,6 +401,8 @@ def test_patroni_designates_one_member_and_survives_a_failover(patroni_cluster, 
     failover_seconds = time.time() - killed_at
     new = by_name[new_leader]
     wait_until_promoted(new.pg)  # Patroni names the leader before promotion has ended
+    # the load ran: its transactions reached the new leader
+    assert int(new.pg.psql("SELECT count(*) FROM pgbench_history", db="bench")) > history
     write_rows(new.pg, 101, 150, stamps)
     archive_everything(new.pg)
 
@@ -846,7 +849,7 @@ def test_a_staged_restore_of_a_patroni_leader_is_verified_then_taken_over_by_pat
         code, done, err = _restore_stage(repo, "cutover", state_file, staging, *live)
         assert code == 0, err
         cut = done["restore_state"]["cutover"]
-        assert cut["phase"] == "done" and cut["archived"], cut
+        assert cut["phase"] == "done" and cut["archived"] and cut["patroni"] is True, cut
         assert leader.pg.psql("SELECT count(*), max(k) FROM ticks") == "40|40"
         leader.start()  # Patroni takes over the promoted cluster
         wait_for(members, leader="pg1", timeout=180)

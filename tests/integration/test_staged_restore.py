@@ -359,6 +359,8 @@ def test_cutover_then_rollback(node):
     cut = node.play("restore", "--tags", "cutover")
     node.timings["cutover"] = round(time.time() - started, 1)
     assert cut.rc == 0 and cut.recap["failed"] == 0, cut
+    assert state_of(node)["cutover"]["patroni"] is False  # no Patroni: the standbys next
+    assert "and rebuild the standbys (--tags standbys)" in " ".join(cut.output.split()), cut
     # the production port serves the restored data, promoted, archiving on a new timeline
     assert rows(node.pg) == [1, 2, 3, 4, 5]
     assert sql(node.pg.port, "SELECT pg_is_in_recovery()") is False

@@ -133,13 +133,19 @@ def test_patroni_daemons_are_found_by_their_command_line(tmp_path):
                 "11": ["/usr/bin/python3", "/usr/local/bin/patronictl", "list"],
                 "12": ["python3", "-m", "patroni", "/etc/patroni.yml"],
                 "13": ["postgres", "-D", "/var/lib/postgresql/patroni"],
-                "14": ["/opt/patroni/bin/patroni", "patroni.yml"]}
+                "14": ["/opt/patroni/bin/patroni", "patroni.yml"],
+                "16": ["/usr/bin/python3", "-s", "/usr/bin/patroni", "/etc/patroni.yml"],
+                "17": ["python3", "-Es", "-u", "-m", "patroni", "cfg"],
+                "18": ["python", "patroni.py", "cfg"],
+                "19": ["less", "/var/log/patroni"],
+                "20": ["python3", "-c", "import patroni", "patroni"],
+                "21": ["python3", "-W", "ignore", "/opt/p/bin/patroni", "cfg"]}
     for pid, argv in commands.items():
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "cmdline").write_bytes(("\0".join(argv) + "\0").encode())
     (tmp_path / "15").mkdir()  # a process that ended meanwhile: no cmdline left
     (tmp_path / "self").mkdir()
-    assert patroni.daemons(str(tmp_path)) == [10, 12, 14]
+    assert patroni.daemons(str(tmp_path)) == [10, 12, 14, 16, 17, 18, 21]
 
 
 def test_a_patroni_data_directory_is_known_by_its_dynamic_configuration(tmp_path):

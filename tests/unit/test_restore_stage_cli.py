@@ -123,3 +123,15 @@ def test_a_rollback_of_a_patroni_member_while_patroni_runs_moves_nothing(tmp_pat
     assert err.startswith("pgdr restore-stage: error [restore_patroni_running]: no rollback: ")
     assert "4321" in err and err.count("\n") == 1
     assert tree(tmp_path) == before
+
+
+def test_a_standby_rebuild_into_a_missing_directory_while_patroni_runs_writes_nothing(
+        tmp_path, monkeypatch):
+    """A replica's directory set aside while its Patroni runs: Patroni may be building a
+    replica there, so the standby stage refuses before it restores anything."""
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [4321])
+    code, out, err = pgdr("standby", "--state-file", str(tmp_path / "s.json"), "--target",
+                          str(tmp_path / "main"), "--primary-host", "10.0.0.1")
+    assert code == 2 and out == ""
+    assert "[restore_patroni_running]: no standbys: " in err and "is missing" in err
+    assert os.listdir(str(tmp_path)) == []

@@ -184,8 +184,8 @@ def remove_orphans(storage, settings, found, progress):
 
 def remove(storage, cluster, backup_id, objects, progress):
     """Delete a backup's objects, its manifest first (never offered half-deleted), then,
-    in an encrypted cluster, its data keys: a copy of its objects left anywhere (an old
-    version in a versioned bucket, a replica of the bucket) can no longer be read."""
+    in an encrypted cluster, its data keys: an old version of its objects in a versioned
+    bucket can no longer be read once the key records' own old versions are gone."""
     prefix = backup_prefix(cluster, backup_id)
     manifest = prefix + MANIFEST
     rest = [o.key for o in objects if o.key != manifest]

@@ -15,7 +15,7 @@ __metaclass__ = type
 
 import json
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFound
 from ..storage import open_storage
 from ..storage.sealed import (DATA_KEYS, KEYS_DIR, Recipients, data_key_record,
                               encode_record, record_key)
@@ -85,7 +85,10 @@ def _rewrap(storage, ring, ids, openers, wanted):
     """Every data key wrapped for exactly the recipients ``wanted``."""
     for key_id in ids:
         where = data_key_record(ring.cluster, key_id)
-        record = json.loads(storage.inner.get(where).decode("utf-8"))
+        try:
+            record = json.loads(storage.inner.get(where).decode("utf-8"))
+        except NotFound:
+            continue  # an expire removed its backup, and the key with it, meanwhile
         secret = ring.unwrap(key_id, record)
         wrapped = dict((rid, value) for rid, value in record["wrapped"].items()
                        if rid in wanted)

@@ -390,7 +390,7 @@ def _cutover(step):
         if done.get("backup_id") == plan.get("backup_id"):
             return {"changed": False, "cutover": done}
     live = _cutover_checks(step)
-    refuse_under_patroni(live, "cutover")
+    managed = refuse_under_patroni(live, "cutover")
     now = step.as_user(_server_state, step.settings)
     _require_verified_copy(step, now)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -415,7 +415,7 @@ def _cutover(step):
     step.as_user(set_recovery_block, live, None)
     archived = _probe_archive(step, promoted)
     done = dict(record, phase="done", timeline=promoted["timeline"],
-                archive_mode=promoted["archive_mode"], archived=archived)
+                archive_mode=promoted["archive_mode"], archived=archived, patroni=managed)
     step.save("cutover", done, fresh=False)
     return {"changed": True, "cutover": done, "state": promoted}
 
@@ -461,25 +461,34 @@ def _device(path, stage):
                           code="restore_cutover_blocked", stage=stage)
 
 
-def refuse_under_patroni(data, stage):
+def refuse_under_patroni(data, stage, missing_counts=False):
     """A Patroni member's data directory is never stopped, moved or rebuilt while Patroni
     runs on the node: Patroni would start the server again, fail over to another member,
     or build a replica into the directory being moved. With Patroni stopped on every
     member and the cluster removed from the DCS, the stages run, and Patroni takes over
-    the promoted cluster when it starts (docs/patroni.md)."""
-    if not patroni.manages(data):
-        return
-    running = patroni.daemons()
+    the promoted cluster when it starts (docs/patroni.md). ``missing_counts``: a missing
+    directory counts as Patroni's too (a replica Patroni may be building there). The check
+    sees this node only. Whether Patroni manages the directory."""
+    managed = patroni.manages(data)
+    if not managed and not (missing_counts and not os.path.lexists(data)):
+        return False
+    why = ("Patroni manages %s (it holds %s)" % (data, patroni.MANAGED_MARKER) if managed
+           else "%s is missing, and Patroni may be building a replica there" % data)
+    try:
+        running = ", ".join(str(pid) for pid in patroni.daemons())
+    except OSError as exc:
+        raise ConfigError("no %s: %s, and whether Patroni runs on this node cannot be told "
+                          "(/proc: %s): nothing was changed" % (stage, why, exc.strerror),
+                          code="restore_patroni_running", stage=stage, data=data)
     if running:
         raise ConfigError(
-            "no %s: Patroni manages %s (it holds %s) and Patroni runs on this node (pid %s); "
-            "pgdr never stops or moves a Patroni member behind Patroni's back. Stop Patroni "
-            "on every member (replicas first), remove the cluster from the DCS (patronictl "
-            "remove), then run the %s again (docs/patroni.md, PITR of a whole Patroni "
-            "cluster): nothing was changed"
-            % (stage, data, patroni.MANAGED_MARKER, ", ".join(str(pid) for pid in running),
-               stage),
-            code="restore_patroni_running", stage=stage, data=data)
+            "no %s: %s and Patroni runs on this node (pid %s); pgdr never stops or moves a "
+            "Patroni member behind Patroni's back. Stop Patroni on every member (replicas "
+            "first), remove the cluster from the DCS (patronictl remove), then run the %s "
+            "again (docs/patroni.md, PITR of a whole Patroni cluster): nothing was changed"
+            % (stage, why, running, stage), code="restore_patroni_running", stage=stage,
+            data=data)
+    return managed
 
 
 def _server_state(settings):
@@ -654,6 +663,9 @@ def _rollback(step):
     if done.get("phase", "done") == "done" and done and not chosen and not cut.get("active"):
         return {"changed": False, "rollback": done}
     live = (step.params.get("live_data") or state.get("plan", {}).get("data") or "").rstrip("/")
+    for path in (live, chosen, cut.get("kept"), done.get("from")):
+        if path and os.path.lexists(path):  # the resumed rollback's directories too
+            refuse_under_patroni(path.rstrip("/"), "rollback")
     # a rollback of this cutover that stopped half-way, from the same directory
     unfinished = (done.get("from") if done.get("phase") == "moving" and live
                   and done.get("cutover_at") == cut.get("at")
@@ -674,8 +686,6 @@ def _rollback(step):
             code="restore_rollback_missing", stage="rollback")
     here = [path for path in (os.path.dirname(live), live, back_from) if os.path.lexists(path)]
     _require_one_filesystem(here, "rollback")
-    for path in here[1:]:
-        refuse_under_patroni(path, "rollback")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     record = {"phase": "moving", "at": stamp, "from": back_from, "cutover_at": cut.get("at"),
               "kept": "%s.rolled-back-%s" % (live, stamp)}
@@ -745,7 +755,7 @@ def _standby(step):
     if (rebuilt_for and done.get("for") == rebuilt_for and done.get("primary") == primary
             and os.path.isfile(os.path.join(data, "PG_VERSION"))):
         return {"changed": False, "standby": done}
-    refuse_under_patroni(data, "standbys")
+    refuse_under_patroni(data, "standbys", missing_counts=True)
     source = params.get("standby_source") or "repository"
     if source == "primary" and os.path.lexists(data):  # renamed aside: one filesystem
         _require_one_filesystem((os.path.dirname(data), data), "standbys")

@@ -258,8 +258,10 @@ def manages(data_dir):
 
 
 def daemons(proc_root="/proc"):
-    """The pids of the Patroni daemons running on this node (``patroni CONFIG``, its
-    console script or ``python -m patroni``; patronictl is not one)."""
+    """The pids of the Patroni daemons running on this node: ``patroni CONFIG``, its
+    script run by a Python (``python3 -s /usr/bin/patroni``, ``python patroni.py``) or
+    ``python -m patroni``; patronictl and programs that only name a Patroni file are not.
+    OSError when ``proc_root`` cannot be listed (the caller cannot tell)."""
     found = []
     for entry in os.listdir(proc_root):
         if not entry.isdigit():
@@ -269,7 +271,29 @@ def daemons(proc_root="/proc"):
                 argv = handle.read().decode("utf-8", "replace").split("\0")
         except OSError:
             continue  # gone meanwhile, or not ours to read
-        names = [os.path.basename(arg) for arg in argv[:2]]
-        if "patroni" in names or argv[1:3] == ["-m", "patroni"]:
+        if is_patroni(argv):
             found.append(int(entry))
     return sorted(found)
+
+
+PATRONI_SCRIPTS = ("patroni", "patroni.py")
+
+
+def is_patroni(argv):
+    """Whether a command line runs Patroni's daemon."""
+    program = os.path.basename(argv[0]) if argv else ""
+    if program in PATRONI_SCRIPTS:
+        return True
+    if not program.startswith("python"):
+        return False
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-m":
+            return next(args, "") == "patroni"
+        if arg in ("-c", "-"):
+            return False  # a command string or stdin: not Patroni's script
+        if arg in ("-W", "-X", "-Q"):
+            next(args, "")  # an option with its value
+        elif not arg.startswith("-"):
+            return os.path.basename(arg) in PATRONI_SCRIPTS
+    return False
