@@ -867,6 +867,29 @@ def test_a_staged_restore_of_a_patroni_leader_is_verified_then_taken_over_by_pat
         segment = _replicates_and_archives(leader, replica)
         assert int(segment[:8], 16) == cut["timeline"], (segment, cut)
         assert not (leader.pg.datadir / "recovery.signal").exists()
+
+        # rollback, the same way: Patroni stopped and the cluster out of the DCS, the kept
+        # directory back on the leader, the replica's own kept directory back
+        replica.stop()
+        leader.stop()
+        _remove_from_dcs(leader)
+        code, done, err = _restore_stage(repo, "rollback", state_file, staging, *live)
+        assert code == 0, err
+        leader.start()
+        wait_for(members, leader="pg1", timeout=180)
+        replica.pg.datadir.rename(replica.pg.datadir.with_name("data.pitr"))
+        replica.pg.datadir.with_name("data.before-pitr").rename(replica.pg.datadir)
+        # the repository still holds the abandoned timeline's history, which Patroni's
+        # recovery_target_timeline=latest would make the replica follow (and refuse to
+        # start): without restore_command it streams from the leader's timeline alone
+        config = yaml.safe_load(replica.config.read_text())
+        config["postgresql"].pop("recovery_conf")
+        replica.config.write_text(yaml.safe_dump(config))
+        replica.start()
+        wait_for(members, leader="pg1", replicas=("pg2",), timeout=180)
+        for member in members:  # the rows from before the restore, the mistake included
+            assert member.pg.psql("SELECT count(*), min(k), max(k) FROM ticks") == "60|1|60", \
+                member.name
     finally:
         if copy is not None:
             copy.stop()
