@@ -139,13 +139,18 @@ def test_patroni_daemons_are_found_by_their_command_line(tmp_path):
                 "18": ["python", "patroni.py", "cfg"],
                 "19": ["less", "/var/log/patroni"],
                 "20": ["python3", "-c", "import patroni", "patroni"],
-                "21": ["python3", "-W", "ignore", "/opt/p/bin/patroni", "cfg"]}
+                "21": ["python3", "-W", "ignore", "/opt/p/bin/patroni", "cfg"],
+                "22": ["python3", "-mpatroni", "cfg"],
+                "23": ["/usr/libexec/platform-python", "-sW", "ignore", "/usr/bin/patroni"],
+                "24": ["pypy3", "--check-hash-based-pycs", "never", "patroni.py", "cfg"],
+                "25": ["python3", "-sX", "dev", "/usr/bin/patronictl", "list"],
+                "26": ["python3", "-", "patroni"]}
     for pid, argv in commands.items():
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "cmdline").write_bytes(("\0".join(argv) + "\0").encode())
     (tmp_path / "15").mkdir()  # a process that ended meanwhile: no cmdline left
     (tmp_path / "self").mkdir()
-    assert patroni.daemons(str(tmp_path)) == [10, 12, 14, 16, 17, 18, 21]
+    assert patroni.daemons(str(tmp_path)) == [10, 12, 14, 16, 17, 18, 21, 22, 23, 24]
 
 
 def test_a_patroni_data_directory_is_known_by_its_dynamic_configuration(tmp_path):

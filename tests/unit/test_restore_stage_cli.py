@@ -135,3 +135,21 @@ def test_a_standby_rebuild_into_a_missing_directory_while_patroni_runs_writes_no
     assert code == 2 and out == ""
     assert "[restore_patroni_running]: no standbys: " in err and "is missing" in err
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_patroni_member_is_refused_when_patroni_cannot_be_looked_for(tmp_path, monkeypatch):
+    live = tmp_path / "main"
+    live.mkdir()
+    (live / "PG_VERSION").write_text("15\n")
+    (live / "patroni.dynamic.json").write_text("{}")
+
+    def unreadable():
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(stage.patroni, "daemons", unreadable)
+    before = tree(tmp_path)
+    code, _out, err = pgdr("rollback", "--state-file", str(tmp_path / "s.json"), "--target",
+                           str(tmp_path / "main.staging"), "--live-data", str(live),
+                           "--rollback-from", str(live))
+    assert code == 2 and "[restore_patroni_running]" in err
+    assert "cannot be told" in err and "Permission denied" in err
+    assert tree(tmp_path) == before

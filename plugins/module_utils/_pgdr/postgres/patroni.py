@@ -280,20 +280,40 @@ PATRONI_SCRIPTS = ("patroni", "patroni.py")
 
 
 def is_patroni(argv):
-    """Whether a command line runs Patroni's daemon."""
+    """Whether a command line runs Patroni's daemon: the script itself, or a Python
+    interpreter (CPython, platform-python, PyPy) given ``-m patroni`` or Patroni's script
+    after its own options."""
     program = os.path.basename(argv[0]) if argv else ""
     if program in PATRONI_SCRIPTS:
         return True
-    if not program.startswith("python"):
+    if "python" not in program and "pypy" not in program:
         return False
     args = iter(argv[1:])
     for arg in args:
-        if arg == "-m":
-            return next(args, "") == "patroni"
-        if arg in ("-c", "-"):
-            return False  # a command string or stdin: not Patroni's script
-        if arg in ("-W", "-X", "-Q"):
-            next(args, "")  # an option with its value
+        if arg == "-":
+            return False  # a program on standard input
+        if arg == "--check-hash-based-pycs":
+            next(args, "")  # the one long option with a value
+        elif arg.startswith("-") and not arg.startswith("--"):
+            found = _short_options(arg[1:], args)
+            if found is not None:
+                return found
         elif not arg.startswith("-"):
             return os.path.basename(arg) in PATRONI_SCRIPTS
     return False
+
+
+def _short_options(cluster, args):
+    """One cluster of Python's short options (``-sEu``, ``-mpatroni``, ``-W ignore``):
+    True or False when it decides (``-m``, ``-c``), None to read on."""
+    for index, option in enumerate(cluster):
+        rest = cluster[index + 1:]
+        if option == "m":
+            return (rest or next(args, "")) == "patroni"
+        if option == "c":
+            return False  # a command string: not Patroni's script
+        if option in "WX":
+            if not rest:
+                next(args, "")
+            return None
+    return None
