@@ -9,8 +9,9 @@ setup:
 	bash scripts/bootstrap.sh
 
 # Everything CI runs: ansible-test sanity + ansible-lint (production profile), the Molecule
-# scenarios on podman (two real nodes), then the unit and integration tests on real
-# PostgreSQL and SeaweedFS. pytest's summary closes the output.
+# scenarios on podman (real nodes: a primary and a standby; three Patroni members), then the
+# unit and integration tests on real PostgreSQL and SeaweedFS. pytest's summary closes the
+# output.
 test: setup
 	bash tests/sanity.sh
 	bash scripts/molecule.sh
@@ -35,8 +36,8 @@ lab-status:
 	$(PY) lab/lab.py status
 
 # Molecule scenarios on podman (extensions/molecule): default (roles on this machine, under
-# .cache/molecule/default-root) and cluster (primary + standby + S3 in containers: schedule,
-# switchover, PITR). Builds the node image on first use (debootstrap, cached by recipe hash).
+# .cache/molecule/default-root), cluster (primary + standby + S3 in containers: schedule,
+# switchover, PITR) and patroni (three Patroni members + etcd + S3: failovers, no WAL gap). Builds the node image on first use (debootstrap, cached by recipe hash).
 # One scenario or command: scripts/molecule.sh cluster [converge|verify|destroy|...]
 .PHONY: molecule
 molecule: setup

@@ -2,7 +2,7 @@
 # Molecule scenarios of the collection (extensions/molecule/) on podman, on a Debian 12
 # machine, as root, with nothing but Debian's packages and PyPI:
 #
-#   scripts/molecule.sh                    # molecule test: default, then cluster (timed)
+#   scripts/molecule.sh                    # molecule test: default, cluster, patroni (timed)
 #   scripts/molecule.sh cluster            # one scenario, molecule test
 #   scripts/molecule.sh cluster converge   # any molecule command (create, converge, verify,
 #                                          #   idempotence, login -h pg1, destroy, ...)
@@ -29,7 +29,7 @@ COLLECTIONS="$REPO/.cache/collections"
 MCACHE="$REPO/.cache/molecule"
 ANSIBLE_WHEEL_VERSION=12.3.0           # ansible-core 2.19, the newest for Python 3.11
 MOLECULE_REQ=("molecule>=25.1" "molecule-plugins[podman]>=23.7")
-SCENARIOS_DEFAULT=(default cluster)
+SCENARIOS_DEFAULT=(default cluster patroni)
 
 say() { echo "molecule.sh: $*" >&2; }
 die() { echo "molecule.sh: ERROR: $*" >&2; exit 1; }
@@ -42,7 +42,8 @@ die() { echo "molecule.sh: ERROR: $*" >&2; exit 1; }
 
 setup_apt() {
     local missing=() p
-    for p in podman runc debootstrap netavark aardvark-dns iptables; do
+    # etcd-server: its binary (glibc only) is mounted into the patroni scenario's s3 container
+    for p in podman runc debootstrap netavark aardvark-dns iptables etcd-server; do
         pkg_missing "$p" && missing+=("$p")
     done
     apt_install "${missing[@]}"
@@ -117,6 +118,18 @@ setup_wheels() {
             || die "could not download the wheels of requirements.txt"
         echo "$want" > "$MCACHE/wheels/.stamp"
     fi
+    # Patroni and its etcd3 client for the patroni scenario's nodes, the same way
+    local patroni_req="$REPO/extensions/molecule/patroni/requirements.txt"
+    want="$(sha256sum < "$patroni_req" | cut -d' ' -f1)"
+    if [ "$(cat "$MCACHE/patroni-wheels/.stamp" 2>/dev/null || true)" != "$want" ]; then
+        say "wheelhouse of Patroni -> .cache/molecule/patroni-wheels"
+        rm -rf "$MCACHE/patroni-wheels" && mkdir -p "$MCACHE/patroni-wheels"
+        # pip wheel, not download: python-etcd is published as a source archive only
+        pip_quiet /usr/bin/python3 -m pip wheel -q --disable-pip-version-check \
+            --prefer-binary -r "$patroni_req" -w "$MCACHE/patroni-wheels" \
+            || die "could not download the wheels of $patroni_req"
+        echo "$want" > "$MCACHE/patroni-wheels/.stamp"
+    fi
 }
 
 export_env() {
@@ -129,6 +142,8 @@ export_env() {
     export MOLECULE_NO_LOG=false
     export PGDR_MOLECULE_WHEELS="$MCACHE/wheels"
     export PGDR_MOLECULE_WEED="$VENV/bin/weed"
+    export PGDR_MOLECULE_PATRONI_WHEELS="$MCACHE/patroni-wheels"
+    export PGDR_MOLECULE_ETCD=/usr/bin/etcd
     export PATH="$VENV/bin:$PATH"
 }
 
@@ -148,7 +163,8 @@ if [ "${1:-}" = env ]; then
     setup_all >&2
     for v in CONTAINERS_CONF CONTAINERS_STORAGE_CONF ANSIBLE_HOME ANSIBLE_LOCAL_TEMP \
              ANSIBLE_COLLECTIONS_PATH ANSIBLE_GALAXY_SERVER MOLECULE_NO_LOG \
-             PGDR_MOLECULE_WHEELS PGDR_MOLECULE_WEED PGDR_MOLECULE_IMAGE PATH; do
+             PGDR_MOLECULE_WHEELS PGDR_MOLECULE_WEED PGDR_MOLECULE_PATRONI_WHEELS \
+             PGDR_MOLECULE_ETCD PGDR_MOLECULE_IMAGE PATH; do
         printf 'export %s=%q\n' "$v" "${!v}"
     done
     exit 0

@@ -157,3 +157,87 @@ def test_a_patroni_data_directory_is_known_by_its_dynamic_configuration(tmp_path
     assert not patroni.manages(str(tmp_path))
     (tmp_path / "patroni.dynamic.json").write_text("{}")
     assert patroni.manages(str(tmp_path))
+
+
+class _ConfigServer(object):
+    """Patroni's /config as its REST API serves it, answering 409 to the PATCHes named in
+    ``conflicts`` (1-based), the way Patroni does when the DCS key changed between its read
+    and its write. ``others_apply``: the conflicting write was another member's, with the
+    same settings (the archiving role on every node at once)."""
+
+    def __init__(self, conflicts, others_apply):
+        import http.server
+        import json
+        import threading
+        self.config = {"ttl": 20, "postgresql": {"parameters": {"archive_mode": "off"}}}
+        self.patches = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802 - http.server's name
+                self._answer(200, outer.config)
+
+            def do_PATCH(self):  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.patches.append(body)
+                if len(outer.patches) in conflicts:
+                    if others_apply:
+                        outer._merge(body)
+                    return self._answer(409, {})
+                outer._merge(body)
+                self._answer(200, outer.config)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _merge(self, body):
+        self.config["postgresql"]["parameters"].update(body["postgresql"]["parameters"])
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("conflicts, others_apply, changed, patches", [
+    ((1,), True, [], 1),                       # another member wrote the same: nothing left
+    ((1, 2), False, ["archive_mode"], 3),      # lost twice, then written
+])
+def test_a_conflicting_patch_of_the_dynamic_configuration_is_read_again(
+        monkeypatch, conflicts, others_apply, changed, patches):
+    """Three members configured at once PATCH one DCS key: Patroni answers 409 to the
+    losers. The setting must end up there, and a member reports a change only when its own
+    write made it."""
+    monkeypatch.setattr(patroni.time, "sleep", lambda seconds: None)
+    server = _ConfigServer(conflicts, others_apply)
+    try:
+        assert patroni.apply_configuration(server.url, {"archive_mode": "on"}) == changed
+        assert server.config["postgresql"]["parameters"] == {"archive_mode": "on"}
+        assert len(server.patches) == patches
+    finally:
+        server.close()
+
+
+def test_a_patch_that_always_conflicts_fails_clearly_and_changes_nothing(monkeypatch):
+    monkeypatch.setattr(patroni.time, "sleep", lambda seconds: None)
+    server = _ConfigServer(range(1, 100), False)
+    try:
+        with pytest.raises(PostgresError) as caught:
+            patroni.apply_configuration(server.url, {"archive_mode": "on"})
+        assert caught.value.code == "patroni_config_refused"
+        assert "HTTP 409" in caught.value.msg and server.url in caught.value.msg
+        assert server.config["postgresql"]["parameters"] == {"archive_mode": "off"}
+        assert len(server.patches) == patroni.CONFIG_ATTEMPTS
+    finally:
+        server.close()

@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import socket
+import time
 
 try:
     from http.client import HTTPConnection, HTTPException, HTTPSConnection
@@ -50,6 +51,11 @@ class _Unauthorized(_NotPatroni):
     """Patroni asked for the credentials of restapi.authentication (HTTP 401)."""
 
 
+class _Conflict(_NotPatroni):
+    """HTTP 409 on PATCH /config: the dynamic configuration changed in the DCS between
+    Patroni's read and its write (another member's PATCH, often the same settings)."""
+
+
 def _request(url, method, path, body, timeout, accept=(200,), auth=None):
     """One request to Patroni's REST API; its JSON answer (None when it is not JSON).
     ``auth``: (user, password) for restapi.authentication, sent as HTTP Basic."""
@@ -76,6 +82,9 @@ def _request(url, method, path, body, timeout, accept=(200,), auth=None):
                                 % (method, path, "refused patroni_username and "
                                    "patroni_password" if auth else "needs patroni_username "
                                    "and patroni_password"))
+        if response.status == 409 and method == "PATCH":
+            raise _Conflict("HTTP 409 on %s %s: the configuration changed meanwhile"
+                            % (method, path))
         if response.status not in accept:
             raise _NotPatroni("HTTP %d on %s %s: %s" % (
                 response.status, method, path, answer.decode("utf-8", "replace")[:200]))
@@ -220,10 +229,7 @@ def apply_configuration(url, parameters, recovery_conf=None, dry_run=False, time
     them, and a new leader after a failover has them), never into the files Patroni owns.
     The names of the settings that were (or, with dry_run, would be) changed."""
     try:
-        current = _get(url, "/config", timeout)
-        body = configuration_changes(current or {}, parameters, recovery_conf)
-        if body and not dry_run:
-            _request(url, "PATCH", "/config", body, timeout, auth=auth)
+        body = _patch_until_applied(url, parameters, recovery_conf, dry_run, timeout, auth)
     except (_NotPatroni, HTTPException, socket.timeout, OSError, ValueError) as exc:
         raise PostgresError("Patroni's REST API at %s refused the dynamic configuration: "
                             "%s" % (url, exc), code="patroni_config_refused",
@@ -231,6 +237,28 @@ def apply_configuration(url, parameters, recovery_conf=None, dry_run=False, time
     postgresql = body.get("postgresql", {})
     return sorted(postgresql.get("parameters", {})) + sorted(
         postgresql.get("recovery_conf", {}))
+
+
+CONFIG_ATTEMPTS = 5
+
+
+def _patch_until_applied(url, parameters, recovery_conf, dry_run, timeout, auth):
+    """The PATCH body sent (or, with dry_run, that would be). Members configured at once
+    (the archiving role on every node) PATCH the same DCS key together, and Patroni answers
+    409 to all but one: read again and send what still differs, usually nothing."""
+    for attempt in range(CONFIG_ATTEMPTS):
+        body = configuration_changes(_get(url, "/config", timeout) or {}, parameters,
+                                     recovery_conf)
+        if not body or dry_run:
+            return body
+        try:
+            _request(url, "PATCH", "/config", body, timeout, auth=auth)
+            return body
+        except _Conflict:
+            if attempt + 1 == CONFIG_ATTEMPTS:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return {}
 
 
 def restart_member(url, timeout=60.0, auth=None):
