@@ -59,9 +59,14 @@ def data_key_record(cluster, key_id):
     return "%s/%s/%s/%s.json" % (cluster, KEYS_DIR, DATA_KEYS, key_id)
 
 
+def backup_scope(backup_id):
+    """The scope of the data keys that encrypt one backup's (or snapshot's) objects."""
+    return "backup-%s" % backup_id
+
+
 def backup_keys_prefix(cluster, backup_id):
-    """Where the data key records of one backup's objects (scope backup-<id>) start."""
-    return "%s/%s/%s/backup-%s." % (cluster, KEYS_DIR, DATA_KEYS, backup_id)
+    """Where the data key records of one backup's objects start."""
+    return "%s/%s/%s/%s." % (cluster, KEYS_DIR, DATA_KEYS, backup_scope(backup_id))
 
 
 def scope_of(key, now=None):
@@ -69,7 +74,7 @@ def scope_of(key, now=None):
     writing process makes its own, ``<scope>.<random>``."""
     parts = key.split("/")
     if len(parts) >= 3 and parts[1] in ("backup", "snapshot"):
-        return "backup-%s" % parts[2]
+        return backup_scope(parts[2])
     if len(parts) >= 3 and parts[1] == "wal":
         if parts[2] == "history":
             return "wal-history"
