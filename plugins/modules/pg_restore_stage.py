@@ -86,7 +86,10 @@ description:
     pg_ctl) and is recorded only once its WAL receiver streams on that timeline
     (V(restore_standby_not_streaming) else). The state file is the standby's own. The same
     rebuild again (O(rebuild_for) and O(primary_host) recorded, the directory there)
-    changes nothing.
+    changes nothing. With O(standby_source=patroni) (a Patroni replica, Patroni stopped on
+    the node) the directory is only kept as O(target)C(.pre-rebuild-<UTC time>) and
+    recorded, and the Patroni started next builds the replica (its C(create_replica_methods))
+    and the caller waits for it to stream.
 author:
   - pgdr contributors (@pgdr)
 extends_documentation_fragment:
@@ -174,10 +177,34 @@ options:
         way to the new timeline, by delta restore into the standby's own directory (only
         what differs is written; the new primary is not read), then the archive and
         streaming; primary: pg_basebackup from the new primary, the previous directory kept
-        as <data>.pre-rebuild-<UTC time>."
+        as <data>.pre-rebuild-<UTC time>; patroni: a Patroni replica's directory (Patroni
+        stopped) only kept aside, for the Patroni started next to build it (its
+        create_replica_methods)."
     type: str
-    choices: [repository, primary]
+    choices: [repository, primary, patroni]
     default: repository
+  patroni_scope:
+    description:
+      - "cutover: the Patroni cluster (scope) the live data directory is a member of. After
+        every check the cutover removes it from the DCS (patronictl remove), so that Patroni
+        started next takes over the promoted cluster as leader; the caller stops Patroni on
+        every member first (in check mode the cutover does not ask whether it runs). Empty:
+        no Patroni."
+      - V(restore_cutover_blocked) when the live data directory is not a Patroni member's;
+        V(restore_patroni_dcs) when patronictl fails, which it does while the DCS still holds
+        a leader key (a member's Patroni runs) - nothing was changed either way.
+    type: str
+  patronictl:
+    description:
+      - "cutover with patroni_scope: the patronictl program."
+    type: str
+    default: patronictl
+  patroni_config:
+    description:
+      - "cutover with patroni_scope: Patroni's configuration file, which tells patronictl
+        where the DCS is."
+    type: path
+    default: /etc/patroni/patroni.yml
   follow_timeline:
     description:
       - "standby: the timeline the standby must stream on (the restore role passes the
@@ -405,7 +432,8 @@ cutover:
   description: V(cutover) - what was recorded - C(phase) (V(done)), C(at), C(kept) (the old
     data directory), C(point), C(backup_id), C(timeline), C(archive_mode), C(archived) (the
     segment that reached the repository, or null), C(patroni) (true when Patroni manages the
-    cluster - start it on the node next); in check mode C(data), C(kept), C(port), C(point).
+    cluster - start it on the node next), C(patroni_scope) (the Patroni cluster removed from
+    the DCS, else null); in check mode C(data), C(kept), C(port), C(point), C(patroni_scope).
   returned: stage is cutover
   type: dict
   sample: {phase: done, at: 20261205T140000Z, kept: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,
@@ -419,7 +447,7 @@ rollback:
            kept: /var/lib/postgresql/15/main.rolled-back-20261205T150000Z}
 standby:
   description: V(standby) - what was recorded - C(at), C(source), C(kept) (the previous
-    data directory with O(standby_source=primary), else null), C(primary), C(for); from
+    data directory with O(standby_source=primary) or O(standby_source=patroni), else null), C(primary), C(for); from
     the repository also C(backup_id) and C(delta) (C(kept_bytes), C(written_bytes),
     C(fetched_bytes), C(removed)).
   returned: stage is standby

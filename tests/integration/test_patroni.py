@@ -842,18 +842,35 @@ def test_a_staged_restore_of_a_patroni_leader_is_verified_then_taken_over_by_pat
         assert leader.pg.psql("SELECT count(*) FROM ticks") == "60"
         assert copy.psql("SELECT pg_is_in_recovery()") == "t"
 
+        # as the restore role runs it (pgdr_restore_patroni_service): the cutover checked
+        # while Patroni runs, Patroni stopped, the cutover removing the cluster from the DCS
+        patroni_args = ("--patroni-scope", leader.scope, "--patronictl",
+                        PATRONI.parent / "patronictl", "--patroni-config", leader.config)
+        code, _out, err = _restore_stage(repo, "cutover", state_file, staging, *live,
+                                         *patroni_args, "--dry-run")
+        assert code == 0, err
         started = time.time()
         replica.stop()
         leader.stop()
-        _remove_from_dcs(leader)
-        code, done, err = _restore_stage(repo, "cutover", state_file, staging, *live)
+        code, done, err = _restore_stage(repo, "cutover", state_file, staging, *live,
+                                         *patroni_args)
         assert code == 0, err
         cut = done["restore_state"]["cutover"]
         assert cut["phase"] == "done" and cut["archived"] and cut["patroni"] is True, cut
+        assert cut["patroni_scope"] == leader.scope, cut
         assert leader.pg.psql("SELECT count(*), max(k) FROM ticks") == "40|40"
+        # the replica's directory set aside by the standby stage, for Patroni to build (on
+        # this one machine before the leader's Patroni starts: the stage refuses while a
+        # Patroni runs on the node)
+        code, aside, err = _restore_stage(
+            repo, "standby", workdir / "pg2-standby.json", replica.pg.datadir,
+            "--standby-source", "patroni", "--primary-host", "127.0.0.1",
+            "--rebuild-for", cut["at"])
+        assert code == 0, err
+        kept = Path(aside["standby"]["kept"])
+        assert not replica.pg.datadir.exists() and (kept / "PG_VERSION").is_file()
         leader.start()  # Patroni takes over the promoted cluster
         wait_for(members, leader="pg1", timeout=180)
-        replica.pg.datadir.rename(replica.pg.datadir.with_name("data.before-pitr"))
         seen = (replica.home / "patroni.log").stat().st_size
         replica.start()
         wait_for(members, leader="pg1", replicas=("pg2",), timeout=180)
@@ -878,7 +895,7 @@ def test_a_staged_restore_of_a_patroni_leader_is_verified_then_taken_over_by_pat
         leader.start()
         wait_for(members, leader="pg1", timeout=180)
         replica.pg.datadir.rename(replica.pg.datadir.with_name("data.pitr"))
-        replica.pg.datadir.with_name("data.before-pitr").rename(replica.pg.datadir)
+        kept.rename(replica.pg.datadir)
         # the repository still holds the abandoned timeline's history, which Patroni's
         # recovery_target_timeline=latest would make the replica follow (and refuse to
         # start): without restore_command it streams from the leader's timeline alone

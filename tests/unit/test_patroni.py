@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import PostgresError
+from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.errors import ConfigError, PostgresError
 from ansible_collections.pgdr.postgresql.plugins.module_utils._pgdr.postgres import patroni
 
 MiB = 1024 * 1024
@@ -241,3 +241,64 @@ def test_a_patch_that_always_conflicts_fails_clearly_and_changes_nothing(monkeyp
         assert len(server.patches) == patroni.CONFIG_ATTEMPTS
     finally:
         server.close()
+
+
+def _fake_patronictl(tmp_path, leader=""):
+    """A patronictl that asks remove's questions as Patroni does: the scope, the sentence,
+    then the leader's name when the DCS holds a leader key; it records what it was told."""
+    script = tmp_path / "patronictl"
+    script.write_text(
+        "#!/bin/sh\n"
+        "echo \"$@\" > %(d)s/argv\n"
+        "read scope; read sure\n"
+        "echo \"$scope|$sure\" > %(d)s/answers\n"
+        "[ \"$scope\" = \"$4\" ] || { echo 'Cluster names specified do not match'; exit 1; }\n"
+        "[ \"$sure\" = 'Yes I am aware' ] || { echo 'You did not exactly type'; exit 1; }\n"
+        "if [ -n '%(leader)s' ] && [ ! -f %(d)s/key-expired ]; then\n"
+        "  printf 'This cluster currently is healthy. Please specify the leader name to continue: '\n"
+        "  read name || { echo 'Aborted!'; exit 1; }\n"
+        "fi\n"
+        "touch %(d)s/removed\n" % {"d": tmp_path, "leader": leader})
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_removing_the_cluster_from_the_dcs_answers_the_two_questions(tmp_path):
+    patroni.remove_cluster(_fake_patronictl(tmp_path), "/etc/patroni/p.yml", "molecule")
+    assert (tmp_path / "argv").read_text().split() == ["-c", "/etc/patroni/p.yml", "remove", "molecule"]
+    assert (tmp_path / "answers").read_text().strip() == "molecule|Yes I am aware"
+    assert (tmp_path / "removed").exists()
+
+
+def test_a_cluster_whose_dcs_still_holds_a_leader_is_never_removed(tmp_path):
+    """patronictl asks for the leader's name when a leader key is left (a member's Patroni
+    still runs): pgdr gives none, patronictl aborts, and the error says so."""
+    with pytest.raises(ConfigError) as caught:
+        patroni.remove_cluster(_fake_patronictl(tmp_path, leader="pg1"), "/p.yml", "molecule",
+                               wait=3)
+    assert caught.value.code == "restore_patroni_dcs"
+    assert "exit 1" in caught.value.msg and "Aborted!" in caught.value.msg
+    assert "leader key after 3 s" in caught.value.msg and "nothing was changed" in caught.value.msg
+    assert not (tmp_path / "removed").exists()
+
+
+def test_a_missing_patronictl_is_named(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        patroni.remove_cluster(str(tmp_path / "nowhere" / "patronictl"), "/p.yml", "molecule")
+    assert caught.value.code == "restore_patroni_dcs"
+    assert str(tmp_path / "nowhere" / "patronictl") in caught.value.msg
+
+
+def test_a_leader_key_left_by_a_stopped_patroni_is_waited_out(tmp_path, monkeypatch):
+    """A Patroni stopped without releasing its key (killed, say): the key expires within
+    Patroni's ttl, and the removal is asked again until then."""
+    patronictl = _fake_patronictl(tmp_path, leader="pg1")
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        (tmp_path / "key-expired").touch()
+
+    monkeypatch.setattr(patroni, "_pause", sleep)
+    patroni.remove_cluster(patronictl, "/p.yml", "molecule")
+    assert slept == [2] and (tmp_path / "removed").exists()

@@ -25,6 +25,9 @@ class FakeCtl(object):
     def run(self, *args, **_kwargs):
         self.seen.append(("pg_ctl", args, json.loads(open(self.state_file).read())))
 
+    def stop(self, **_kwargs):
+        self.seen.append(("stop",))
+
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):
@@ -255,3 +258,98 @@ def test_a_cutover_under_a_running_patroni_stops_and_moves_nothing(world, tmp_pa
     monkeypatch.setattr(stage, "require_copy", lambda *a, **k: None)
     result = world.run("cutover", dry_run=True, live_data=str(live))
     assert result["changed"] and result["cutover"]["data"] == str(live)
+
+
+def _patroni_member(tmp_path, name="main"):
+    live = tmp_path / name
+    live.mkdir()
+    (live / "PG_VERSION").write_text("15\n")
+    (live / "patroni.dynamic.json").write_text("{}")
+    return live
+
+
+def test_a_patroni_cutover_is_checked_while_patroni_runs_and_leaves_the_dcs_last(
+        world, tmp_path, monkeypatch):
+    """With patroni_scope the role checks the cutover (check mode) before it stops Patroni:
+    the check does not ask whether Patroni runs. The cutover itself asks again, and removes
+    the cluster from the DCS after every check and before anything stops or is recorded:
+    when patronictl fails, nothing was stopped, moved or recorded."""
+    live = _patroni_member(tmp_path)
+    (tmp_path / "copy").mkdir()
+    verified = dict(BEFORE, verified=dict(BEFORE["verified"], postmaster_pid=4242))
+    world.write(verified)
+    removed = []
+    monkeypatch.setattr(stage.patroni, "remove_cluster", lambda *args: removed.append(args))
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [31337])
+    monkeypatch.setattr(stage.Step, "as_user", lambda _step, function, *args: function(*args))
+    monkeypatch.setattr(stage, "_server_state", lambda _settings: PAUSED)
+    monkeypatch.setattr(stage, "require_copy", lambda *a, **k: None)
+    checked = world.run("cutover", dry_run=True, live_data=str(live), patroni_scope="molecule")
+    assert checked["changed"] and checked["cutover"]["patroni_scope"] == "molecule"
+    with pytest.raises(errors.ConfigError) as caught:  # Patroni still runs: no real cutover
+        world.run("cutover", live_data=str(live), patroni_scope="molecule")
+    assert caught.value.code == "restore_patroni_running"
+    assert removed == [] and world.seen == [] and world.read() == verified
+
+    def refused(*_args):
+        raise errors.ConfigError("patronictl failed", code="restore_patroni_dcs", stage="cutover")
+
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [])
+    monkeypatch.setattr(stage.patroni, "remove_cluster", refused)
+    with pytest.raises(errors.ConfigError) as caught:
+        world.run("cutover", live_data=str(live), patroni_scope="molecule",
+                  patronictl="/opt/patroni/bin/patronictl")
+    assert caught.value.code == "restore_patroni_dcs"
+    assert world.seen == [] and world.read() == verified
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "copy.restore.json", "main"]
+
+
+def test_a_cutover_never_removes_a_patroni_cluster_its_directory_is_not_part_of(
+        world, tmp_path, monkeypatch):
+    live = tmp_path / "main"
+    live.mkdir()
+    (live / "PG_VERSION").write_text("15\n")
+    (tmp_path / "copy").mkdir()
+    world.write(BEFORE)
+    monkeypatch.setattr(stage.patroni, "remove_cluster", lambda *args: pytest.fail("removed"))
+    for dry_run in (True, False):
+        with pytest.raises(errors.ConfigError) as caught:
+            world.run("cutover", dry_run=dry_run, live_data=str(live), patroni_scope="other")
+        assert caught.value.code == "restore_cutover_blocked"
+        assert "patroni_scope is other" in caught.value.msg and str(live) in caught.value.msg
+        assert world.seen == [] and world.read() == BEFORE
+
+
+def test_a_patroni_replica_is_set_aside_for_patroni_to_build_once(world, tmp_path, monkeypatch):
+    """standby_source patroni: Patroni stopped, the replica's directory is only kept aside
+    (its Patroni builds it when it starts); the same rebuild again changes nothing, even
+    while Patroni is still building it, and Patroni running over a kept directory refuses."""
+    replica = _patroni_member(tmp_path, "copy")  # the world's target directory
+    params = dict(primary_host="pg1", standby_source="patroni", rebuild_for="20261207T120000Z")
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [31337])
+    with pytest.raises(errors.ConfigError) as caught:
+        world.run("standby", **params)
+    assert caught.value.code == "restore_patroni_running" and replica.exists()
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [])
+    predicted = world.run("standby", dry_run=True, **params)
+    assert predicted["changed"] and replica.exists() and world.read() is None
+    done = world.run("standby", **params)
+    kept = tmp_path / ("copy.pre-rebuild-%s" % done["standby"]["at"])
+    assert done["changed"] and done["standby"]["kept"] == str(kept)
+    assert not replica.exists() and (kept / "patroni.dynamic.json").exists()
+    assert world.read()["standby"]["source"] == "patroni"
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [31337])  # Patroni building it
+    again = world.run("standby", **params)
+    assert not again["changed"] and again["standby"] == done["standby"]
+
+
+def test_only_a_patroni_members_directory_is_set_aside_for_patroni(world, tmp_path, monkeypatch):
+    plain = tmp_path / "copy"  # the world's target directory
+    plain.mkdir()
+    (plain / "PG_VERSION").write_text("15\n")
+    monkeypatch.setattr(stage.patroni, "daemons", lambda: [])
+    with pytest.raises(errors.ConfigError) as caught:
+        world.run("standby", primary_host="pg1", standby_source="patroni",
+                  rebuild_for="20261207T120000Z")
+    assert caught.value.code == "restore_standby_unknown" and str(plain) in caught.value.msg
+    assert plain.exists() and world.read() is None

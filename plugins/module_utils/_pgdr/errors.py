@@ -261,6 +261,8 @@ CODES = {
                                      "stream from the new primary on its timeline",
     "restore_patroni_running": "cutover, rollback, standbys: Patroni runs on the node and "
                                "manages the directory, so nothing stops or moves",
+    "restore_patroni_dcs": "cutover: patronictl could not remove the Patroni cluster from "
+                           "the DCS (a leader key left there, or patronictl failed)",
     "restore_stop_failed": "cutover, rollback: a cluster did not stop, so nothing was moved",
     "restore_service_failed": "cutover, rollback: the service manager failed to stop or start",
     "restore_start_failed": "cutover, rollback, standby: pg_ctl could not start the cluster "

@@ -448,8 +448,20 @@ OPTIONS = (
            "repository: the newest backup on the way to the new timeline, by delta restore "
            "into the standby's own directory (only what differs is written; the new primary "
            "is not read), then the archive and streaming; primary: pg_basebackup from the "
-           "new primary, the previous directory kept as <data>.pre-rebuild-<UTC time>.",
-           default="repository", choices=("repository", "primary"), groups=("stage",)),
+           "new primary, the previous directory kept as <data>.pre-rebuild-<UTC time>; "
+           "patroni: a Patroni replica's directory (Patroni stopped) only kept aside, for "
+           "the Patroni started next to build it (its create_replica_methods).",
+           default="repository", choices=("repository", "primary", "patroni"), groups=("stage",)),
+    Option("patroni_scope", "str", "cutover: the Patroni cluster (scope) the live data "
+           "directory is a member of. After every check the cutover removes it from the DCS "
+           "(patronictl remove), so that Patroni started next takes over the promoted "
+           "cluster as leader; the caller stops Patroni on every member first (in check mode "
+           "the cutover does not ask whether it runs). Empty: no Patroni.", groups=("stage",)),
+    Option("patronictl", "str", "cutover with patroni_scope: the patronictl program.",
+           default="patronictl", groups=("stage",)),
+    Option("patroni_config", "path", "cutover with patroni_scope: Patroni's configuration "
+           "file, which tells patronictl where the DCS is.", default="/etc/patroni/patroni.yml",
+           groups=("stage",)),
     Option("follow_timeline", "int", "standby: the timeline the standby must stream on "
            "(the restore role passes the cutover's): the backup is one on the way to it. "
            "recovery_target_timeline stays latest. Default: the archive's latest timeline, "

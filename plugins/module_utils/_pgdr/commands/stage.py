@@ -28,7 +28,13 @@ cluster runs, so an interrupted cutover is never taken for a finished one.
 the newest backup on the way to the new timeline by delta restore (only what differs is
 written; the new primary is not read), or, with ``standby_source`` primary, kept as
 ``<data>.pre-rebuild-<UTC time>`` and cloned from the new primary with pg_basebackup; the
-standby is recorded once it streams from the new primary.
+standby is recorded once it streams from the new primary. With ``standby_source`` patroni
+(a Patroni replica, Patroni stopped) the directory is only kept aside: the Patroni started
+next builds the replica by its ``create_replica_methods`` (pgdr's, from the repository).
+
+A cutover given ``patroni_scope`` replaces a Patroni leader: after every check it removes
+the cluster from the DCS (patronictl), so that the Patroni started next takes over the
+promoted cluster as the leader of a new one (the restore role stops and starts Patroni).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -390,14 +396,21 @@ def _cutover(step):
         if done.get("backup_id") == plan.get("backup_id"):
             return {"changed": False, "cutover": done}
     live = _cutover_checks(step)
-    managed = refuse_under_patroni(live, "cutover")
+    scope = step.params.get("patroni_scope") or ""
+    # with a scope, the caller (the restore role) stops Patroni on every member between
+    # this check in check mode and the cutover itself, which checks again
+    managed = refuse_under_patroni(live, "cutover", daemons_stop_later=step.dry_run and bool(scope))
+    _require_patroni_member(live, scope, managed)
     now = step.as_user(_server_state, step.settings)
     _require_verified_copy(step, now)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     kept = "%s.pre-restore-%s" % (live, stamp)
     if step.dry_run:
         return {"changed": True, "cutover": {"data": live, "kept": kept, "port": _live_port(step),
-                                             "point": plan.get("point")}}
+                                             "point": plan.get("point"),
+                                             "patroni_scope": scope or None}}
+    if scope:  # after every check, before anything stops: the one step that leaves the node
+        patroni.remove_cluster(step.params["patronictl"], step.params["patroni_config"], scope)
     _stop(step.ctl, step.datadir, step.params, None, "the staged copy")
     if now.get("up") and not now.get("in_recovery"):
         # promoted while archiving was off: its new timeline must still reach the repository
@@ -415,7 +428,8 @@ def _cutover(step):
     step.as_user(set_recovery_block, live, None)
     archived = _probe_archive(step, promoted)
     done = dict(record, phase="done", timeline=promoted["timeline"],
-                archive_mode=promoted["archive_mode"], archived=archived, patroni=managed)
+                archive_mode=promoted["archive_mode"], archived=archived, patroni=managed,
+                patroni_scope=scope or None)
     step.save("cutover", done, fresh=False)
     return {"changed": True, "cutover": done, "state": promoted}
 
@@ -461,17 +475,31 @@ def _device(path, stage):
                           code="restore_cutover_blocked", stage=stage)
 
 
-def refuse_under_patroni(data, stage, missing_counts=False):
+def _require_patroni_member(live, scope, managed):
+    """A cutover asked to remove a Patroni cluster from the DCS must replace a member of it:
+    removing the DCS state of a cluster this node is not part of would take it from its
+    members."""
+    if scope and not managed:
+        raise ConfigError(
+            "no cutover: patroni_scope is %s, but %s is not a Patroni member's data directory "
+            "(it holds no %s): nothing was changed (leave patroni_scope empty for a cluster "
+            "without Patroni)" % (scope, live, patroni.MANAGED_MARKER),
+            code="restore_cutover_blocked", stage="cutover")
+
+
+def refuse_under_patroni(data, stage, missing_counts=False, daemons_stop_later=False):
     """A Patroni member's data directory is never stopped, moved or rebuilt while Patroni
     runs on the node: Patroni would start the server again, fail over to another member,
     or build a replica into the directory being moved. With Patroni stopped on every
     member and the cluster removed from the DCS, the stages run, and Patroni takes over
     the promoted cluster when it starts (docs/patroni.md). ``missing_counts``: a missing
     directory counts as Patroni's too (a replica Patroni may be building there). The check
-    sees this node only. Whether Patroni manages the directory."""
+    sees this node only. ``daemons_stop_later``: the check (dry run) before the caller
+    stops Patroni, which does not ask whether it runs. Whether Patroni manages the
+    directory."""
     managed = patroni.manages(data)
-    if not managed and not (missing_counts and not os.path.lexists(data)):
-        return False
+    if daemons_stop_later or (not managed and not (missing_counts and not os.path.lexists(data))):
+        return managed
     why = ("Patroni manages %s (it holds %s)" % (data, patroni.MANAGED_MARKER) if managed
            else "%s is missing, and Patroni may be building a replica there" % data)
     try:
@@ -752,16 +780,20 @@ def _standby(step):
                           "(pgdr_restore_primary_host)", code="restore_standby_unknown",
                           stage="standbys")
     done = step.state.get("standby", {})
-    if (rebuilt_for and done.get("for") == rebuilt_for and done.get("primary") == primary
-            and os.path.isfile(os.path.join(data, "PG_VERSION"))):
-        return {"changed": False, "standby": done}
-    refuse_under_patroni(data, "standbys", missing_counts=True)
     source = params.get("standby_source") or "repository"
-    if source == "primary" and os.path.lexists(data):  # renamed aside: one filesystem
+    if (rebuilt_for and done.get("for") == rebuilt_for and done.get("primary") == primary
+            and (os.path.isfile(os.path.join(data, "PG_VERSION"))
+                 or source == done.get("source") == "patroni")):  # Patroni builds it
+        return {"changed": False, "standby": done}
+    refuse_under_patroni(data, "standbys", missing_counts=source != "patroni")
+    if source == "patroni":
+        _require_patroni_replica(data)
+    aside = source in ("primary", "patroni") and os.path.lexists(data)
+    if aside:  # renamed aside: one filesystem
         _require_one_filesystem((os.path.dirname(data), data), "standbys")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     record = {"at": stamp, "primary": primary, "for": rebuilt_for, "source": source,
-              "kept": "%s.pre-rebuild-%s" % (data, stamp) if source == "primary" else None}
+              "kept": "%s.pre-rebuild-%s" % (data, stamp) if aside else None}
     if step.dry_run:
         if source == "repository":  # the backup it would restore, or why there is none
             planned = step.as_user(_standby_plan, _standby_settings(step, data, primary))
@@ -770,6 +802,11 @@ def _standby(step):
     ctl = _live_ctl(step, data)
     if os.path.lexists(data):
         _stop(ctl, data, params, params.get("service_name"), "the standby", "standbys")
+    if source == "patroni":  # Patroni, started next, builds the replica (create_replica_methods)
+        if aside:
+            _move(data, record["kept"], "standbys")
+        step.save("standby", record, fresh=False)
+        return {"changed": True, "standby": record}
     events = []
     if source == "repository":
         restored = step.as_user(_restore, _standby_settings(step, data, primary), False)
@@ -786,6 +823,16 @@ def _standby(step):
                  ctl.log)
     step.save("standby", record, fresh=False)
     return {"changed": True, "standby": record, "state": now, "events": events}
+
+
+def _require_patroni_replica(data):
+    """Only a Patroni member's directory is set aside for Patroni to build (a missing one is
+    already aside): anything else would be left for nobody to build."""
+    if os.path.lexists(data) and not patroni.manages(data):
+        raise ConfigError(
+            "no standby rebuild: standby_source is patroni, but %s is not a Patroni member's "
+            "data directory (it holds no %s): nothing was changed" % (data, patroni.MANAGED_MARKER),
+            code="restore_standby_unknown", stage="standbys")
 
 
 def _standby_settings(step, data, primary):

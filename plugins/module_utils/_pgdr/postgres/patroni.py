@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: pgdr contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Patroni's REST API, read only: who leads, which replicas are healthy, their tags.
+"""Patroni from pgdr: its REST API (who leads, which replicas are healthy, their tags; the
+dynamic configuration pgdr's archiving settings go into) and patronictl (a cluster's removal
+from the DCS before a staged restore's cutover).
 
 When a node runs Patroni, the cluster's topology is Patroni's, not what one PostgreSQL
 sees: after a failover, pg_stat_replication on the old primary's replacement is empty for
@@ -17,6 +19,7 @@ import base64
 import json
 import os
 import socket
+import subprocess
 import time
 
 try:
@@ -25,7 +28,7 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not supported at run time
     HTTPConnection = HTTPException = HTTPSConnection = urlsplit = None
 
-from ..errors import PostgresError
+from ..errors import ConfigError, PostgresError
 
 DEFAULT_URL = "http://127.0.0.1:8008"
 LEADER_ROLES = ("leader", "standby_leader", "primary", "master")
@@ -246,7 +249,8 @@ def _patch_until_applied(url, parameters, recovery_conf, dry_run, timeout, auth)
     """The PATCH body sent (or, with dry_run, that would be). Members configured at once
     (the archiving role on every node) PATCH the same DCS key together, and Patroni answers
     409 to all but one: read again and send what still differs, usually nothing."""
-    for attempt in range(CONFIG_ATTEMPTS):
+    attempt = 1
+    while True:
         body = configuration_changes(_get(url, "/config", timeout) or {}, parameters,
                                      recovery_conf)
         if not body or dry_run:
@@ -255,10 +259,10 @@ def _patch_until_applied(url, parameters, recovery_conf, dry_run, timeout, auth)
             _request(url, "PATCH", "/config", body, timeout, auth=auth)
             return body
         except _Conflict:
-            if attempt + 1 == CONFIG_ATTEMPTS:
+            if attempt == CONFIG_ATTEMPTS:
                 raise
-            time.sleep(0.2 * (attempt + 1))
-    return {}
+            time.sleep(0.2 * attempt)
+            attempt += 1
 
 
 def restart_member(url, timeout=60.0, auth=None):
@@ -278,6 +282,57 @@ def credentials(settings):
     if not settings.patroni_username:
         return None
     return (settings.patroni_username, settings.patroni_password or "")
+
+
+# patronictl remove asks for the scope, then for this sentence, then (only when the DCS
+# still holds a leader key) for the leader's name, with this question
+REMOVE_CONFIRMATION = "Yes I am aware"
+LEADER_QUESTION = "Please specify the leader name"
+# how long a leader key left by a Patroni that did not release it may take to expire
+# (Patroni's ttl, 30 s by default); a live leader renews it and is never removed
+LEADER_KEY_WAIT = 90.0
+
+
+def remove_cluster(patronictl, config, scope, stage="cutover", wait=LEADER_KEY_WAIT, timeout=60):
+    """Remove the cluster ``scope`` from the DCS with ``patronictl -c config remove``, so that
+    the first Patroni to start takes over the cluster found in its data directory as the
+    leader of a new one. Only two questions are answered: while the DCS holds a leader key,
+    patronictl asks for its name, reads no answer and aborts, so a cluster with a live
+    leader is never removed. A key that a stopped Patroni left expires within its ttl: it
+    is asked again every 2 s for ``wait`` seconds. Removing a cluster the DCS does not hold
+    succeeds."""
+    deadline = time.time() + wait
+    while True:
+        code, output = _patronictl_remove(patronictl, config, scope, stage, timeout)
+        if code == 0:
+            return
+        if LEADER_QUESTION not in output or time.time() >= deadline:
+            break
+        _pause(2)
+    tail = " ".join(output.split())[-400:]
+    why = ("the DCS still holds a leader key after %d s, so a member's Patroni runs (stop "
+           "Patroni on every member, then run the %s again)" % (wait, stage)
+           if LEADER_QUESTION in output else "see patronictl's output")
+    raise ConfigError("no %s: %s remove %s failed (exit %d: %s); %s: nothing was changed"
+                      % (stage, patronictl, scope, code, tail, why),
+                      code="restore_patroni_dcs", stage=stage)
+
+
+def _pause(seconds):
+    time.sleep(seconds)  # the tests stand in for it (subprocess sleeps through time.sleep)
+
+
+def _patronictl_remove(patronictl, config, scope, stage, timeout):
+    argv = [patronictl, "-c", config, "remove", scope]
+    try:
+        done = subprocess.run(argv, input="%s\n%s\n" % (scope, REMOVE_CONFIRMATION),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError("no %s: %s could not remove Patroni cluster %s from the DCS (%s); "
+                          "nothing was changed" % (stage, patronictl, scope, exc),
+                          code="restore_patroni_dcs", stage=stage)
+    return done.returncode, done.stdout
 
 
 def manages(data_dir):
