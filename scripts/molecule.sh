@@ -105,31 +105,30 @@ setup_collections() {
     sh "$REPO/scripts/link-collection.sh"
 }
 
+wheelhouse() {
+    # wheelhouse NAME REQUIREMENTS PIP-ARGS...: the wheels of REQUIREMENTS for the containers'
+    # python (Debian 12: the same python3.11 and architecture as this machine) in
+    # .cache/molecule/NAME, built again only when REQUIREMENTS changed (a stamp of its hash)
+    local name=$1 requirements=$2 want
+    shift 2
+    want="$(sha256sum < "$requirements" | cut -d' ' -f1)"
+    if [ "$(cat "$MCACHE/$name/.stamp" 2>/dev/null || true)" != "$want" ]; then
+        say "wheelhouse of ${requirements#"$REPO/"} -> .cache/molecule/$name"
+        rm -rf "${MCACHE:?}/$name" && mkdir -p "$MCACHE/$name"
+        pip_quiet /usr/bin/python3 -m pip -q --disable-pip-version-check "$@" "$MCACHE/$name" \
+            -r "$requirements" \
+            || die "could not download the wheels of $requirements"
+        echo "$want" > "$MCACHE/$name/.stamp"
+    fi
+}
+
 setup_wheels() {
-    # the agent's requirements as wheels for the containers' python (Debian 12: the same
-    # python3.11 and architecture as this machine)
-    local want
-    want="$(sha256sum < "$REPO/requirements.txt" | cut -d' ' -f1)"
-    if [ "$(cat "$MCACHE/wheels/.stamp" 2>/dev/null || true)" != "$want" ]; then
-        say "wheelhouse of requirements.txt -> .cache/molecule/wheels"
-        rm -rf "$MCACHE/wheels" && mkdir -p "$MCACHE/wheels"
-        pip_quiet /usr/bin/python3 -m pip download -q --disable-pip-version-check \
-            --only-binary=:all: -r "$REPO/requirements.txt" -d "$MCACHE/wheels" \
-            || die "could not download the wheels of requirements.txt"
-        echo "$want" > "$MCACHE/wheels/.stamp"
-    fi
-    # Patroni and its etcd3 client for the patroni scenario's nodes, the same way
-    local patroni_req="$REPO/extensions/molecule/patroni/requirements.txt"
-    want="$(sha256sum < "$patroni_req" | cut -d' ' -f1)"
-    if [ "$(cat "$MCACHE/patroni-wheels/.stamp" 2>/dev/null || true)" != "$want" ]; then
-        say "wheelhouse of Patroni -> .cache/molecule/patroni-wheels"
-        rm -rf "$MCACHE/patroni-wheels" && mkdir -p "$MCACHE/patroni-wheels"
-        # pip wheel, not download: python-etcd is published as a source archive only
-        pip_quiet /usr/bin/python3 -m pip wheel -q --disable-pip-version-check \
-            --prefer-binary -r "$patroni_req" -w "$MCACHE/patroni-wheels" \
-            || die "could not download the wheels of $patroni_req"
-        echo "$want" > "$MCACHE/patroni-wheels/.stamp"
-    fi
+    # the agent's requirements, downloaded as wheels
+    wheelhouse wheels "$REPO/requirements.txt" download --only-binary=:all: -d
+    # Patroni and its etcd3 client for the patroni scenario's nodes: pip wheel, not
+    # download, because python-etcd is published as a source archive only
+    wheelhouse patroni-wheels "$REPO/extensions/molecule/patroni/requirements.txt" \
+        wheel --prefer-binary -w
 }
 
 export_env() {
