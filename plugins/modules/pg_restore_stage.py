@@ -70,7 +70,11 @@ description:
   - V(rollback) - back to the data directory the cutover kept (or O(rollback_from)); the
     cut-over cluster stops (as for V(cutover)) and is kept as
     O(live_data)C(.rolled-back-<UTC time>), the kept directory is renamed back and starts
-    on O(pg_port). Allowed after a cutover that stopped half-way (a live directory already
+    on O(pg_port). The directory the cutover kept starts through a short archive recovery
+    (the staged copy's restore_command, no target, its own timeline) that promotes it onto
+    a timeline above the restored one, whose history file the repository holds; it starts
+    as it is, with a C(warning) in the record, when it holds WAL not yet archived, when
+    that start fails, or for O(rollback_from). Allowed after a cutover that stopped half-way (a live directory already
     moved aside is not looked for); V(restore_rollback_missing) when there is no kept
     directory. A rollback done is not done again; one that stopped half-way (its record
     says C(phase=moving), for example a cluster that did not start) resumes where it was.
@@ -433,14 +437,18 @@ cutover:
     data directory), C(point), C(backup_id), C(timeline), C(archive_mode), C(archived) (the
     segment that reached the repository, or null), C(patroni) (true when Patroni manages the
     cluster - start it on the node next), C(patroni_scope) (the Patroni cluster removed from
-    the DCS, else null); in check mode C(data), C(kept), C(port), C(point), C(patroni_scope).
+    the DCS, else null), C(restore_command) (the staged copy's, which a rollback recovers
+    the kept directory with); in check mode C(data), C(kept), C(port), C(point), C(patroni_scope).
   returned: stage is cutover
   type: dict
   sample: {phase: done, at: 20261205T140000Z, kept: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,
            timeline: 3, archive_mode: "on", archived: 000000030000000000000012}
 rollback:
   description: V(rollback) - what was recorded - C(at), C(from) (the directory moved back),
-    C(kept) (where the cut-over directory went).
+    C(kept) (where the cut-over directory went), C(timeline) (the one it runs on),
+    C(new_timeline) (true when it started through an archive recovery onto a timeline above
+    the restored one, so that restores of latest and replicas follow it), C(warning) (why
+    it started on its old timeline instead, else null).
   returned: stage is rollback
   type: dict
   sample: {at: 20261205T150000Z, from: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,

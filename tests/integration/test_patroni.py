@@ -695,9 +695,10 @@ def test_patroni_config_sends_the_rest_api_credentials(workdir, etcd):
 
 def _replicates_and_archives(leader, replica):
     """A new row on the leader reaches the replica; the segment then archived."""
-    leader.pg.psql("INSERT INTO ticks (k) VALUES (41)")
+    expected = str(int(leader.pg.psql("SELECT count(*) FROM ticks")) + 1)
+    leader.pg.psql("INSERT INTO ticks (k) SELECT max(k) + 1 FROM ticks")
     deadline = time.time() + 60
-    while replica.pg.psql("SELECT count(*) FROM ticks") != "41":
+    while replica.pg.psql("SELECT count(*) FROM ticks") != expected:
         assert time.time() < deadline, "the replica does not follow the new leader"
         time.sleep(0.5)
     return archive_everything(leader.pg)
@@ -892,21 +893,22 @@ def test_a_staged_restore_of_a_patroni_leader_is_verified_then_taken_over_by_pat
         _remove_from_dcs(leader)
         code, done, err = _restore_stage(repo, "rollback", state_file, staging, *live)
         assert code == 0, err
+        back = done["rollback"]
+        # on a timeline above the abandoned one, so that Patroni's replicas, which always
+        # ask for recovery_target_timeline=latest with restore_command, follow it
+        assert back["new_timeline"] is True and back["warning"] is None, back
+        assert back["timeline"] > cut["timeline"], (back, cut)
         leader.start()
         wait_for(members, leader="pg1", timeout=180)
         replica.pg.datadir.rename(replica.pg.datadir.with_name("data.pitr"))
         kept.rename(replica.pg.datadir)
-        # the repository still holds the abandoned timeline's history, which Patroni's
-        # recovery_target_timeline=latest would make the replica follow (and refuse to
-        # start): without restore_command it streams from the leader's timeline alone
-        config = yaml.safe_load(replica.config.read_text())
-        config["postgresql"].pop("recovery_conf")
-        replica.config.write_text(yaml.safe_dump(config))
-        replica.start()
+        replica.start()  # with restore_command, as before the PITR
         wait_for(members, leader="pg1", replicas=("pg2",), timeout=180)
         for member in members:  # the rows from before the restore, the mistake included
             assert member.pg.psql("SELECT count(*), min(k), max(k) FROM ticks") == "60|1|60", \
                 member.name
+        segment = _replicates_and_archives(leader, replica)
+        assert int(segment[:8], 16) == back["timeline"], (segment, back)
     finally:
         if copy is not None:
             copy.stop()

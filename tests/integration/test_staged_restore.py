@@ -394,6 +394,35 @@ def test_cutover_then_rollback(node):
     assert sql(node.pg.port, "SELECT pg_is_in_recovery()") is False
     assert not list(data.parent.glob("data.pre-restore-*"))
     assert len(list(data.parent.glob("data.rolled-back-*"))) == 1
+    _rolled_back_onto_a_timeline_of_its_own(node, data, timeline, original)
+
+
+def _rolled_back_onto_a_timeline_of_its_own(node, data, abandoned, original):
+    """The repository holds the abandoned restored timeline's history: the rolled-back
+    cluster runs on a timeline above it, archived, without recovery settings left, and a
+    restore of latest returns its rows, not the restored ones."""
+    record = state_of(node)["rollback"]
+    assert record["new_timeline"] is True and record["warning"] is None, record
+    rolled = int(sql(node.pg.port, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
+    assert rolled > abandoned and record["timeline"] == rolled, (rolled, abandoned, record)
+    auto = (data / "postgresql.auto.conf").read_text()
+    assert "restore_command" not in auto and "recovery_target" not in auto, auto
+    assert not (data / "recovery.signal").exists()
+    switched = sql(node.pg.port, "SELECT pg_walfile_name(pg_switch_wal())")
+    deadline = time.time() + 60
+    while not [k for k in node.wal_keys() if "%08X.history" % rolled in k] or sql(
+            node.pg.port, "SELECT coalesce(last_archived_wal >= '%s', false) "
+            "FROM pg_stat_archiver" % switched) is not True:
+        assert time.time() < deadline, (switched, node.wal_keys())
+        time.sleep(0.5)
+    target = node.root / "after-rollback" / "data"
+    target.parent.mkdir()
+    os.chown(target.parent, pwd.getpwnam("postgres").pw_uid, -1)
+    expected = "SELECT count(*) = %d AND sum(k) = %d FROM ticks" % (len(original), sum(original))
+    code, report = node.cli("drill", "--target", target, "--drill-port", free_port(),
+                            "--point", "latest", "--pg-bindir", node.pg.bindir,
+                            "--check-sql", expected)
+    assert code == 0 and report["success"] is True, report
 
 
 def test_a_state_file_the_postgres_user_put_there_is_never_acted_on(node):

@@ -63,7 +63,7 @@ class World(object):
             "recovery_target_action = 'pause'\n")
         (tmp_path / "data.staging" / "pgdr_restore.json").write_text("{}")
         self.up, self.stubborn, self.seen = {self.live, self.copy}, set(), []
-        self.unstartable, self.tails = set(), []
+        self.unstartable, self.tails, self.recovery_fails = set(), [], False
         self.restores, self.restore_errors, self.streams = [], [], True
         self.copy_state = {"up": True, "in_recovery": True, "data_directory": self.copy,
                            "postmaster_pid": PID, "timeline": 1}
@@ -78,8 +78,13 @@ class World(object):
         if function is stage._wait_recovery:
             # the new cluster starts with the copy's recovery settings: what it was given
             self.seen.append(("recovery", open(self.live + "/postgresql.auto.conf").read()))
-            return {"up": True, "in_recovery": False, "timeline": 2, "archive_mode": "on",
-                    "data_directory": self.live}
+            recovering = os.path.exists(self.live + "/recovery.signal")  # a rollback's
+            if recovering and self.recovery_fails:
+                self.up.discard(self.live)
+                raise errors.PostgresError("the restored server stopped during recovery",
+                                           code="recovery_failed", stage="recover")
+            return {"up": True, "in_recovery": False, "timeline": 3 if recovering else 2,
+                    "archive_mode": "on", "data_directory": self.live}
         if function is stage._wait_ready:
             self.seen.append(("ready",))
             return {"up": True, "in_recovery": True}
@@ -420,7 +425,9 @@ def test_a_rollback_whose_cluster_cannot_start_says_why(world):
         world.rollback()
     assert caught.value.code == "restore_start_failed" and caught.value.stage == "rollback"
     assert "could not load pg_hba.conf" in caught.value.msg
-    assert world.tails == [world.live + "/pg_ctl.log"]
+    # through the recovery onto a new timeline, then as it is: both read the log's tail
+    assert world.tails == [world.live + "/pg_ctl.log"] * 2
+    assert not os.path.exists(world.live + "/recovery.signal")
     assert world.contents(world.live) == "port = 5432\n"  # the old cluster is back in place
     assert world.read()["rollback"]["phase"] == "moving" and world.read()["cutover"]["active"]
     world.unstartable.clear()  # the DBA fixed pg_hba.conf
@@ -503,3 +510,70 @@ def test_a_half_done_rollback_without_a_live_directory_is_not_resumed(world):
         world.rollback(live_data="")
     assert caught.value.code == "restore_rollback_missing"
     assert sorted(os.listdir(os.path.dirname(world.live))) == before
+
+
+def test_a_rollback_starts_the_kept_directory_onto_a_timeline_above_the_restored_one(world):
+    """The repository holds the restored timeline's history file: the kept directory starts
+    through an archive recovery with the copy's restore_command, to no target and on its
+    own timeline, so that PostgreSQL promotes it above every archived timeline; the
+    settings are gone once it runs."""
+    world.write(VERIFIED)
+    cut = world.cutover()["cutover"]
+    assert cut["restore_command"] == "restore_command = 'pgdr wal-fetch %f %p'"
+    world.seen[:] = []
+    back = world.rollback()["rollback"]
+    [given] = [entry[1] for entry in world.seen if entry[0] == "recovery"]
+    assert given.splitlines()[0] == "work_mem = '8MB'"
+    assert "restore_command = 'pgdr wal-fetch %f %p'" in given
+    assert "recovery_target_timeline = 'current'" in given
+    assert "recovery_target_time = ''" in given and "recovery_target_lsn = ''" in given
+    assert back["timeline"] == 3 and back["new_timeline"] is True and back["warning"] is None
+    assert open(world.live + "/postgresql.auto.conf").read() == "work_mem = '8MB'\n"
+    assert not os.path.exists(world.live + "/recovery.signal")
+    assert world.read()["rollback"] == back
+
+
+def test_a_kept_directory_with_wal_not_yet_archived_starts_as_it_is(world):
+    """An archive recovery deems every segment archived and may delete one that is not:
+    such a directory starts on its old timeline, and the record says why."""
+    world.write(VERIFIED)
+    kept = world.cutover()["cutover"]["kept"]
+    status = os.path.join(kept, "pg_wal", "archive_status")
+    os.makedirs(status)
+    open(os.path.join(status, "000000010000000000000007.ready"), "w").close()
+    world.seen[:] = []
+    back = world.rollback()["rollback"]
+    [given] = [entry[1] for entry in world.seen if entry[0] == "recovery"]
+    assert "restore_command" not in given
+    assert back["new_timeline"] is False
+    assert "1 WAL segments" in back["warning"] and "000000010000000000000007" in back["warning"]
+    assert os.path.exists(world.live + "/pg_wal/archive_status/000000010000000000000007.ready")
+
+
+def test_a_rollback_whose_recovery_fails_starts_on_its_old_timeline_and_says_so(world):
+    """The repository out of reach: wal-fetch stops the recovery. The directory starts as
+    it is, without the recovery settings, and the record says so."""
+    world.write(VERIFIED)
+    world.cutover()
+    world.recovery_fails = True
+    world.seen[:] = []
+    back = world.rollback()["rollback"]
+    assert [e[0] for e in world.seen] == ["stop", "start", "recovery", "start", "recovery"]
+    assert "restore_command" not in world.seen[-1][1]
+    assert back["phase"] == "done" and back["new_timeline"] is False and back["timeline"] == 2
+    assert "could not start on a new timeline" in back["warning"]
+    assert "stopped during recovery" in back["warning"]
+    assert open(world.live + "/postgresql.auto.conf").read() == "work_mem = '8MB'\n"
+    assert not os.path.exists(world.live + "/recovery.signal")
+
+
+def test_a_rollback_from_another_directory_starts_it_as_it_is(world, tmp_path):
+    world.write(VERIFIED)
+    world.cutover()
+    other = tmp_path / "data.other"
+    other.mkdir()
+    (other / "PG_VERSION").write_text("15\n")
+    (other / "postgresql.auto.conf").write_text("")
+    back = world.rollback(rollback_from=str(other))["rollback"]
+    assert back["new_timeline"] is False and str(other) in back["warning"]
+    assert not os.path.exists(world.live + "/recovery.signal")

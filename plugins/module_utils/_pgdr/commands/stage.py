@@ -423,13 +423,14 @@ def _cutover(step):
     _move(live, kept)
     _move(step.datadir, live)
     # a copy that was down (not verified) may still be recovering: keep its recovery settings
-    step.as_user(take_live_configuration, kept, live, bool(now.get("in_recovery", True)))
+    restore_line = step.as_user(take_live_configuration, kept, live,
+                                bool(now.get("in_recovery", True)))
     promoted = _start_promoted(step, live_ctl, live)
     step.as_user(set_recovery_block, live, None)
     archived = _probe_archive(step, promoted)
     done = dict(record, phase="done", timeline=promoted["timeline"],
                 archive_mode=promoted["archive_mode"], archived=archived, patroni=managed,
-                patroni_scope=scope or None)
+                patroni_scope=scope or None, restore_command=restore_line)
     step.save("cutover", done, fresh=False)
     return {"changed": True, "cutover": done, "state": promoted}
 
@@ -584,6 +585,12 @@ def _systemctl(verb, service, timeout, stage):
 
 
 RECOVERY_LINE = re.compile(r"^\s*(recovery_target\w*|restore_command)\s*=")
+RESTORE_COMMAND_LINE = re.compile(r"^\s*restore_command\s*=")
+# a rollback's recovery onto a new timeline stops at no target, whatever the kept
+# directory's own settings say
+NO_RECOVERY_TARGET = tuple("%s = ''" % name for name in (
+    "recovery_target", "recovery_target_lsn", "recovery_target_name", "recovery_target_time",
+    "recovery_target_xid"))
 CUTOVER_MARK = "# %s pgdr restore cutover: recovery to the point, then promote"
 
 
@@ -591,11 +598,13 @@ def take_live_configuration(kept, data, in_recovery):
     """As the OS user, in the directory that is the cluster now: the live cluster's
     configuration files (from the kept directory), the staged copy's recovery settings
     with promote when it was still recovering, and no restore marker or wal-fetch scan
-    state left."""
+    state left. The copy's restore_command line (the last: PostgreSQL reads that one), which
+    a rollback recovers the kept directory with, or None."""
     auto = os.path.join(data, "postgresql.auto.conf")
     with open(auto) as handle:
         recovery = [line.rstrip("\n") for line in handle if RECOVERY_LINE.match(line)
                     and not line.strip().startswith("recovery_target_action")]
+    restore_lines = [line for line in recovery if RESTORE_COMMAND_LINE.match(line)]
     for name in sorted(os.listdir(kept)):
         source = os.path.join(kept, name)
         if name.endswith(".conf") and os.path.isfile(source) and not os.path.islink(source):
@@ -603,7 +612,12 @@ def take_live_configuration(kept, data, in_recovery):
                 _write_private(os.path.join(data, name), handle.read())
     if in_recovery:
         set_recovery_block(data, recovery + ["recovery_target_action = 'promote'"])
-    for name in ownfiles.RESTORE_LEFTOVERS:
+    _remove_leftovers(data, ownfiles.RESTORE_LEFTOVERS)
+    return restore_lines[-1].strip() if restore_lines else None
+
+
+def _remove_leftovers(data, names):
+    for name in names:
         try:
             os.unlink(os.path.join(data, name))
         except OSError:
@@ -750,11 +764,90 @@ def _resume_rollback(step, live, record):
 
 
 def _finish_rollback(step, live, record):
-    now = _start(step, _live_ctl(step, live), live, "rollback")
-    step.state.record("cutover", dict(step.state.get("cutover", {}), active=False), fresh=False)
-    done = dict(record, phase="done")
+    """Start the directory moved back. The cutover's kept directory starts through a short
+    archive recovery that ends at its own end of WAL, so PostgreSQL promotes it onto a
+    timeline above every one in the repository, the abandoned restored one included: its
+    history file would otherwise make restores of latest, and replicas, follow the
+    abandoned timeline, and the next promotion take its number. Where that cannot be done
+    safely it starts as it is, on its old timeline, and the record says why (``warning``)."""
+    cut = step.state.get("cutover", {})
+    ctl = _live_ctl(step, live)
+    line, warning = _new_timeline_recovery(step, live, record, cut, ctl)
+    if line:
+        now, warning = _start_on_a_new_timeline(step, ctl, live, line)
+    else:
+        now = _start(step, ctl, live, "rollback")
+    abandoned = cut.get("timeline")
+    fresh = bool(line) and not warning
+    if fresh and abandoned and int(now.get("timeline") or 0) <= int(abandoned):
+        warning = ("it started on timeline %s, not above the restored cluster's %s (the "
+                   "repository lacks a history file): restores of latest may follow the "
+                   "abandoned timeline" % (now.get("timeline"), abandoned))
+    step.state.record("cutover", dict(cut, active=False), fresh=False)
+    done = dict(record, phase="done", timeline=now.get("timeline"), new_timeline=fresh,
+                warning=warning)
     step.save("rollback", done, fresh=False)
     return {"changed": True, "rollback": done, "state": now}
+
+
+def _new_timeline_recovery(step, live, record, cut, ctl):
+    """The restore_command line to recover the moved-back directory with, or None and
+    why not (None when there is nothing to say). Only the directory the cutover kept, and
+    only after a cutover that promoted (so there is an abandoned timeline), never a
+    running server."""
+    if cut.get("phase") != "done" or not cut.get("timeline") or ctl.running():
+        return None, None
+    if record.get("from") != (cut.get("kept") or "").rstrip("/"):
+        return None, ("%s is not the directory the cutover kept: it started as it is, and the "
+                      "restored cluster's timeline %s stays the newest in the repository"
+                      % (record.get("from"), cut.get("timeline")))
+    if not cut.get("restore_command"):
+        return None, ("the cutover recorded no restore_command (an earlier pgdr): it started on "
+                      "its old timeline, and the restored cluster's timeline %s stays the newest "
+                      "in the repository" % cut.get("timeline"))
+    ready = step.as_user(instance.unarchived_segments, live)
+    if ready:
+        return None, ("%d WAL segments of it were not archived yet (%s...): an archive recovery "
+                      "would let PostgreSQL delete them, so it started on its old timeline, and "
+                      "the restored cluster's timeline %s stays the newest in the repository"
+                      % (len(ready), ready[0], cut.get("timeline")))
+    return cut["restore_command"], None
+
+
+def _start_on_a_new_timeline(step, ctl, live, line):
+    """Start through archive recovery with the cutover's restore_command, no target and
+    the directory's own timeline; (state, None), or, when that start fails (the repository
+    out of reach: wal-fetch stops the recovery), (state of a plain start, why)."""
+    step.as_user(begin_new_timeline, live, line)
+    try:
+        now = _start(step, ctl, live, "rollback")
+        if now.get("in_recovery"):
+            raise PostgresError("recovery did not end", code="recovery_failed", stage="rollback")
+    except PgdrError as exc:
+        if ctl.running():
+            _stop(ctl, live, step.params, step.params.get("service_name"),
+                  "the rolled-back cluster", "rollback")
+        step.as_user(end_recovery_settings, live)
+        now = _start(step, ctl, live, "rollback")
+        return now, ("it could not start on a new timeline (%s): it started on its old timeline "
+                     "%s, and the restored cluster's timeline stays the newest in the repository"
+                     % (getattr(exc, "msg", exc), now.get("timeline")))
+    step.as_user(end_recovery_settings, live)
+    return now, None
+
+
+def begin_new_timeline(data, line):
+    """As the OS user: archive recovery on the directory's own timeline, to no target."""
+    set_recovery_block(data, [line, "recovery_target_timeline = 'current'"]
+                       + list(NO_RECOVERY_TARGET))
+    _write_private(os.path.join(data, "recovery.signal"), b"")
+
+
+def end_recovery_settings(data):
+    """As the OS user: the rollback's recovery settings gone (read at every start), with
+    what wal-fetch left in the directory."""
+    set_recovery_block(data, None)
+    _remove_leftovers(data, ("recovery.signal",) + ownfiles.RESTORE_LEFTOVERS)
 
 
 def _call(function, *args):

@@ -401,6 +401,17 @@ def mark_ready(datadir, timeline, current_wal, dry_run=False):
     return marked
 
 
+def unarchived_segments(datadir):
+    """The WAL files of a stopped cluster that wait for archive_command (``.ready``), by
+    name: an archive recovery deems every segment archived and may delete them."""
+    status = os.path.join(datadir, "pg_wal", "archive_status")
+    try:
+        names = os.listdir(status)
+    except OSError:
+        return []
+    return sorted(name[:-len(".ready")] for name in names if name.endswith(".ready"))
+
+
 def postmaster_pid(datadir):
     try:
         with open(os.path.join(datadir, "postmaster.pid")) as handle:
