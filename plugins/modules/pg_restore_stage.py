@@ -192,8 +192,10 @@ options:
       - "cutover: the Patroni cluster (scope) the live data directory is a member of. After
         every check the cutover removes it from the DCS (patronictl remove), so that Patroni
         started next takes over the promoted cluster as leader; the caller stops Patroni on
-        every member first (in check mode the cutover does not ask whether it runs). Empty:
-        no Patroni."
+        every member first (in check mode the cutover does not ask whether it runs, and
+        checks that patronictl lists the cluster). standby with standby_source patroni, in
+        check mode: the caller stops Patroni on the replica later, so whether it runs is not
+        asked. Empty: no Patroni."
       - V(restore_cutover_blocked) when the live data directory is not a Patroni member's;
         V(restore_patroni_dcs) when patronictl fails, which it does while the DCS still holds
         a leader key (a member's Patroni runs) - nothing was changed either way.

@@ -250,6 +250,10 @@ def _fake_patronictl(tmp_path, leader=""):
     script.write_text(
         "#!/bin/sh\n"
         "echo \"$@\" > %(d)s/argv\n"
+        "if [ \"$3\" = list ]; then\n"
+        "  [ \"$4\" = molecule ] || { echo 'no cluster'; exit 1; }\n"
+        "  echo '[{\"Cluster\": \"molecule\", \"Member\": \"pg1\", \"Role\": \"Leader\"}]'; exit 0\n"
+        "fi\n"
         "read scope; read sure\n"
         "echo \"$scope|$sure\" > %(d)s/answers\n"
         "[ \"$scope\" = \"$4\" ] || { echo 'Cluster names specified do not match'; exit 1; }\n"
@@ -302,3 +306,17 @@ def test_a_leader_key_left_by_a_stopped_patroni_is_waited_out(tmp_path, monkeypa
     monkeypatch.setattr(patroni, "_pause", sleep)
     patroni.remove_cluster(patronictl, "/p.yml", "molecule")
     assert slept == [2] and (tmp_path / "removed").exists()
+
+
+def test_patronictl_and_the_dcs_are_checked_before_anything_stops(tmp_path):
+    patronictl = _fake_patronictl(tmp_path)
+    members = patroni.check_cluster(patronictl, "/p.yml", "molecule")
+    assert members[0]["Member"] == "pg1"
+    assert (tmp_path / "argv").read_text().split() == ["-c", "/p.yml", "list", "molecule", "-f", "json"]
+    with pytest.raises(ConfigError) as caught:
+        patroni.check_cluster(patronictl, "/p.yml", "other")
+    assert caught.value.code == "restore_patroni_dcs" and "no cluster" in caught.value.msg
+    with pytest.raises(ConfigError) as caught:
+        patroni.check_cluster(str(tmp_path / "missing"), "/p.yml", "molecule")
+    assert caught.value.code == "restore_patroni_dcs" and "cannot run" in caught.value.msg
+    assert not (tmp_path / "removed").exists()

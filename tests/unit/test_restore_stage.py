@@ -278,14 +278,16 @@ def test_a_patroni_cutover_is_checked_while_patroni_runs_and_leaves_the_dcs_last
     (tmp_path / "copy").mkdir()
     verified = dict(BEFORE, verified=dict(BEFORE["verified"], postmaster_pid=4242))
     world.write(verified)
-    removed = []
+    removed, listed = [], []
     monkeypatch.setattr(stage.patroni, "remove_cluster", lambda *args: removed.append(args))
+    monkeypatch.setattr(stage.patroni, "check_cluster", lambda *args: listed.append(args))
     monkeypatch.setattr(stage.patroni, "daemons", lambda: [31337])
     monkeypatch.setattr(stage.Step, "as_user", lambda _step, function, *args: function(*args))
     monkeypatch.setattr(stage, "_server_state", lambda _settings: PAUSED)
     monkeypatch.setattr(stage, "require_copy", lambda *a, **k: None)
     checked = world.run("cutover", dry_run=True, live_data=str(live), patroni_scope="molecule")
     assert checked["changed"] and checked["cutover"]["patroni_scope"] == "molecule"
+    assert listed == [("patronictl", "/etc/patroni/patroni.yml", "molecule")] and removed == []
     with pytest.raises(errors.ConfigError) as caught:  # Patroni still runs: no real cutover
         world.run("cutover", live_data=str(live), patroni_scope="molecule")
     assert caught.value.code == "restore_patroni_running"
@@ -330,6 +332,9 @@ def test_a_patroni_replica_is_set_aside_for_patroni_to_build_once(world, tmp_pat
     with pytest.raises(errors.ConfigError) as caught:
         world.run("standby", **params)
     assert caught.value.code == "restore_patroni_running" and replica.exists()
+    # the role's check before the cutover: Patroni runs and stops later
+    checked = world.run("standby", dry_run=True, patroni_scope="molecule", **params)
+    assert checked["changed"] and replica.exists() and world.read() is None
     monkeypatch.setattr(stage.patroni, "daemons", lambda: [])
     predicted = world.run("standby", dry_run=True, **params)
     assert predicted["changed"] and replica.exists() and world.read() is None

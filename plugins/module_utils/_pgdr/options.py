@@ -456,7 +456,10 @@ OPTIONS = (
            "directory is a member of. After every check the cutover removes it from the DCS "
            "(patronictl remove), so that Patroni started next takes over the promoted "
            "cluster as leader; the caller stops Patroni on every member first (in check mode "
-           "the cutover does not ask whether it runs). Empty: no Patroni.", groups=("stage",)),
+           "the cutover does not ask whether it runs, and checks that patronictl lists the "
+           "cluster). standby with standby_source patroni, in check mode: the caller stops "
+           "Patroni on the replica later, so whether it runs is not asked. Empty: no Patroni.",
+           groups=("stage",)),
     Option("patronictl", "str", "cutover with patroni_scope: the patronictl program.",
            default="patronictl", groups=("stage",)),
     Option("patroni_config", "path", "cutover with patroni_scope: Patroni's configuration "

@@ -406,6 +406,8 @@ def _cutover(step):
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     kept = "%s.pre-restore-%s" % (live, stamp)
     if step.dry_run:
+        if scope:  # the removal after the stops must not fail for want of patronictl
+            patroni.check_cluster(step.params["patronictl"], step.params["patroni_config"], scope)
         return {"changed": True, "cutover": {"data": live, "kept": kept, "port": _live_port(step),
                                              "point": plan.get("point"),
                                              "patroni_scope": scope or None}}
@@ -878,7 +880,9 @@ def _standby(step):
             and (os.path.isfile(os.path.join(data, "PG_VERSION"))
                  or source == done.get("source") == "patroni")):  # Patroni builds it
         return {"changed": False, "standby": done}
-    refuse_under_patroni(data, "standbys", missing_counts=source != "patroni")
+    # checked before the cutover (the role's check mode with the scope): Patroni stops later
+    refuse_under_patroni(data, "standbys", missing_counts=source != "patroni",
+                         daemons_stop_later=step.dry_run and bool(params.get("patroni_scope")))
     if source == "patroni":
         _require_patroni_replica(data)
     aside = source in ("primary", "patroni") and os.path.lexists(data)

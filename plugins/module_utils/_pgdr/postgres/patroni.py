@@ -318,6 +318,30 @@ def remove_cluster(patronictl, config, scope, stage="cutover", wait=LEADER_KEY_W
                       code="restore_patroni_dcs", stage=stage)
 
 
+def check_cluster(patronictl, config, scope, stage="cutover", timeout=60):
+    """Before anything stops: patronictl runs and reaches the DCS, which holds ``scope``
+    (``patronictl -c config list scope``, read only), so that the removal after the
+    stops cannot fail for want of either."""
+    argv = [patronictl, "-c", config, "list", scope, "-f", "json"]
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError("no %s: %s cannot run (%s): nothing was changed"
+                          % (stage, patronictl, exc), code="restore_patroni_dcs", stage=stage)
+    try:
+        members = json.loads(done.stdout) if done.returncode == 0 else None
+    except ValueError:
+        members = None
+    if not members:
+        raise ConfigError(
+            "no %s: %s -c %s list %s does not show the cluster's members (exit %d: %s): the "
+            "cutover could not remove it from the DCS, so nothing was changed"
+            % (stage, patronictl, config, scope, done.returncode,
+               " ".join(done.stdout.split())[-300:]), code="restore_patroni_dcs", stage=stage)
+    return members
+
+
 def _pause(seconds):
     time.sleep(seconds)  # the tests stand in for it (subprocess sleeps through time.sleep)
 
