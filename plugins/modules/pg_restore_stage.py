@@ -439,8 +439,9 @@ cutover:
     data directory), C(point), C(backup_id), C(timeline), C(archive_mode), C(archived) (the
     segment that reached the repository, or null), C(patroni) (true when Patroni manages the
     cluster - start it on the node next), C(patroni_scope) (the Patroni cluster removed from
-    the DCS, else null), C(restore_command) (the staged copy's, which a rollback recovers
-    the kept directory with); in check mode C(data), C(kept), C(port), C(point), C(patroni_scope).
+    the DCS, else null), C(restore_command) (the staged copy's, on record from before the
+    copy starts in the live directory's place, which a rollback recovers the kept directory
+    with it); in check mode C(data), C(kept), C(port), C(point), C(patroni_scope).
   returned: stage is cutover
   type: dict
   sample: {phase: done, at: 20261205T140000Z, kept: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,
@@ -449,8 +450,10 @@ rollback:
   description: V(rollback) - what was recorded - C(at), C(from) (the directory moved back),
     C(kept) (where the cut-over directory went), C(timeline) (the one it runs on),
     C(new_timeline) (true when it started through an archive recovery onto a timeline above
-    the restored one, so that restores of latest and replicas follow it), C(warning) (why
-    it started on its old timeline instead, else null).
+    the restored one, so that restores of latest and replicas follow it), C(archived) (a
+    segment of the new timeline that reached the repository, its history file before it,
+    else null), C(warning) (why it started on its old timeline instead, or why its new one
+    is not in the repository, else null).
   returned: stage is rollback
   type: dict
   sample: {at: 20261205T150000Z, from: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,

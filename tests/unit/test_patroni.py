@@ -252,6 +252,7 @@ def _fake_patronictl(tmp_path, leader=""):
         "echo \"$@\" > %(d)s/argv\n"
         "if [ \"$3\" = list ]; then\n"
         "  [ \"$4\" = molecule ] || { echo 'no cluster'; exit 1; }\n"
+        "  echo 'InsecureRequestWarning: Unverified HTTPS request' >&2\n"
         "  echo '[{\"Cluster\": \"molecule\", \"Member\": \"pg1\", \"Role\": \"Leader\"}]'; exit 0\n"
         "fi\n"
         "read scope; read sure\n"

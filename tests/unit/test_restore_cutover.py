@@ -577,3 +577,51 @@ def test_a_rollback_from_another_directory_starts_it_as_it_is(world, tmp_path):
     back = world.rollback(rollback_from=str(other))["rollback"]
     assert back["new_timeline"] is False and str(other) in back["warning"]
     assert not os.path.exists(world.live + "/recovery.signal")
+
+
+def test_a_cutover_that_stopped_after_its_promotion_is_rolled_back_onto_a_new_timeline(
+        world, monkeypatch):
+    """The copy promoted (its timeline's history may be archived) but the cutover stopped
+    before it was recorded done: the restore_command was on record before the copy
+    started, so the rollback still recovers the kept directory onto a timeline of its own."""
+    world.write(VERIFIED)
+    answer = world.call_as
+
+    def archive_fails(user, function, *args):
+        if function is stage._archive_probe:
+            raise errors.PostgresError("no segment archived within 30 s",
+                                       code="archive_timeout", stage="cutover")
+        return answer(user, function, *args)
+
+    monkeypatch.setattr(stage.osuser, "call_as", archive_fails)
+    with pytest.raises(errors.PostgresError):
+        world.cutover()
+    [started] = [entry[2] for entry in world.seen if entry[0] == "start"]
+    assert started["cutover"]["phase"] == "moving"
+    assert started["cutover"]["restore_command"] == "restore_command = 'pgdr wal-fetch %f %p'"
+    monkeypatch.setattr(stage.osuser, "call_as", answer)
+    world.seen[:] = []
+    back = world.rollback()["rollback"]
+    [given] = [entry[1] for entry in world.seen if entry[0] == "recovery"]
+    assert "recovery_target_timeline = 'current'" in given
+    assert back["new_timeline"] is True and back["warning"] is None
+    assert back["archived"] == "000000020000000000000005"
+    assert not os.path.exists(world.live + "/recovery.signal")
+
+
+def test_a_new_timeline_that_does_not_reach_the_repository_is_a_warning(world, monkeypatch):
+    world.write(VERIFIED)
+    world.cutover()
+    answer = world.call_as
+
+    def archive_fails(user, function, *args):
+        if function is stage._archive_probe:
+            raise errors.PostgresError("no segment archived within 30 s",
+                                       code="archive_timeout", stage="rollback")
+        return answer(user, function, *args)
+
+    monkeypatch.setattr(stage.osuser, "call_as", archive_fails)
+    back = world.rollback()["rollback"]
+    assert back["phase"] == "done" and back["new_timeline"] is True and back["archived"] is None
+    assert "did not reach the repository" in back["warning"]
+    assert "no segment archived within 30 s" in back["warning"]

@@ -427,12 +427,16 @@ def _cutover(step):
     # a copy that was down (not verified) may still be recovering: keep its recovery settings
     restore_line = step.as_user(take_live_configuration, kept, live,
                                 bool(now.get("in_recovery", True)))
+    # on record before the copy starts: a rollback of a cutover that stops after its
+    # promotion needs it as much as one of a finished cutover
+    record = dict(record, restore_command=restore_line)
+    step.save("cutover", record, fresh=False)
     promoted = _start_promoted(step, live_ctl, live)
     step.as_user(set_recovery_block, live, None)
     archived = _probe_archive(step, promoted)
     done = dict(record, phase="done", timeline=promoted["timeline"],
                 archive_mode=promoted["archive_mode"], archived=archived, patroni=managed,
-                patroni_scope=scope or None, restore_command=restore_line)
+                patroni_scope=scope or None)
     step.save("cutover", done, fresh=False)
     return {"changed": True, "cutover": done, "state": promoted}
 
@@ -771,7 +775,9 @@ def _finish_rollback(step, live, record):
     timeline above every one in the repository, the abandoned restored one included: its
     history file would otherwise make restores of latest, and replicas, follow the
     abandoned timeline, and the next promotion take its number. Where that cannot be done
-    safely it starts as it is, on its old timeline, and the record says why (``warning``)."""
+    safely it starts as it is, on its old timeline, and the record says why (``warning``).
+    A new timeline counts once a segment of it reached the repository (its history file
+    goes first)."""
     cut = step.state.get("cutover", {})
     ctl = _live_ctl(step, live)
     line, warning = _new_timeline_recovery(step, live, record, cut, ctl)
@@ -779,62 +785,81 @@ def _finish_rollback(step, live, record):
         now, warning = _start_on_a_new_timeline(step, ctl, live, line)
     else:
         now = _start(step, ctl, live, "rollback")
-    abandoned = cut.get("timeline")
-    fresh = bool(line) and not warning
-    if fresh and abandoned and int(now.get("timeline") or 0) <= int(abandoned):
-        warning = ("it started on timeline %s, not above the restored cluster's %s (the "
-                   "repository lacks a history file): restores of latest may follow the "
-                   "abandoned timeline" % (now.get("timeline"), abandoned))
+    if not now.get("in_recovery"):  # an interrupted earlier attempt's settings too
+        step.as_user(end_recovery_settings, live)
+    fresh, archived, warning = _judge_new_timeline(step, now, cut, bool(line), warning)
     step.state.record("cutover", dict(cut, active=False), fresh=False)
     done = dict(record, phase="done", timeline=now.get("timeline"), new_timeline=fresh,
-                warning=warning)
+                archived=archived, warning=warning)
     step.save("rollback", done, fresh=False)
     return {"changed": True, "rollback": done, "state": now}
 
 
+def _judge_new_timeline(step, now, cut, attempted, warning):
+    """(new_timeline, the segment archived, warning): above the restored cluster's timeline
+    when that is known, and archived, else said why not."""
+    abandoned, timeline = cut.get("timeline"), int(now.get("timeline") or 0)
+    fresh = (timeline > int(abandoned)) if abandoned else (attempted and not warning)
+    if attempted and not warning and not fresh:
+        warning = ("it started on timeline %s, not above the restored cluster's %s (the "
+                   "repository lacks a history file): restores of latest may follow the "
+                   "abandoned timeline" % (timeline, abandoned))
+    if not fresh:
+        return False, None, warning
+    try:
+        archived = _probe_archive(step, now)
+    except PgdrError as exc:
+        return True, None, ("its new timeline %d did not reach the repository (%s): until it "
+                            "does, restores of latest follow the restored cluster's timeline"
+                            % (timeline, getattr(exc, "msg", exc)))
+    return True, archived, warning
+
+
 def _new_timeline_recovery(step, live, record, cut, ctl):
     """The restore_command line to recover the moved-back directory with, or None and
-    why not (None when there is nothing to say). Only the directory the cutover kept, and
-    only after a cutover that promoted (so there is an abandoned timeline), never a
-    running server."""
-    if cut.get("phase") != "done" or not cut.get("timeline") or ctl.running():
+    why not (None when there is nothing to say). Only the directory the cutover kept,
+    never a running server."""
+    if ctl.running():
         return None, None
     if record.get("from") != (cut.get("kept") or "").rstrip("/"):
         return None, ("%s is not the directory the cutover kept: it started as it is, and the "
-                      "restored cluster's timeline %s stays the newest in the repository"
-                      % (record.get("from"), cut.get("timeline")))
+                      "restored cluster's timeline stays the newest in the repository"
+                      % record.get("from"))
     if not cut.get("restore_command"):
-        return None, ("the cutover recorded no restore_command (an earlier pgdr): it started on "
-                      "its old timeline, and the restored cluster's timeline %s stays the newest "
-                      "in the repository" % cut.get("timeline"))
+        return None, ("the cutover recorded no restore_command (an earlier pgdr, or it stopped "
+                      "before the copy took the live directory's place): it started on its old "
+                      "timeline, and a restored timeline, if any, stays the newest in the "
+                      "repository")
     ready = step.as_user(instance.unarchived_segments, live)
     if ready:
         return None, ("%d WAL segments of it were not archived yet (%s...): an archive recovery "
                       "would let PostgreSQL delete them, so it started on its old timeline, and "
-                      "the restored cluster's timeline %s stays the newest in the repository"
-                      % (len(ready), ready[0], cut.get("timeline")))
+                      "the restored cluster's timeline stays the newest in the repository"
+                      % (len(ready), ready[0]))
     return cut["restore_command"], None
 
 
 def _start_on_a_new_timeline(step, ctl, live, line):
     """Start through archive recovery with the cutover's restore_command, no target and
     the directory's own timeline; (state, None), or, when that start fails (the repository
-    out of reach: wal-fetch stops the recovery), (state of a plain start, why)."""
+    out of reach: wal-fetch stops the recovery), (state of a plain start, why). The
+    recovery settings never outlive the attempt."""
     step.as_user(begin_new_timeline, live, line)
     try:
         now = _start(step, ctl, live, "rollback")
         if now.get("in_recovery"):
             raise PostgresError("recovery did not end", code="recovery_failed", stage="rollback")
     except PgdrError as exc:
-        if ctl.running():
-            _stop(ctl, live, step.params, step.params.get("service_name"),
-                  "the rolled-back cluster", "rollback")
-        step.as_user(end_recovery_settings, live)
+        try:
+            if ctl.running():
+                _stop(ctl, live, step.params, step.params.get("service_name"),
+                      "the rolled-back cluster", "rollback")
+        finally:
+            step.as_user(end_recovery_settings, live)
         now = _start(step, ctl, live, "rollback")
         return now, ("it could not start on a new timeline (%s): it started on its old timeline "
                      "%s, and the restored cluster's timeline stays the newest in the repository"
                      % (getattr(exc, "msg", exc), now.get("timeline")))
-    step.as_user(end_recovery_settings, live)
     return now, None
 
 

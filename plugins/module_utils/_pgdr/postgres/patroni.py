@@ -323,8 +323,8 @@ def check_cluster(patronictl, config, scope, stage="cutover", timeout=60):
     (``patronictl -c config list scope``, read only), so that the removal after the
     stops cannot fail for want of either."""
     argv = [patronictl, "-c", config, "list", scope, "-f", "json"]
-    try:
-        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    try:  # stderr apart: a warning there (urllib3's, say) must not spoil the JSON
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ConfigError("no %s: %s cannot run (%s): nothing was changed"
@@ -338,7 +338,8 @@ def check_cluster(patronictl, config, scope, stage="cutover", timeout=60):
             "no %s: %s -c %s list %s does not show the cluster's members (exit %d: %s): the "
             "cutover could not remove it from the DCS, so nothing was changed"
             % (stage, patronictl, config, scope, done.returncode,
-               " ".join(done.stdout.split())[-300:]), code="restore_patroni_dcs", stage=stage)
+               " ".join((done.stdout + " " + done.stderr).split())[-300:]),
+            code="restore_patroni_dcs", stage=stage)
     return members
 
 
