@@ -74,8 +74,8 @@ description:
     (the staged copy's restore_command, no target, its own timeline) that promotes it onto
     a timeline above the restored one, whose history file the repository holds; it starts
     as it is, with a C(warning) in the record, when it holds WAL not yet archived, when
-    that start fails, or for O(rollback_from). Allowed after a cutover that stopped half-way (a live directory already
-    moved aside is not looked for); V(restore_rollback_missing) when there is no kept
+    that start fails, or for O(rollback_from). Allowed after a cutover that stopped
+    half-way (a live directory already moved aside is not looked for); V(restore_rollback_missing) when there is no kept
     directory. A rollback done is not done again; one that stopped half-way (its record
     says C(phase=moving), for example a cluster that did not start) resumes where it was.
   - V(standby) - on a standby's node, after a cutover - the standby (O(target)) stops (as
@@ -439,9 +439,9 @@ cutover:
     data directory), C(point), C(backup_id), C(timeline), C(archive_mode), C(archived) (the
     segment that reached the repository, or null), C(patroni) (true when Patroni manages the
     cluster - start it on the node next), C(patroni_scope) (the Patroni cluster removed from
-    the DCS, else null), C(restore_command) (the staged copy's, on record from before the
-    copy starts in the live directory's place, which a rollback recovers the kept directory
-    with it); in check mode C(data), C(kept), C(port), C(point), C(patroni_scope).
+    the DCS, else null), C(restore_command) (the staged copy's, put on record before the
+    copy starts in the live directory's place; a rollback recovers the kept directory with
+    it); in check mode C(data), C(kept), C(port), C(point), C(patroni_scope).
   returned: stage is cutover
   type: dict
   sample: {phase: done, at: 20261205T140000Z, kept: /var/lib/postgresql/15/main.pre-restore-20261205T140000Z,
@@ -460,7 +460,8 @@ rollback:
            kept: /var/lib/postgresql/15/main.rolled-back-20261205T150000Z}
 standby:
   description: V(standby) - what was recorded - C(at), C(source), C(kept) (the previous
-    data directory with O(standby_source=primary) or O(standby_source=patroni), else null), C(primary), C(for); from
+    data directory with O(standby_source=primary) or O(standby_source=patroni), else
+    null), C(primary), C(for); from
     the repository also C(backup_id) and C(delta) (C(kept_bytes), C(written_bytes),
     C(fetched_bytes), C(removed)).
   returned: stage is standby

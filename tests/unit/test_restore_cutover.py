@@ -64,6 +64,7 @@ class World(object):
         (tmp_path / "data.staging" / "pgdr_restore.json").write_text("{}")
         self.up, self.stubborn, self.seen = {self.live, self.copy}, set(), []
         self.unstartable, self.tails, self.recovery_fails = set(), [], False
+        self.archive_fails = False
         self.restores, self.restore_errors, self.streams = [], [], True
         self.copy_state = {"up": True, "in_recovery": True, "data_directory": self.copy,
                            "postmaster_pid": PID, "timeline": 1}
@@ -107,6 +108,9 @@ class World(object):
             return {"changed": True, "backup": {"id": "F2"}, "events": ["delta restore kept"],
                     "delta": {"kept_bytes": 900, "written_bytes": 100, "fetched_bytes": 80}}
         if function is stage._archive_probe:
+            if self.archive_fails:
+                raise errors.PostgresError("no segment archived within 30 s",
+                                           code="archive_timeout", stage="cutover")
             return {"archived": "000000020000000000000005"}
         if function is stage.instance.log_tail:
             self.tails.append(args[0])  # read as the OS user, never as root
@@ -579,27 +583,18 @@ def test_a_rollback_from_another_directory_starts_it_as_it_is(world, tmp_path):
     assert not os.path.exists(world.live + "/recovery.signal")
 
 
-def test_a_cutover_that_stopped_after_its_promotion_is_rolled_back_onto_a_new_timeline(
-        world, monkeypatch):
+def test_a_cutover_that_stopped_after_its_promotion_is_rolled_back_onto_a_new_timeline(world):
     """The copy promoted (its timeline's history may be archived) but the cutover stopped
     before it was recorded done: the restore_command was on record before the copy
     started, so the rollback still recovers the kept directory onto a timeline of its own."""
     world.write(VERIFIED)
-    answer = world.call_as
-
-    def archive_fails(user, function, *args):
-        if function is stage._archive_probe:
-            raise errors.PostgresError("no segment archived within 30 s",
-                                       code="archive_timeout", stage="cutover")
-        return answer(user, function, *args)
-
-    monkeypatch.setattr(stage.osuser, "call_as", archive_fails)
+    world.archive_fails = True
     with pytest.raises(errors.PostgresError):
         world.cutover()
     [started] = [entry[2] for entry in world.seen if entry[0] == "start"]
     assert started["cutover"]["phase"] == "moving"
     assert started["cutover"]["restore_command"] == "restore_command = 'pgdr wal-fetch %f %p'"
-    monkeypatch.setattr(stage.osuser, "call_as", answer)
+    world.archive_fails = False
     world.seen[:] = []
     back = world.rollback()["rollback"]
     [given] = [entry[1] for entry in world.seen if entry[0] == "recovery"]
@@ -609,18 +604,10 @@ def test_a_cutover_that_stopped_after_its_promotion_is_rolled_back_onto_a_new_ti
     assert not os.path.exists(world.live + "/recovery.signal")
 
 
-def test_a_new_timeline_that_does_not_reach_the_repository_is_a_warning(world, monkeypatch):
+def test_a_new_timeline_that_does_not_reach_the_repository_is_a_warning(world):
     world.write(VERIFIED)
     world.cutover()
-    answer = world.call_as
-
-    def archive_fails(user, function, *args):
-        if function is stage._archive_probe:
-            raise errors.PostgresError("no segment archived within 30 s",
-                                       code="archive_timeout", stage="rollback")
-        return answer(user, function, *args)
-
-    monkeypatch.setattr(stage.osuser, "call_as", archive_fails)
+    world.archive_fails = True
     back = world.rollback()["rollback"]
     assert back["phase"] == "done" and back["new_timeline"] is True and back["archived"] is None
     assert "did not reach the repository" in back["warning"]
